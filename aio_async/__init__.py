@@ -1,0 +1,73 @@
+"""aio_async: an asyncio job queue for Django that keeps its jobs in your own database.
+
+``schedule()`` writes a job inside the caller's transaction; ``python -m aio_async run``
+runs it, its database work and its completion committed together.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "AioAsyncError",
+    "FunctionNotFound",
+    "GroupClosed",
+    "InvalidArguments",
+    "InvalidOption",
+    "JobFailure",
+    "JobRefused",
+    "NotCallable",
+    "ResultNotJSON",
+    "ScheduleError",
+    "Task",
+    "TaskNotAllowed",
+    "adeschedule",
+    "ahealth",
+    "aschedule",
+    "deschedule",
+    "health",
+    "schedule",
+    "task",
+]
+
+__version__ = "0.1.0"
+
+from aio_async.errors import (
+    AioAsyncError,
+    FunctionNotFound,
+    GroupClosed,
+    InvalidArguments,
+    InvalidOption,
+    JobFailure,
+    JobRefused,
+    NotCallable,
+    ResultNotJSON,
+    ScheduleError,
+    TaskNotAllowed,
+)
+
+if TYPE_CHECKING:
+    from aio_async.api import Task, adeschedule, aschedule, deschedule, schedule, task
+    from aio_async.health import ahealth, health
+
+_LAZY = {
+    "Task": "aio_async.api",
+    "adeschedule": "aio_async.api",
+    "aschedule": "aio_async.api",
+    "deschedule": "aio_async.api",
+    "schedule": "aio_async.api",
+    "task": "aio_async.api",
+    "ahealth": "aio_async.health",
+    "health": "aio_async.health",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the API on first use, so that ``import aio_async`` works before Django is set up."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'aio_async' has no attribute {name!r}")

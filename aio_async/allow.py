@@ -1,0 +1,142 @@
+"""Which code a job may run (DESIGN promise 7), and how a job's name becomes a callable.
+
+A name is allowed when it is a registered task (the ``aio_async.task`` decorator) or lies
+under an allowed module prefix: ``AIO_ASYNC["ALLOWED_MODULES"]``, by default the project's
+installed apps other than Django's own. The prefix is checked *before* anything is imported,
+and the object found is checked again by the module that defined it, so that
+``myapp.tasks.system`` (after ``from os import system``) is refused like ``os.system``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import types
+from collections.abc import Callable
+from typing import Any
+
+from django.apps import apps
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from aio_async.conf import get_settings
+from aio_async.errors import FunctionNotFound, InvalidOption, NotCallable, TaskNotAllowed
+
+__all__ = ["allowed_modules", "dotted_name", "register", "resolve"]
+
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+_MAX_NAME = 1024
+_registry: dict[str, Callable[..., Any]] = {}
+_resolved: dict[str, Callable[..., Any]] = {}
+
+
+def register(name: str, function: Callable[..., Any]) -> None:
+    """Allow ``function`` to run under ``name`` whatever the module prefixes say."""
+    _registry[name] = function
+    _resolved.pop(name, None)
+
+
+def dotted_name(function: object) -> str:
+    """The importable dotted path of a module-level function, class or class method."""
+    target = getattr(function, "__func__", function)
+    module = getattr(function, "__module__", None) or getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", None)
+    if not module or not qualname:
+        raise FunctionNotFound(
+            f"{function!r} has no importable name; pass a module-level function or its dotted path"
+        )
+    if "<" in qualname:
+        raise FunctionNotFound(
+            f"{module}.{qualname} is a lambda or a nested function, which a worker cannot "
+            "import; define it at module level"
+        )
+    return f"{module}.{qualname}"
+
+
+def allowed_modules() -> tuple[str, ...]:
+    """The module prefixes whose callables may run."""
+    configured = get_settings().allowed_modules
+    if configured is not None:
+        return configured
+    return tuple(
+        config.name
+        for config in apps.get_app_configs()
+        if config.name != "aio_async" and not config.name.startswith("django.")
+    )
+
+
+def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def check_name(name: object) -> str:
+    """Check ``name`` looks like a dotted path (``package.module.function``) and return it."""
+    if not isinstance(name, str) or not _DOTTED.match(name) or len(name) > _MAX_NAME:
+        raise InvalidOption(
+            f"function must be a callable or a dotted path such as 'app.tasks.send', got {name!r}"
+        )
+    return name
+
+
+def _import_longest_module(name: str) -> tuple[types.ModuleType, list[str]]:
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            return importlib.import_module(module_name), parts[cut:]
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            if module_name == missing or module_name.startswith(missing + "."):
+                continue  # this prefix is not a module; try a shorter one
+            raise FunctionNotFound(f"importing {module_name} failed: {exc}") from exc
+        except Exception as exc:
+            raise FunctionNotFound(
+                f"importing {module_name} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+    raise FunctionNotFound(f"no module of {name!r} can be imported")
+
+
+def resolve(name: str) -> Callable[..., Any]:
+    """Return the callable that ``name`` allows, or raise the ScheduleError that says why not."""
+    if name in _registry:
+        return _registry[name]
+    if name in _resolved:
+        return _resolved[name]
+    check_name(name)
+    prefixes = allowed_modules()
+    if not _under(name, prefixes):
+        raise TaskNotAllowed(
+            f"{name} is not allowed to run: decorate it with @aio_async.task or add its "
+            f"module to AIO_ASYNC['ALLOWED_MODULES'] (allowed now: {list(prefixes)})"
+        )
+    target: Any
+    target, attributes = _import_longest_module(name)
+    if name in _registry:  # the import ran its @task decorator
+        return _registry[name]
+    for depth, attribute in enumerate(attributes):
+        try:
+            target = getattr(target, attribute)
+        except AttributeError:
+            where = ".".join(name.split(".")[: len(name.split(".")) - len(attributes) + depth])
+            raise FunctionNotFound(f"{where} has no attribute {attribute!r} (from {name})") from None
+        if isinstance(target, types.ModuleType):
+            raise TaskNotAllowed(
+                f"{name} reaches module {target.__name__} through an attribute; name the "
+                "function by its own module"
+            )
+    if not callable(target):
+        raise NotCallable(f"{name} is a {type(target).__name__}, not a callable")
+    home = getattr(target, "__module__", None)
+    if not isinstance(home, str) or not _under(home, prefixes):
+        raise TaskNotAllowed(
+            f"{name} is defined in module {home}, which is not allowed; only callables "
+            f"defined under {list(prefixes)} or decorated with @aio_async.task may run"
+        )
+    _resolved[name] = target
+    return target
+
+
+@receiver(setting_changed)
+def _forget(*, setting: str, **_: object) -> None:
+    if setting in ("AIO_ASYNC", "INSTALLED_APPS"):
+        _resolved.clear()

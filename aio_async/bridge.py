@@ -1,0 +1,252 @@
+"""Everything that crosses the line between the asyncio loop and Django's sync ORM.
+
+A sync job runs in a worker thread through ``sync_to_async(thread_sensitive=False)``: its
+own work and its fenced completion write happen inside one ``transaction.atomic()`` in one
+sync function, because the next bridged call may land on another thread and connection
+(DESIGN promise 2). Connections are tidied with ``close_old_connections()`` before and after
+every job, so a broken or expired connection is never reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import enum
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.db import close_old_connections, connections, transaction
+
+from aio_async import allow, store
+from aio_async.conf import QueueSettings
+from aio_async.errors import FunctionNotFound, ResultNotJSON, ScheduleError
+from aio_async.models import Job
+from aio_async.payload import JSONError, json_value, normalise_arguments
+
+__all__ = ["Bridge", "Outcome"]
+
+logger = logging.getLogger("aio_async.bridge")
+
+T = TypeVar("T")
+
+
+class Outcome(enum.Enum):
+    """How one attempt of a job ended."""
+
+    SUCCEEDED = "succeeded"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    LEASE_LOST = "lease_lost"
+    RELEASED = "released"
+
+
+def _result(value: object) -> Any:
+    try:
+        return json_value(value, "the result")
+    except JSONError as exc:
+        raise ResultNotJSON(f"{exc}; return JSON (or nothing) from a job") from None
+
+
+def _record_failure(job: Job, error: store.ErrorInfo, worker: str, settings: QueueSettings, *, final: bool = False) -> Outcome:
+    close_old_connections()
+    try:
+        status = store.fail(job, error, worker, settings, final=final)
+    except store.LeaseLost:
+        logger.warning(
+            "Job %s failed, but its lease was lost; the failure is not recorded",
+            job.pk,
+            extra={"action": "lease_lost", "job_id": job.pk, "worker": worker},
+        )
+        return Outcome.LEASE_LOST
+    logger.info(
+        "Job %s (%s) attempt %s failed: %s: %s",
+        job.pk,
+        job.name,
+        job.attempts,
+        error.exception,
+        error.message,
+        extra={"action": "job_failed" if status == "failed" else "job_retrying", "job_id": job.pk},
+    )
+    return Outcome.FAILED if status == "failed" else Outcome.RETRYING
+
+
+def _complete_or_lose(job: Job, worker: str, work: Callable[[], Any]) -> Outcome:
+    """Run ``work`` and the fenced completion write in one transaction."""
+    alias = job._state.db or "default"
+    try:
+        with transaction.atomic(using=alias):
+            result = _result(work())
+            store.complete(job, result, worker)
+    except store.LeaseLost:
+        logger.warning(
+            "Job %s finished, but its lease was taken over; its transaction rolled back",
+            job.pk,
+            extra={"action": "lease_lost", "job_id": job.pk, "worker": worker},
+        )
+        return Outcome.LEASE_LOST
+    logger.debug("Job %s succeeded", job.pk, extra={"action": "job_succeeded", "job_id": job.pk})
+    return Outcome.SUCCEEDED
+
+
+def run_sync_job(
+    job: Job,
+    function: Callable[..., Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    worker: str,
+    settings: QueueSettings,
+) -> Outcome:
+    """Run a sync job and its completion atomically in this thread; record a failure after."""
+    close_old_connections()
+    try:
+        try:
+            return _complete_or_lose(job, worker, lambda: function(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - SystemExit in a job must not stop the worker
+            error = store.ErrorInfo.from_exception(exc)
+        return _record_failure(job, error, worker, settings)
+    finally:
+        close_old_connections()
+
+
+def complete_async_job(job: Job, result: Any, worker: str) -> Outcome:
+    """Write a coroutine job's completion (fenced) in a transaction of its own."""
+    close_old_connections()
+    try:
+        return _complete_or_lose(job, worker, lambda: result)
+    finally:
+        close_old_connections()
+
+
+def fail_job(job: Job, error: store.ErrorInfo, worker: str, settings: QueueSettings, final: bool) -> Outcome:
+    """Record a failed attempt from the loop's side (coroutine jobs, refused rows)."""
+    try:
+        return _record_failure(job, error, worker, settings, final=final)
+    finally:
+        close_old_connections()
+
+
+def prepare(job: Job) -> tuple[Callable[..., Any], list[Any], dict[str, Any]]:
+    """The callable and arguments a claimed row names, checked again (rows can be forged)."""
+    function = allow.resolve(job.name)
+    args, kwargs = normalise_arguments(job.args, job.kwargs)
+    return function, args, kwargs
+
+
+def refuse(job: Job, exc: ScheduleError, worker: str, settings: QueueSettings) -> Outcome:
+    """Record a row that cannot run: retried if its name does not import, else failed now."""
+    # A name that does not import may be a deploy in progress, so it is retried; a callable
+    # that is not allowed or not callable, or arguments that are not JSON, never will run.
+    final = not isinstance(exc, FunctionNotFound)
+    return fail_job(job, store.ErrorInfo.from_exception(exc), worker, settings, final)
+
+
+def _close_connections() -> None:
+    connections.close_all()
+
+
+@dataclasses.dataclass
+class Bridge:
+    """The worker's side of the line: thread pools and the bridged queue operations."""
+
+    alias: str
+    worker: str
+    settings: QueueSettings
+    concurrency: int
+    jobs_pool: concurrent.futures.ThreadPoolExecutor = dataclasses.field(init=False)
+    control_pool: concurrent.futures.ThreadPoolExecutor = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.jobs_pool = concurrent.futures.ThreadPoolExecutor(
+            self.concurrency, thread_name_prefix="aio_async-job"
+        )
+        self.control_pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="aio_async-control"
+        )
+
+    def _control(self, function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+        return sync_to_async(function, thread_sensitive=False, executor=self.control_pool)
+
+    def _in_job_thread(self, function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+        return sync_to_async(function, thread_sensitive=False, executor=self.jobs_pool)
+
+    async def claim(self, limit: int, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> list[Job]:
+        """Lease up to ``limit`` due jobs to this worker."""
+        return await self._control(store.claim)(
+            self.alias,
+            worker=self.worker,
+            queues=self.settings.queues,
+            limit=limit,
+            lease_seconds=self.settings.lease_seconds,
+            include=include,
+            exclude=exclude,
+        )
+
+    async def heartbeat(self, job_ids: list[int]) -> int:
+        """Extend this worker's leases on ``job_ids``."""
+        return await self._control(store.heartbeat)(
+            self.alias, job_ids, self.worker, self.settings.lease_seconds
+        )
+
+    async def rescue(self) -> list[int]:
+        """Requeue jobs whose lease expired (their worker is gone)."""
+        return await self._control(store.rescue)(self.alias, self.worker, self.settings)
+
+    async def release(self, job: Job) -> bool:
+        """Give a job back to the queue without using up its attempt."""
+        return await self._control(store.release)(job, self.worker)
+
+    async def run(self, job: Job) -> Outcome:
+        """Run one claimed job to the end of its attempt and record how it ended."""
+        try:
+            function, args, kwargs = prepare(job)
+        except ScheduleError as exc:
+            return await self._control(refuse)(job, exc, self.worker, self.settings)
+        if iscoroutinefunction(function):
+            return await self._run_coroutine(job, function, args, kwargs)
+        future = asyncio.ensure_future(
+            self._in_job_thread(run_sync_job)(job, function, args, kwargs, self.worker, self.settings)
+        )
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # A thread cannot be stopped: let the job and its own records finish first.
+            await future
+            raise
+
+    async def _run_coroutine(
+        self, job: Job, function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> Outcome:
+        try:
+            async with asyncio.timeout(job.timeout):
+                value = await function(*args, **kwargs)
+            result = _result(value)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - recorded, the worker lives on
+            error = store.ErrorInfo.from_exception(exc)
+            return await asyncio.shield(
+                self._in_job_thread(fail_job)(job, error, self.worker, self.settings, False)
+            )
+        return await asyncio.shield(self._in_job_thread(complete_async_job)(job, result, self.worker))
+
+    async def close(self) -> None:
+        """Close every thread's database connection and stop the pools."""
+        await self._control(_close_connections)()
+        # Each pool thread owns its own connection; a barrier gives every thread one close.
+        barrier = threading.Barrier(self.concurrency)
+
+        def close_here() -> None:
+            barrier.wait(timeout=30)
+            connections.close_all()
+
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self.jobs_pool, close_here) for _ in range(self.concurrency)),
+            return_exceptions=True,
+        )
+        self.jobs_pool.shutdown(wait=False)
+        self.control_pool.shutdown(wait=False)

@@ -1,0 +1,80 @@
+"""How the queue is doing, as a JSON-ready dict."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db.models import Count, Max, Min, Q
+from django.utils import timezone
+
+from aio_async.conf import get_settings
+from aio_async.models import Error, Job, Status
+
+__all__ = ["ahealth", "health"]
+
+#: The window over which the recent completion rate is measured for the estimate.
+RATE_WINDOW = datetime.timedelta(minutes=10)
+
+_REMAINING = (Status.QUEUED, Status.WAITING, Status.RUNNING)
+
+
+def _counts(jobs: Any) -> dict[str, int]:
+    totals: dict[str, int] = jobs.aggregate(
+        all=Count("pk"),
+        executed=Count("pk", filter=Q(status=Status.SUCCEEDED)),
+        remaining=Count("pk", filter=Q(status__in=_REMAINING)),
+        queued=Count("pk", filter=Q(status=Status.QUEUED)),
+        waiting=Count("pk", filter=Q(status=Status.WAITING)),
+        running=Count("pk", filter=Q(status=Status.RUNNING)),
+        cancelled=Count("pk", filter=Q(status=Status.CANCELLED)),
+        failed=Count("pk", filter=Q(status=Status.FAILED)),
+    )
+    return totals
+
+
+def health(*, using: str | None = None) -> dict[str, Any]:
+    """Counts, per-name breakdown, oldest due job's age, last success and a completion estimate."""
+    alias = using or get_settings().database
+    now = timezone.now()
+    jobs = Job.objects.using(alias)
+    report: dict[str, Any] = {"time": now.isoformat(), **_counts(jobs)}
+    report["errors"] = Error.objects.using(alias).count()
+    by_name = (
+        jobs.values("name")
+        .annotate(
+            all=Count("pk"),
+            executed=Count("pk", filter=Q(status=Status.SUCCEEDED)),
+            remaining=Count("pk", filter=Q(status__in=_REMAINING)),
+            failed=Count("pk", filter=Q(status=Status.FAILED)),
+            cancelled=Count("pk", filter=Q(status=Status.CANCELLED)),
+            errors=Count("errors"),
+        )
+        .order_by("name")
+    )
+    report["by_name"] = {row.pop("name"): row for row in by_name}
+    oldest = jobs.filter(status=Status.QUEUED, run_after__lte=now).aggregate(due=Min("run_after"))
+    report["oldest_due_age_seconds"] = (
+        round((now - oldest["due"]).total_seconds(), 3) if oldest["due"] else None
+    )
+    last = jobs.filter(status=Status.SUCCEEDED).order_by("-executed", "-pk").first()
+    report["most_recent_executed"] = (
+        {"id": last.pk, "name": last.name, "executed": last.executed.isoformat() if last.executed else None}
+        if last
+        else None
+    )
+    recent = jobs.filter(status=Status.SUCCEEDED, executed__gte=now - RATE_WINDOW).aggregate(
+        count=Count("pk"), first=Min("executed"), last=Max("executed")
+    )
+    rate = recent["count"] / RATE_WINDOW.total_seconds()
+    report["executed_per_second"] = round(rate, 3)
+    due = jobs.filter(status__in=_REMAINING, run_after__lte=now).count()
+    report["estimated_completion_seconds"] = (
+        round(due / rate, 1) if rate else (0.0 if due == 0 else None)
+    )
+    return report
+
+
+ahealth = sync_to_async(health, thread_sensitive=True)
+ahealth.__doc__ = "health(), from async code."

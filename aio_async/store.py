@@ -1,0 +1,201 @@
+"""The queue's named database operations: claim, complete, fail, release, heartbeat, rescue.
+
+Every write that ends a job's attempt is *fenced*: it matches the row only while the job is
+still running under the same attempt number and worker that claimed it. A worker whose lease
+was taken over finds no row to update, raises LeaseLost, and its whole transaction (the job's
+own work included) rolls back (DESIGN promise 4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import traceback
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from aio_async import dialects
+from aio_async.conf import QueueSettings
+from aio_async.models import FINISHED, Error, Group, Job, Status
+from aio_async.retry import retry_delay
+
+__all__ = [
+    "ErrorInfo",
+    "LeaseLost",
+    "claim",
+    "complete",
+    "fail",
+    "heartbeat",
+    "release",
+    "release_final",
+    "rescue",
+]
+
+logger = logging.getLogger("aio_async.store")
+
+
+class LeaseLost(Exception):  # noqa: N818 - an event, not an error of the caller
+    """The job's lease was taken over; this worker's writes for it must roll back."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorInfo:
+    """What an Error row records about one failed attempt."""
+
+    exception: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        """Capture an exception's type, message and full traceback."""
+        kind = type(exc)
+        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        return cls(
+            exception=name[:255],
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+        )
+
+
+def _fenced(job: Job, worker: str) -> Any:
+    return Job.objects.using(job._state.db).filter(
+        pk=job.pk, status=Status.RUNNING, attempts=job.attempts, locked_by=worker
+    )
+
+
+def claim(
+    alias: str,
+    *,
+    worker: str,
+    queues: tuple[str, ...],
+    limit: int,
+    lease_seconds: float,
+    include: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+) -> list[Job]:
+    """Lease up to ``limit`` due jobs of ``queues`` to ``worker``, in queue order."""
+    connection = connections[alias]
+    now = timezone.now()
+    with transaction.atomic(using=alias):
+        return dialects.claim(
+            connection,
+            worker=worker,
+            queues=queues,
+            limit=limit,
+            now=now,
+            lease_until=now + datetime.timedelta(seconds=lease_seconds),
+            include=include,
+            exclude=exclude,
+        )
+
+
+def complete(job: Job, result: Any, worker: str) -> None:
+    """Mark ``job`` succeeded with ``result``; call inside the job's own transaction."""
+    updated = _fenced(job, worker).update(
+        status=Status.SUCCEEDED, result=result, executed=timezone.now(), locked_until=None
+    )
+    if updated != 1:
+        raise LeaseLost(job.pk)
+    if job.group_id is not None:
+        release_final(job.group_id, job._state.db or "default")
+
+
+def fail(job: Job, error: ErrorInfo, worker: str, settings: QueueSettings, *, final: bool = False) -> Status:
+    """Record a failed attempt in a new transaction: an Error row, then retry or give up."""
+    alias = job._state.db or "default"
+    now = timezone.now()
+    give_up = final or job.attempts >= job.max_attempts
+    with transaction.atomic(using=alias):
+        if give_up:
+            updated = _fenced(job, worker).update(status=Status.FAILED, locked_until=None)
+        else:
+            delay = datetime.timedelta(seconds=retry_delay(job.attempts, settings))
+            updated = _fenced(job, worker).update(
+                status=Status.QUEUED,
+                run_after=now + delay,
+                priority=F("priority") - 1,
+                locked_by="",
+                locked_until=None,
+            )
+        if updated != 1:
+            raise LeaseLost(job.pk)
+        Error.objects.using(alias).create(
+            job_id=job.pk,
+            attempt=job.attempts,
+            exception=error.exception,
+            message=error.message,
+            traceback=error.traceback,
+            worker=worker,
+            created=now,
+        )
+        if give_up and job.group_id is not None:
+            release_final(job.group_id, alias)
+    return Status.FAILED if give_up else Status.QUEUED
+
+
+def release(job: Job, worker: str) -> bool:
+    """Give a claimed job back to the queue without using up its attempt (clean shutdown)."""
+    updated: int = _fenced(job, worker).update(
+        status=Status.QUEUED, attempts=F("attempts") - 1, locked_by="", locked_until=None
+    )
+    return updated == 1
+
+
+def heartbeat(alias: str, job_ids: list[int], worker: str, lease_seconds: float) -> int:
+    """Extend the leases ``worker`` holds on ``job_ids``, in one statement."""
+    if not job_ids:
+        return 0
+    until = timezone.now() + datetime.timedelta(seconds=lease_seconds)
+    updated: int = Job.objects.using(alias).filter(
+        pk__in=job_ids, status=Status.RUNNING, locked_by=worker
+    ).update(locked_until=until)
+    return updated
+
+
+def rescue(alias: str, worker: str, settings: QueueSettings) -> list[int]:
+    """Requeue (or fail, when out of attempts) the jobs whose lease expired; return their ids."""
+    now = timezone.now()
+    rescued = []
+    with transaction.atomic(using=alias):
+        expired = (
+            Job.objects.using(alias)
+            .select_for_update(skip_locked=True)
+            .filter(status=Status.RUNNING, locked_until__lt=now)
+            .order_by("pk")[:100]
+        )
+        for job in expired:
+            error = ErrorInfo(
+                exception="aio_async.WorkerLost",
+                message=(
+                    f"worker {job.locked_by} lost its lease on attempt {job.attempts} "
+                    f"(it expired at {job.locked_until:%Y-%m-%d %H:%M:%S%z}); rescued by {worker}"
+                ),
+                traceback="",
+            )
+            fail(job, error, job.locked_by, settings)
+            rescued.append(job.pk)
+    return rescued
+
+
+def release_final(group_id: int, alias: str) -> bool:
+    """Queue the group's final job once every other member has finished; True if it did."""
+    group = Group.objects.using(alias).select_for_update().filter(pk=group_id).first()
+    if group is None or group.final_id is None:
+        return False
+    members = Job.objects.using(alias).filter(group_id=group_id).exclude(pk=group.final_id)
+    if members.exclude(status__in=FINISHED).exists():
+        return False
+    released: int = (
+        Job.objects.using(alias)
+        .filter(Q(pk=group.final_id), status=Status.WAITING)
+        .update(status=Status.QUEUED, run_after=timezone.now())
+    )
+    if released:
+        final = Job.objects.using(alias).only("queue").get(pk=group.final_id)
+        dialects.for_connection(connections[alias]).notify(connections[alias], final.queue)
+    return bool(released)
