@@ -6,7 +6,7 @@ runs it, its database work and its completion committed together.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 __all__ = [
     "AioAsyncError",
@@ -46,7 +46,7 @@ from aio_async.errors import (
     TaskNotAllowed,
 )
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from aio_async.api import Task, adeschedule, aschedule, deschedule, schedule, task
     from aio_async.health import ahealth, health
 
@@ -62,7 +62,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     """Import the API on first use, so that ``import aio_async`` works before Django is set up."""
     if name in _LAZY:
         import importlib

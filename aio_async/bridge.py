@@ -148,6 +148,10 @@ def _close_connections() -> None:
     connections.close_all()
 
 
+_tidy_async_orm_connection = sync_to_async(close_old_connections, thread_sensitive=True)
+_close_async_orm_connection = sync_to_async(_close_connections, thread_sensitive=True)
+
+
 @dataclasses.dataclass
 class Bridge:
     """The worker's side of the line: thread pools and the bridged queue operations."""
@@ -231,11 +235,16 @@ class Bridge:
             return await asyncio.shield(
                 self._in_job_thread(fail_job)(job, error, self.worker, self.settings, False)
             )
+        finally:
+            # Django's async ORM ran in asgiref's shared thread; tidy its connection as a
+            # request's end would.
+            await _tidy_async_orm_connection()
         return await asyncio.shield(self._in_job_thread(complete_async_job)(job, result, self.worker))
 
     async def close(self) -> None:
         """Close every thread's database connection and stop the pools."""
         await self._control(_close_connections)()
+        await _close_async_orm_connection()
         # Each pool thread owns its own connection; a barrier gives every thread one close.
         barrier = threading.Barrier(self.concurrency)
 

@@ -1,0 +1,1 @@
+"""A project app whose tasks the tests schedule."""

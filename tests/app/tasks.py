@@ -1,0 +1,99 @@
+"""Jobs for the tests: each does one observable thing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from os import system  # noqa: F401 - the allow-list test names tests.app.tasks.system
+
+from aio_async import task
+from tests.app.models import Record
+
+
+def write(key: str, value: int = 0) -> int:
+    """Write a Record and return its id (a plain function, allowed by its module)."""
+    return Record.objects.create(key=key, value=value).pk
+
+
+def write_then_fail(key: str) -> None:
+    """Write a Record, then raise: the Record must roll back."""
+    Record.objects.create(key=key)
+    raise ValueError(f"failing after writing {key}")
+
+
+def write_then_return_set(key: str) -> set[int]:
+    """Write a Record and return a value JSON cannot hold."""
+    Record.objects.create(key=key)
+    return {1, 2}
+
+
+def write_then_exit(key: str) -> None:
+    """Write a Record and raise SystemExit, which must not stop the worker."""
+    Record.objects.create(key=key)
+    sys.exit(3)
+
+
+def keyboard_interrupt() -> None:
+    """Raise KeyboardInterrupt from inside a job."""
+    raise KeyboardInterrupt
+
+
+def add(a: int, b: int) -> int:
+    """Return a + b."""
+    return a + b
+
+
+def sleep_then_write(key: str, seconds: float) -> int:
+    """Block a thread for ``seconds``, then write."""
+    time.sleep(seconds)
+    return Record.objects.create(key=key).pk
+
+
+def record_pid(key: str) -> int:
+    """Write the worker's pid."""
+    return Record.objects.create(key=key, value=os.getpid()).pk
+
+
+async def awrite(key: str) -> int:
+    """A coroutine job that writes through Django's async ORM."""
+    await asyncio.sleep(0.01)
+    record = await Record.objects.acreate(key=key)
+    return record.pk
+
+
+async def asleep(seconds: float) -> float:
+    """A coroutine job that sleeps."""
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+async def afail(message: str) -> None:
+    """A coroutine job that raises."""
+    raise RuntimeError(message)
+
+
+class Maths:
+    """Class methods can be jobs too."""
+
+    @classmethod
+    def double(cls, value: int) -> int:
+        """Return 2 × value."""
+        return 2 * value
+
+
+NOT_CALLABLE = 42
+
+
+@task(queue="tasks", priority=7, max_attempts=2)
+def decorated(key: str) -> int:
+    """A registered task with its own options."""
+    return Record.objects.create(key=key).pk
+
+
+@task
+async def adecorated(key: str) -> str:
+    """A registered coroutine task."""
+    await Record.objects.acreate(key=key)
+    return key

@@ -1,0 +1,75 @@
+"""Shared fixtures: the database under test, and a worker to drain the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from asgiref.sync import SyncToAsync
+from django.db import connection, connections
+
+from aio_async.bridge import Outcome
+from aio_async.conf import QueueSettings, get_settings
+from aio_async.executor import Executor
+
+
+def pytest_report_header() -> str:
+    """Say which database the run uses."""
+    return f"aio_async test database: {settings.DATABASES['default']['ENGINE']}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (not skip) PostgreSQL-only tests when the run is on SQLite."""
+    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        return
+    keep = [item for item in items if item.get_closest_marker("postgres_only") is None]
+    dropped = [item for item in items if item.get_closest_marker("postgres_only") is not None]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+def queue_settings(**overrides: Any) -> QueueSettings:
+    """The test settings with some fields replaced."""
+    return dataclasses.replace(get_settings(), **overrides)
+
+
+async def adrain(**overrides: Any) -> dict[Outcome, int]:
+    """Run a worker until no job is due; return its outcomes."""
+    executor = Executor(settings=queue_settings(**overrides))
+    return dict(await executor.run(until_empty=True))
+
+
+def drain(**overrides: Any) -> dict[Outcome, int]:
+    """adrain() from sync code."""
+    return asyncio.run(adrain(**overrides))
+
+
+@pytest.fixture(autouse=True)
+def _close_async_orm_connection(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Close the connection Django's async ORM opened in asgiref's thread after an async test.
+
+    Outside an ``async_to_sync`` caller, ``sync_to_async(thread_sensitive=True)`` runs in one
+    shared thread whose connection nothing else would close before the test database is
+    dropped.
+    """
+    yield
+    if inspect.iscoroutinefunction(request.function) and request.node.get_closest_marker("django_db"):
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
+@pytest.fixture
+def is_postgres() -> bool:
+    """True when the tests run on PostgreSQL."""
+    return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def worker_drain() -> Callable[..., dict[Outcome, int]]:
+    """The drain() helper as a fixture."""
+    return drain

@@ -1,0 +1,266 @@
+"""schedule() and friends against a real database (DESIGN promises 1 and 6)."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection, transaction
+from django.test import override_settings
+from django.utils import timezone
+
+import aio_async
+from aio_async import (
+    FunctionNotFound,
+    GroupClosed,
+    InvalidArguments,
+    InvalidOption,
+    NotCallable,
+    ScheduleError,
+    TaskNotAllowed,
+    aschedule,
+    deschedule,
+    schedule,
+)
+from aio_async.models import Group, Job, Status
+from aio_async.payload import identity
+from tests.app import tasks
+
+
+class Rollback(Exception):
+    pass
+
+
+@pytest.mark.django_db
+def test_schedule_writes_one_queued_job_with_the_originals_defaults() -> None:
+    before = timezone.now()
+    job = schedule("tests.app.tasks.add", args=(1, 2), kwargs={"k": "v"} and None)
+    job.refresh_from_db()
+    assert job.name == "tests.app.tasks.add"
+    assert job.args == [1, 2]
+    assert job.kwargs == {}
+    assert job.priority == 5
+    assert job.status == Status.QUEUED
+    assert job.queue == "default"
+    assert job.max_attempts == 5
+    assert job.attempts == 0
+    assert before <= job.added <= job.run_after <= timezone.now()
+    assert job.identity == identity("tests.app.tasks.add", [1, 2], {})
+    assert Job.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_schedule_accepts_the_callable_itself_and_positional_original_parameters() -> None:
+    when = timezone.now() + datetime.timedelta(hours=1)
+    job = schedule(tasks.write, ("k",), {"value": 3}, 9, when, None, {"why": "test"})
+    job.refresh_from_db()
+    assert (job.name, job.args, job.kwargs, job.priority, job.meta) == (
+        "tests.app.tasks.write",
+        ["k"],
+        {"value": 3},
+        9,
+        {"why": "test"},
+    )
+    assert job.run_after == when
+    assert schedule(tasks.Maths.double, [2]).name == "tests.app.tasks.Maths.double"
+
+
+@pytest.mark.django_db
+def test_decorated_task_brings_its_options_and_can_be_overridden() -> None:
+    job = tasks.decorated.schedule(["x"])
+    assert (job.queue, job.priority, job.max_attempts) == ("tasks", 7, 2)
+    job = schedule(tasks.decorated, ["x"], priority=1, queue="other", max_attempts=4)
+    assert (job.queue, job.priority, job.max_attempts) == ("other", 1, 4)
+    assert schedule("tests.app.tasks.decorated", ["x"]).queue == "tasks"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_transaction_leaves_no_job() -> None:
+    with pytest.raises(Rollback), transaction.atomic():
+        schedule(tasks.write, ["never"])
+        assert Job.objects.count() == 1  # visible inside the transaction only
+        raise Rollback
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_is_invisible_to_other_connections_until_commit() -> None:
+    seen: list[int] = []
+
+    def look() -> None:
+        seen.append(Job.objects.count())
+        connection.close()
+
+    with transaction.atomic():
+        schedule(tasks.write, ["later"])
+        other = threading.Thread(target=look)
+        other.start()
+        other.join()
+    look()
+    assert seen == [0, 1]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_aschedule_from_async_code_inside_a_transaction() -> None:
+    job = await aschedule(tasks.write, ["from async"])
+    assert job.pk is not None
+    assert await Job.objects.filter(name="tests.app.tasks.write").acount() == 1
+
+    def rolled_back() -> None:
+        with transaction.atomic():
+            schedule(tasks.write, ["async rollback"])
+            raise Rollback
+
+    with pytest.raises(Rollback):
+        await sync_to_async(rolled_back)()
+    assert await Job.objects.acount() == 1
+    job = await tasks.adecorated.aschedule(["x"])
+    assert job.name == "tests.app.tasks.adecorated"
+
+
+BAD_INPUT = [
+    (("tests.app.nosuch.f",), {}, FunctionNotFound),
+    (("tests.app.tasks.nosuch",), {}, FunctionNotFound),
+    (("tests.app.tasks.NOT_CALLABLE",), {}, NotCallable),
+    (("os.system", ["rm -rf /"]), {}, TaskNotAllowed),
+    (("subprocess.run",), {}, TaskNotAllowed),
+    (("tests.app.tasks.system",), {}, TaskNotAllowed),
+    ((print,), {}, TaskNotAllowed),
+    ((lambda: None,), {}, FunctionNotFound),
+    (("not a path",), {}, InvalidOption),
+    ((42,), {}, InvalidOption),
+    (("tests.app.tasks.add", "12"), {}, InvalidArguments),
+    (("tests.app.tasks.add", [object()]), {}, InvalidArguments),
+    (("tests.app.tasks.add", [float("nan")]), {}, InvalidArguments),
+    (("tests.app.tasks.add",), {"kwargs": {"a": {1, 2}}}, InvalidArguments),
+    (("tests.app.tasks.add",), {"kwargs": {1: 2}}, InvalidArguments),
+    (("tests.app.tasks.add",), {"kwargs": ["a"]}, InvalidArguments),
+    (("tests.app.tasks.add",), {"priority": "high"}, InvalidOption),
+    (("tests.app.tasks.add",), {"priority": True}, InvalidOption),
+    (("tests.app.tasks.add",), {"priority": 10**9}, InvalidOption),
+    (("tests.app.tasks.add",), {"max_attempts": 0}, InvalidOption),
+    (("tests.app.tasks.add",), {"max_attempts": 2.5}, InvalidOption),
+    (("tests.app.tasks.add",), {"queue": ""}, InvalidOption),
+    (("tests.app.tasks.add",), {"timeout": -1}, InvalidOption),
+    (("tests.app.tasks.add",), {"meta": ["x"]}, InvalidOption),
+    (("tests.app.tasks.add",), {"meta": {"when": datetime.date.today()}}, InvalidOption),
+    (("tests.app.tasks.add",), {"run_after": "tomorrow"}, InvalidOption),
+    (("tests.app.tasks.add",), {"group": 12}, InvalidOption),
+    (("tests.app.tasks.add",), {"group": ""}, InvalidOption),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("args", "kwargs", "error"), BAD_INPUT)
+def test_bad_input_raises_its_specific_error_and_writes_nothing(
+    args: tuple[object, ...], kwargs: dict[str, object], error: type[ScheduleError]
+) -> None:
+    with pytest.raises(error) as info:
+        schedule(*args, **kwargs)  # type: ignore[arg-type]
+    assert isinstance(info.value, ScheduleError)
+    assert str(info.value)
+    assert Job.objects.count() == 0
+    assert Group.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_bad_input_inside_a_transaction_leaves_the_transaction_usable() -> None:
+    with transaction.atomic():
+        schedule(tasks.write, ["kept"])
+        with pytest.raises(InvalidArguments):
+            schedule(tasks.write, [object()])
+        schedule(tasks.write, ["kept too"])
+    assert Job.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_naive_run_after_is_read_in_the_current_time_zone_when_use_tz() -> None:
+    naive = datetime.datetime(2030, 6, 1, 12, 0)
+    job = schedule(tasks.add, [1, 1], run_after=naive)
+    job.refresh_from_db()
+    assert job.run_after == timezone.make_aware(naive)  # Europe/Paris in the test settings
+    assert job.run_after.utcoffset() is not None
+    aware = datetime.datetime(2030, 6, 1, 12, 0, tzinfo=datetime.UTC)
+    job = schedule(tasks.add, [1, 1], run_after=aware)
+    job.refresh_from_db()
+    assert job.run_after == aware
+
+
+@pytest.mark.django_db
+def test_timedelta_run_after_is_from_now() -> None:
+    job = schedule(tasks.add, [1, 1], run_after=datetime.timedelta(minutes=5))
+    assert job.run_after - job.added == datetime.timedelta(minutes=5)
+
+
+@pytest.mark.django_db
+@override_settings(USE_TZ=False)
+def test_aware_run_after_becomes_local_naive_time_without_use_tz() -> None:
+    aware = datetime.datetime(2030, 6, 1, 12, 0, tzinfo=datetime.UTC)
+    job = schedule(tasks.add, [1, 1], run_after=aware)
+    job.refresh_from_db()
+    assert timezone.is_naive(job.run_after)
+    assert job.run_after == datetime.datetime(2030, 6, 1, 14, 0)  # Paris is UTC+2 in June
+
+
+@pytest.mark.django_db
+def test_deschedule_cancels_only_matching_unstarted_jobs() -> None:
+    first = schedule(tasks.add, [1, 2])
+    second = schedule("tests.app.tasks.add", (1, 2))
+    other_args = schedule(tasks.add, [2, 1])
+    running = schedule(tasks.add, [1, 2])
+    Job.objects.filter(pk=running.pk).update(status=Status.RUNNING)
+    assert deschedule(tasks.add, [1, 2]) == 2
+    statuses = dict(Job.objects.values_list("pk", "status"))
+    assert statuses[first.pk] == statuses[second.pk] == Status.CANCELLED
+    assert statuses[other_args.pk] == Status.QUEUED
+    assert statuses[running.pk] == Status.RUNNING
+    assert Job.objects.get(pk=first.pk).cancelled is not None
+    assert deschedule(tasks.add, [1, 2]) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_adeschedule() -> None:
+    await aschedule(tasks.add, [5, 5])
+    assert await aio_async.adeschedule(tasks.add, [5, 5]) == 1
+    assert await Job.objects.filter(status=Status.CANCELLED).acount() == 1
+
+
+@pytest.mark.django_db
+def test_group_by_reference_reuses_the_open_group_then_starts_a_new_generation() -> None:
+    first = schedule(tasks.add, [1, 1], group="nightly")
+    second = schedule(tasks.add, [2, 2], group="nightly")
+    assert first.group_id == second.group_id
+    Job.objects.filter(pk=first.pk).update(status=Status.SUCCEEDED)
+    third = schedule(tasks.add, [3, 3], group="nightly")
+    assert third.group_id != first.group_id
+    assert Group.objects.filter(reference="nightly").count() == 2
+
+
+@pytest.mark.django_db
+def test_an_explicit_group_with_a_finished_member_takes_no_new_job() -> None:
+    group = Group.objects.create(reference="batch")
+    job = schedule(tasks.add, [1, 1], group=group)
+    Job.objects.filter(pk=job.pk).update(status=Status.CANCELLED)
+    with pytest.raises(GroupClosed, match="already has a finished job"):
+        schedule(tasks.add, [2, 2], group=group)
+    assert Job.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_on_completion_makes_the_final_job_wait() -> None:
+    group = Group.objects.create(reference="g")
+    member = schedule(tasks.add, [1, 1], group=group)
+    final = schedule(tasks.add, [9, 9], group=group)
+    group.on_completion(final)
+    final.refresh_from_db()
+    assert final.status == Status.WAITING
+    assert Group.objects.get(pk=group.pk).final_id == final.pk
+    outsider = schedule(tasks.add, [3, 3])
+    with pytest.raises(InvalidOption, match="not a member"):
+        group.on_completion(outsider)
+    deschedule(tasks.add, [1, 1])  # the only other member is cancelled: the final is released
+    final.refresh_from_db()
+    assert final.status == Status.QUEUED
+    assert member.pk != final.pk

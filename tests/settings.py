@@ -1,0 +1,80 @@
+"""Settings for aio_async's own tests.
+
+``AIO_ASYNC_TEST_DB`` picks the database: ``postgresql`` (the default; a server on
+127.0.0.1:5432, user postgres, or ``PGHOST``/``PGPORT``/``PGUSER``/``PGPASSWORD``) or
+``sqlite``. ``AIO_ASYNC_TEST_DB_NAME`` points a subprocess at the test run's database.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+VENDOR = os.environ.get("AIO_ASYNC_TEST_DB", "postgresql")
+DB_NAME = os.environ.get("AIO_ASYNC_TEST_DB_NAME")
+
+SECRET_KEY = "tests-only"  # noqa: S105
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "Europe/Paris"
+ROOT_URLCONF = "tests.urls"
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "aio_async",
+    "tests.app",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+if VENDOR == "sqlite":
+    _path = os.path.join(tempfile.gettempdir(), "aio_async_tests.sqlite3")
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DB_NAME or _path,
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+            "TEST": {"NAME": _path.replace(".sqlite3", "_test.sqlite3")},
+        }
+    }
+elif VENDOR == "postgresql":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": DB_NAME or "aio_async",
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("PGPORT", "5432"),
+            "USER": os.environ.get("PGUSER", "postgres"),
+            "PASSWORD": os.environ.get("PGPASSWORD", ""),
+            "CONN_MAX_AGE": 0,
+        }
+    }
+else:
+    raise RuntimeError(f"AIO_ASYNC_TEST_DB must be 'postgresql' or 'sqlite', not {VENDOR!r}")
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AIO_ASYNC = {
+    "BACKOFF": {"BASE": 60, "EXPONENT": 1.6, "JITTER": 0.1},
+    "POLL_INTERVAL": 0.05,
+    "CONCURRENCY": 4,
+    "LEASE_SECONDS": 30,
+}

@@ -1,0 +1,38 @@
+"""The package's face: __all__ is sorted, complete, typed and documented."""
+
+from __future__ import annotations
+
+import inspect
+
+import aio_async
+
+
+def test_all_is_sorted_and_importable() -> None:
+    assert aio_async.__all__ == sorted(aio_async.__all__)
+    for name in aio_async.__all__:
+        assert getattr(aio_async, name) is not None
+
+
+def test_public_names_match_all() -> None:
+    public = {name for name in dir(aio_async) if not name.startswith("_")}
+    # Imported submodules show up as attributes once loaded; they are not part of the face.
+    public -= {name for name in public if inspect.ismodule(getattr(aio_async, name))}
+    assert public <= set(aio_async.__all__) | {"annotations"}
+
+
+def test_every_public_callable_has_a_docstring_and_hints() -> None:
+    for name in aio_async.__all__:
+        value = getattr(aio_async, name)
+        assert (value.__doc__ or "").strip(), name
+        if inspect.isfunction(value):
+            hints = inspect.get_annotations(value)
+            assert "return" in hints, name
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    try:
+        aio_async.no_such_thing  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_thing" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("expected AttributeError")
