@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
-from django.db import close_old_connections, connections, transaction
+from django.db import connections, transaction
 
 from aio_async import allow, store
 from aio_async.conf import QueueSettings
@@ -42,6 +42,18 @@ class Outcome(enum.Enum):
     FAILED = "failed"
     LEASE_LOST = "lease_lost"
     RELEASED = "released"
+
+
+def close_old_connections() -> None:
+    """Django's ``close_old_connections()``, sparing a connection inside a caller's transaction.
+
+    Closes connections that are broken or past ``CONN_MAX_AGE``, as the end of a request
+    would. A connection in an atomic block (a test running jobs inside its transaction) is
+    the caller's to manage.
+    """
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
 
 
 def _result(value: object) -> Any:

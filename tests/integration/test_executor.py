@@ -1,0 +1,120 @@
+"""The worker loop: waking, stopping, releasing, and the helpers built on it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from aio_async import aschedule, health, schedule, testing
+from aio_async.bridge import Outcome
+from aio_async.executor import Executor
+from aio_async.models import Error, Job, Status
+from tests.app import tasks
+from tests.app.models import Record
+from tests.conftest import queue_settings
+
+
+async def wait_for(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await sync_to_async(predicate)():  # type: ignore[arg-type]
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+async def test_an_idle_worker_wakes_on_notify_not_on_its_poll() -> None:
+    executor = Executor(settings=queue_settings(poll_interval=60))
+    running = asyncio.create_task(executor.run())
+    await asyncio.sleep(0.3)  # the worker has polled once and is now waiting
+    await aschedule(tasks.write, ["woken"])
+    await wait_for(lambda: Record.objects.filter(key="woken").exists(), timeout=10)
+    executor.stop()
+    assert (await running)[Outcome.SUCCEEDED] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_stop_lets_running_sync_jobs_finish() -> None:
+    executor = Executor(settings=queue_settings(shutdown_timeout=10))
+    running = asyncio.create_task(executor.run())
+    job = await aschedule(tasks.sleep_then_write, ["slow", 0.5])
+    await wait_for(lambda: Job.objects.filter(pk=job.pk, status=Status.RUNNING).exists())
+    executor.stop()
+    outcomes = await running
+    assert outcomes == {Outcome.SUCCEEDED: 1}
+    assert await Record.objects.filter(key="slow").aexists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_coroutine_jobs_past_the_shutdown_timeout_are_released_without_losing_an_attempt() -> None:
+    executor = Executor(settings=queue_settings(shutdown_timeout=0.2))
+    running = asyncio.create_task(executor.run())
+    job = await aschedule(tasks.asleep, [30])
+    await wait_for(lambda: Job.objects.filter(pk=job.pk, status=Status.RUNNING).exists())
+    executor.stop()
+    assert await running == {Outcome.RELEASED: 1}
+    job = await Job.objects.aget(pk=job.pk)
+    assert (job.status, job.attempts, job.locked_by) == (Status.QUEUED, 0, "")
+    assert not await Error.objects.aexists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_stopped_worker_claims_nothing_more() -> None:
+    executor = Executor(settings=queue_settings())
+    executor.stop()
+    await aschedule(tasks.write, ["never run"])
+    assert await executor.run() == {}
+    assert await Job.objects.filter(status=Status.QUEUED).acount() == 1
+
+
+@pytest.mark.django_db
+def test_run_jobs_runs_due_jobs_inside_the_test_transaction() -> None:
+    schedule(tasks.write, ["one"])
+    schedule(tasks.awrite, ["two"])
+    schedule(tasks.write_then_fail, ["three"], max_attempts=1)
+    schedule(tasks.write, ["later"], run_after=__import__("datetime").timedelta(hours=1))
+    assert testing.run_jobs() == {"succeeded": 2, "failed": 1}
+    assert set(Record.objects.values_list("key", flat=True)) == {"one", "two"}
+    assert testing.clear_queue() == 4
+    assert not Job.objects.exists()
+    assert not Error.objects.exists()
+
+
+@pytest.mark.django_db
+def test_health_reports_counts_breakdown_and_estimate() -> None:
+    schedule(tasks.write, ["a"])
+    schedule(tasks.write, ["b"])
+    schedule(tasks.write_then_fail, ["c"], max_attempts=1)
+    cancelled = schedule(tasks.add, [1, 1])
+    Job.objects.filter(pk=cancelled.pk).update(status=Status.CANCELLED)
+    report = health()
+    assert report["all"] == 4
+    assert report["remaining"] == 3
+    assert report["executed"] == 0
+    assert report["oldest_due_age_seconds"] >= 0
+    assert report["estimated_completion_seconds"] is None  # nothing ran yet: no rate
+    testing.run_jobs()
+    report = health()
+    assert (report["executed"], report["failed"], report["cancelled"], report["remaining"]) == (2, 1, 1, 0)
+    assert report["errors"] == 1
+    assert report["by_name"]["tests.app.tasks.write"] == {
+        "all": 2,
+        "executed": 2,
+        "remaining": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "errors": 0,
+    }
+    assert report["by_name"]["tests.app.tasks.write_then_fail"]["errors"] == 1
+    assert report["most_recent_executed"]["name"] == "tests.app.tasks.write"
+    assert report["executed_per_second"] > 0
+    assert report["estimated_completion_seconds"] == 0.0
+    assert report["oldest_due_age_seconds"] is None
+    import json
+
+    json.dumps(report)  # JSON-ready
