@@ -90,9 +90,7 @@ def _import_longest_module(name: str) -> tuple[types.ModuleType, list[str]]:
                 continue  # this prefix is not a module; try a shorter one
             raise FunctionNotFound(f"importing {module_name} failed: {exc}") from exc
         except Exception as exc:
-            raise FunctionNotFound(
-                f"importing {module_name} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise FunctionNotFound(f"importing {module_name} failed: {type(exc).__name__}: {exc}") from exc
     raise FunctionNotFound(f"no module of {name!r} can be imported")
 
 
@@ -132,8 +130,9 @@ def resolve(name: str) -> Callable[..., Any]:
             f"{name} is defined in module {home}, which is not allowed; only callables "
             f"defined under {list(prefixes)} or decorated with @aio_async.task may run"
         )
-    _resolved[name] = target
-    return target
+    function: Callable[..., Any] = target
+    _resolved[name] = function
+    return function
 
 
 @receiver(setting_changed)

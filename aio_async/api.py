@@ -179,9 +179,7 @@ def run_after_value(value: object, now: datetime.datetime) -> datetime.datetime:
     if isinstance(value, datetime.timedelta):
         return now + value
     if not isinstance(value, datetime.datetime):
-        raise InvalidOption(
-            f"run_after must be a datetime, a timedelta or None, got {type(value).__name__}"
-        )
+        raise InvalidOption(f"run_after must be a datetime, a timedelta or None, got {type(value).__name__}")
     if django_settings.USE_TZ and timezone.is_naive(value):
         return timezone.make_aware(value)
     if not django_settings.USE_TZ and timezone.is_aware(value):
@@ -226,13 +224,9 @@ def build_job(
         meta=_meta(meta),
         identity=identity(name, job_args, job_kwargs),
         queue=_queue(queue if queue is not None else options.queue or "default"),
-        priority=_priority(
-            priority if priority is not None else (options.priority or DEFAULT_PRIORITY)
-        ),
+        priority=_priority(priority if priority is not None else (options.priority or DEFAULT_PRIORITY)),
         max_attempts=_max_attempts(
-            max_attempts
-            if max_attempts is not None
-            else options.max_attempts or get_settings().max_attempts
+            max_attempts if max_attempts is not None else options.max_attempts or get_settings().max_attempts
         ),
         timeout=_timeout(timeout if timeout is not None else options.timeout),
         added=now,
@@ -256,7 +250,11 @@ def _open_group(group: Group | str, alias: str) -> Group:
     if not isinstance(group, str) or not group or len(group) > 255:
         raise InvalidOption(f"group must be a Group or a reference string, got {group!r}")
     latest = (
-        Group.objects.using(alias).select_for_update().filter(reference=group).order_by("-created", "-id").first()
+        Group.objects.using(alias)
+        .select_for_update()
+        .filter(reference=group)
+        .order_by("-created", "-id")
+        .first()
     )
     if latest is not None and not latest.jobs.filter(status__in=FINISHED).exists():
         return latest
@@ -313,21 +311,12 @@ def deschedule(
     using: str | None = None,
 ) -> int:
     """Cancel every job with this name and arguments that has not started; return how many."""
-    from aio_async.store import release_final
+    from aio_async.store import cancel
 
     name = _name_of(function)
     job_args, job_kwargs = normalise_arguments(args, kwargs)
     alias = using or get_settings().database
-    with transaction.atomic(using=alias):
-        pending = Job.objects.using(alias).filter(
-            identity=identity(name, job_args, job_kwargs),
-            status__in=(Status.QUEUED, Status.WAITING),
-        )
-        groups = set(pending.exclude(group=None).values_list("group_id", flat=True))
-        cancelled: int = pending.update(status=Status.CANCELLED, cancelled=timezone.now())
-        for group_id in sorted(groups):
-            release_final(group_id, alias)
-    return cancelled
+    return cancel(Job.objects.using(alias).filter(identity=identity(name, job_args, job_kwargs)))
 
 
 def set_group_final(group: Group, job: Job) -> None:
@@ -342,9 +331,7 @@ def set_group_final(group: Group, job: Job) -> None:
         )
     with transaction.atomic(using=alias):
         Group.objects.using(alias).select_for_update().filter(pk=group.pk).first()
-        if not Job.objects.using(alias).filter(pk=job.pk, status=Status.QUEUED).update(
-            status=Status.WAITING
-        ):
+        if not Job.objects.using(alias).filter(pk=job.pk, status=Status.QUEUED).update(status=Status.WAITING):
             raise InvalidOption(f"job {job.pk} has already started, so it cannot be a final job")
         Group.objects.using(alias).filter(pk=group.pk).update(final=job)
         release_final(group.pk, alias)

@@ -63,7 +63,9 @@ def _result(value: object) -> Any:
         raise ResultNotJSON(f"{exc}; return JSON (or nothing) from a job") from None
 
 
-def _record_failure(job: Job, error: store.ErrorInfo, worker: str, settings: QueueSettings, *, final: bool = False) -> Outcome:
+def _record_failure(
+    job: Job, error: store.ErrorInfo, worker: str, settings: QueueSettings, *, final: bool = False
+) -> Outcome:
     close_old_connections()
     try:
         status = store.fail(job, error, worker, settings, final=final)
@@ -179,9 +181,7 @@ class Bridge:
         self.jobs_pool = concurrent.futures.ThreadPoolExecutor(
             self.concurrency, thread_name_prefix="aio_async-job"
         )
-        self.control_pool = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="aio_async-control"
-        )
+        self.control_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aio_async-control")
 
     def _control(self, function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
         return sync_to_async(function, thread_sensitive=False, executor=self.control_pool)
@@ -189,7 +189,9 @@ class Bridge:
     def _in_job_thread(self, function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
         return sync_to_async(function, thread_sensitive=False, executor=self.jobs_pool)
 
-    async def claim(self, limit: int, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> list[Job]:
+    async def claim(
+        self, limit: int, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
+    ) -> list[Job]:
         """Lease up to ``limit`` due jobs to this worker."""
         return await self._control(store.claim)(
             self.alias,

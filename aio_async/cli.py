@@ -15,32 +15,31 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aio_async.executor import Executor
 
 __all__ = ["flush", "main", "run_worker"]
 
 logger = logging.getLogger("aio_async.cli")
 
 
-def _settings_overrides(options: argparse.Namespace) -> dict[str, object]:
-    overrides: dict[str, object] = {}
-    if getattr(options, "queue", None):
-        overrides["queues"] = tuple(options.queue)
-    if getattr(options, "concurrency", None) is not None:
-        overrides["concurrency"] = options.concurrency
-    if getattr(options, "poll_interval", None) is not None:
-        overrides["poll_interval"] = options.poll_interval
-    if getattr(options, "shutdown_timeout", None) is not None:
-        overrides["shutdown_timeout"] = options.shutdown_timeout
+def worker_overrides(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The QueueSettings fields that command-line options replace."""
+    overrides: dict[str, Any] = {}
+    if options.get("queue"):
+        overrides["queues"] = tuple(options["queue"])
+    for field in ("concurrency", "poll_interval", "shutdown_timeout"):
+        if options.get(field) is not None:
+            overrides[field] = options[field]
     return overrides
 
 
 @contextlib.contextmanager
-def _signals(loop: asyncio.AbstractEventLoop, stop: object) -> Iterator[None]:
+def _signals(loop: asyncio.AbstractEventLoop, stop: Executor) -> Iterator[None]:
     """First SIGINT/SIGTERM stops the worker gently; a second SIGINT exits at once."""
-    from aio_async.executor import Executor
-
-    assert isinstance(stop, Executor)
     received: list[int] = []
 
     def handle(signum: int) -> None:
@@ -48,9 +47,7 @@ def _signals(loop: asyncio.AbstractEventLoop, stop: object) -> Iterator[None]:
         if len(received) > 1 and signum == signal.SIGINT:
             logger.warning("Second interrupt: exiting now", extra={"action": "forced_exit"})
             os._exit(130)
-        logger.info(
-            "Received %s", signal.Signals(signum).name, extra={"action": "signal_received"}
-        )
+        logger.info("Received %s", signal.Signals(signum).name, extra={"action": "signal_received"})
         stop.stop()
 
     installed = []
@@ -65,46 +62,42 @@ def _signals(loop: asyncio.AbstractEventLoop, stop: object) -> Iterator[None]:
             loop.remove_signal_handler(signum)
 
 
-def run_worker(*, handle_signals: bool = True, **overrides: object) -> dict[str, int]:
-    """Run the long-lived worker until SIGINT/SIGTERM; return the outcomes counted."""
+def _executor(overrides: Mapping[str, Any] | None, **options: Any) -> Executor:
     from aio_async.conf import get_settings
     from aio_async.executor import Executor
 
-    executor = Executor(settings=dataclasses.replace(get_settings(), **overrides))  # type: ignore[arg-type]
+    return Executor(settings=dataclasses.replace(get_settings(), **(overrides or {})), **options)
+
+
+def _outcomes(counted: Mapping[Any, int]) -> dict[str, int]:
+    return {outcome.value: count for outcome, count in counted.items()}
+
+
+def run_worker(overrides: Mapping[str, Any] | None = None, *, handle_signals: bool = True) -> dict[str, int]:
+    """Run the long-lived worker until SIGINT/SIGTERM; return the outcomes counted."""
+    executor = _executor(overrides)
 
     async def main() -> dict[str, int]:
-        context = (
-            _signals(asyncio.get_running_loop(), executor) if handle_signals else contextlib.nullcontext()
-        )
-        with context:
-            outcomes = await executor.run()
-        return {outcome.value: count for outcome, count in outcomes.items()}
+        loop = asyncio.get_running_loop()
+        with _signals(loop, executor) if handle_signals else contextlib.nullcontext():
+            return _outcomes(await executor.run())
 
     return asyncio.run(main())
 
 
 def flush(
+    overrides: Mapping[str, Any] | None = None,
     *,
     max_jobs: int | None = None,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
-    **overrides: object,
 ) -> dict[str, int]:
     """Run due jobs until none is left (or ``max_jobs`` have run); return the outcomes counted."""
-    from aio_async.conf import get_settings
-    from aio_async.executor import Executor
-
-    executor = Executor(
-        settings=dataclasses.replace(get_settings(), **overrides),  # type: ignore[arg-type]
-        include=tuple(include),
-        exclude=tuple(exclude),
-        max_jobs=max_jobs,
-    )
+    executor = _executor(overrides, include=tuple(include), exclude=tuple(exclude), max_jobs=max_jobs)
 
     async def main() -> dict[str, int]:
         with _signals(asyncio.get_running_loop(), executor):
-            outcomes = await executor.run(until_empty=True)
-        return {outcome.value: count for outcome, count in outcomes.items()}
+            return _outcomes(await executor.run(until_empty=True))
 
     return asyncio.run(main())
 
@@ -125,21 +118,33 @@ def _positive_float(text: str) -> float:
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     """The options ``run`` and ``flush`` share."""
-    parser.add_argument("--queue", action="append", help="queue to serve (repeatable; default: AIO_ASYNC['QUEUES'])")
-    parser.add_argument("--concurrency", type=_positive_int, help="jobs at once (default: AIO_ASYNC['CONCURRENCY'])")
+    parser.add_argument(
+        "--queue", action="append", help="queue to serve (repeatable; default: AIO_ASYNC['QUEUES'])"
+    )
+    parser.add_argument(
+        "--concurrency", type=_positive_int, help="jobs at once (default: AIO_ASYNC['CONCURRENCY'])"
+    )
 
 
 def add_flush_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``flush`` and ``manage.py flush_queue``."""
     add_worker_arguments(parser)
     parser.add_argument("--jobs", type=_positive_int, help="run at most this many jobs")
-    parser.add_argument("--filter", action="append", default=[], help="only jobs whose name contains this (repeatable)")
-    parser.add_argument("--exclude", action="append", default=[], help="skip jobs whose name contains this (repeatable)")
+    parser.add_argument(
+        "--filter", action="append", default=[], help="only jobs whose name contains this (repeatable)"
+    )
+    parser.add_argument(
+        "--exclude", action="append", default=[], help="skip jobs whose name contains this (repeatable)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m aio_async", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--settings", help="Django settings module (default: $DJANGO_SETTINGS_MODULE, else embedded SQLite)")
+    parser = argparse.ArgumentParser(
+        prog="python -m aio_async", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument(
+        "--settings", help="Django settings module (default: $DJANGO_SETTINGS_MODULE, else embedded SQLite)"
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the worker until SIGINT/SIGTERM")
@@ -183,14 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if options.command == "run":
-            outcomes = run_worker(**_settings_overrides(options))
+            outcomes = run_worker(worker_overrides(vars(options)))
             print(json.dumps({"outcomes": outcomes}))
         elif options.command == "flush":
             outcomes = flush(
+                worker_overrides(vars(options)),
                 max_jobs=options.jobs,
                 include=options.filter,
                 exclude=options.exclude,
-                **_settings_overrides(options),
             )
             print(json.dumps({"outcomes": outcomes}))
         elif options.command == "health":

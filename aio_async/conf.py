@@ -66,17 +66,13 @@ def _number(key: str, value: object, *, minimum: float, allow_none: bool = False
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise ImproperlyConfigured(
-            f"AIO_ASYNC[{key!r}] must be a number >= {minimum}, got {value!r}."
-        )
+        raise ImproperlyConfigured(f"AIO_ASYNC[{key!r}] must be a number >= {minimum}, got {value!r}.")
     return float(value)
 
 
 def _integer(key: str, value: object, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ImproperlyConfigured(
-            f"AIO_ASYNC[{key!r}] must be an integer >= {minimum}, got {value!r}."
-        )
+        raise ImproperlyConfigured(f"AIO_ASYNC[{key!r}] must be an integer >= {minimum}, got {value!r}.")
     return value
 
 
@@ -89,7 +85,7 @@ def _names(key: str, value: object) -> tuple[str, ...]:
 
 
 def _backoff(value: object) -> Backoff | str | BackoffPolicy:
-    if isinstance(value, Backoff) or isinstance(value, str) or callable(value):
+    if isinstance(value, Backoff | str) or callable(value):
         return value  # a dotted path or a callable(attempt) -> seconds
     if not isinstance(value, Mapping):
         raise ImproperlyConfigured(
@@ -101,9 +97,7 @@ def _backoff(value: object) -> Backoff | str | BackoffPolicy:
         raise ImproperlyConfigured(
             f"Unknown AIO_ASYNC['BACKOFF'] keys {sorted(unknown)}; known: {sorted(_BACKOFF_KEYS)}."
         )
-    numbers = {
-        str(k).lower(): _number(f"BACKOFF.{k}", v, minimum=0.0) for k, v in value.items()
-    }
+    numbers = {str(k).lower(): _number(f"BACKOFF.{k}", v, minimum=0.0) for k, v in value.items()}
     if (numbers.get("jitter") or 0.0) > 1.0:
         raise ImproperlyConfigured("AIO_ASYNC['BACKOFF']['JITTER'] is a fraction between 0 and 1.")
     return Backoff(**numbers)  # type: ignore[arg-type]  # values checked above
@@ -117,9 +111,7 @@ def parse_settings(raw: object) -> QueueSettings:
         raise ImproperlyConfigured(f"AIO_ASYNC must be a dict, got {type(raw).__name__}.")
     unknown = sorted(str(key) for key in raw if key not in _KEYS)
     if unknown:
-        raise ImproperlyConfigured(
-            f"Unknown AIO_ASYNC keys {unknown}; the known keys are {sorted(_KEYS)}."
-        )
+        raise ImproperlyConfigured(f"Unknown AIO_ASYNC keys {unknown}; the known keys are {sorted(_KEYS)}.")
     values: dict[str, Any] = {}
     for key, value in raw.items():
         name = _KEYS[key].name

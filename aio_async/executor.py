@@ -85,7 +85,9 @@ class Executor:
             extra={"action": "start_worker", "worker": self.worker},
         )
         side_tasks = [
-            asyncio.create_task(self._every(self.settings.heartbeat_every, self._heartbeat, bridge), name="heartbeat"),
+            asyncio.create_task(
+                self._every(self.settings.heartbeat_every, self._heartbeat, bridge), name="heartbeat"
+            ),
             asyncio.create_task(self._every(self.settings.rescue_every, self._rescue, bridge), name="rescue"),
         ]
         if not until_empty:
@@ -153,7 +155,7 @@ class Executor:
             saturated = len(self._running) >= self.concurrency
             await self._sleep(None if saturated else self.settings.poll_interval)
 
-    async def _sleep(self, timeout: float | None) -> None:
+    async def _sleep(self, timeout: float | None) -> None:  # noqa: ASYNC109 - waits on an event
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -216,7 +218,9 @@ class Executor:
         if remaining:
             await asyncio.wait(remaining)
 
-    async def _every(self, seconds: float, action: Callable[[Bridge], Awaitable[None]], bridge: Bridge) -> None:
+    async def _every(
+        self, seconds: float, action: Callable[[Bridge], Awaitable[None]], bridge: Bridge
+    ) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), seconds)

@@ -49,11 +49,17 @@ def health(*, using: str | None = None) -> dict[str, Any]:
             remaining=Count("pk", filter=Q(status__in=_REMAINING)),
             failed=Count("pk", filter=Q(status=Status.FAILED)),
             cancelled=Count("pk", filter=Q(status=Status.CANCELLED)),
-            errors=Count("errors"),
+            error_count=Count("errors"),
         )
         .order_by("name")
     )
-    report["by_name"] = {row.pop("name"): row for row in by_name}
+    report["by_name"] = {
+        str(row["name"]): {
+            **{k: v for k, v in row.items() if k not in ("name", "error_count")},
+            "errors": row["error_count"],
+        }
+        for row in by_name
+    }
     oldest = jobs.filter(status=Status.QUEUED, run_after__lte=now).aggregate(due=Min("run_after"))
     report["oldest_due_age_seconds"] = (
         round((now - oldest["due"]).total_seconds(), 3) if oldest["due"] else None
@@ -70,9 +76,7 @@ def health(*, using: str | None = None) -> dict[str, Any]:
     rate = recent["count"] / RATE_WINDOW.total_seconds()
     report["executed_per_second"] = round(rate, 3)
     due = jobs.filter(status__in=_REMAINING, run_after__lte=now).count()
-    report["estimated_completion_seconds"] = (
-        round(due / rate, 1) if rate else (0.0 if due == 0 else None)
-    )
+    report["estimated_completion_seconds"] = round(due / rate, 1) if rate else (0.0 if due == 0 else None)
     return report
 
 

@@ -37,9 +37,7 @@ class Group(models.Model):
     reference = models.CharField(max_length=255, db_index=True)
     description = models.TextField(blank=True, default="")
     created = models.DateTimeField(default=timezone.now)
-    final = models.ForeignKey(
-        "Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="ends"
-    )
+    final = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="ends")
 
     class Meta:
         ordering = ["-created", "-id"]
@@ -81,9 +79,7 @@ class Job(models.Model):
     locked_by = models.CharField(max_length=255, blank=True, default="")
     locked_until = models.DateTimeField(null=True, blank=True)
 
-    group = models.ForeignKey(
-        Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
-    )
+    group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
 
     class Meta:
         indexes = [

@@ -53,9 +53,7 @@ def normalise_arguments(args: object, kwargs: object) -> tuple[list[Any], dict[s
     if kwargs is None:
         kwargs = {}
     if not isinstance(args, list | tuple):
-        raise InvalidArguments(
-            f"args must be a list or tuple, got {type(args).__name__}: pass args=(value,)"
-        )
+        raise InvalidArguments(f"args must be a list or tuple, got {type(args).__name__}: pass args=(value,)")
     if not isinstance(kwargs, dict):
         raise InvalidArguments(f"kwargs must be a dict, got {type(kwargs).__name__}")
     for key in kwargs:
@@ -64,9 +62,7 @@ def normalise_arguments(args: object, kwargs: object) -> tuple[list[Any], dict[s
     try:
         return json_value(args, "args"), json_value(kwargs, "kwargs")
     except JSONError as exc:
-        raise InvalidArguments(
-            f"{exc}; job arguments must be JSON (pass ids, not objects)"
-        ) from None
+        raise InvalidArguments(f"{exc}; job arguments must be JSON (pass ids, not objects)") from None
 
 
 def identity(name: str, args: list[Any], kwargs: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 
@@ -30,7 +31,7 @@ def _policy(settings: QueueSettings) -> Callable[[int], float]:
 
 def exponential(attempt: int, backoff: Backoff) -> float:
     """``base × attempt ** exponent`` seconds with ± jitter, capped (django-async's 60 s × n^1.6)."""
-    delay = backoff.base * attempt**backoff.exponent
+    delay: float = backoff.base * math.pow(attempt, backoff.exponent)
     if backoff.jitter:
         delay *= 1 + random.uniform(-backoff.jitter, backoff.jitter)  # noqa: S311 - not crypto
     return max(0.0, min(delay, backoff.max))

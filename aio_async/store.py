@@ -15,7 +15,7 @@ import traceback
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from aio_async import dialects
@@ -26,6 +26,7 @@ from aio_async.retry import retry_delay
 __all__ = [
     "ErrorInfo",
     "LeaseLost",
+    "cancel",
     "claim",
     "complete",
     "fail",
@@ -38,7 +39,7 @@ __all__ = [
 logger = logging.getLogger("aio_async.store")
 
 
-class LeaseLost(Exception):  # noqa: N818 - an event, not an error of the caller
+class LeaseLost(Exception):
     """The job's lease was taken over; this worker's writes for it must roll back."""
 
 
@@ -54,7 +55,9 @@ class ErrorInfo:
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
         """Capture an exception's type, message and full traceback."""
         kind = type(exc)
-        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        name = (
+            kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        )
         return cls(
             exception=name[:255],
             message=str(exc),
@@ -151,9 +154,11 @@ def heartbeat(alias: str, job_ids: list[int], worker: str, lease_seconds: float)
     if not job_ids:
         return 0
     until = timezone.now() + datetime.timedelta(seconds=lease_seconds)
-    updated: int = Job.objects.using(alias).filter(
-        pk__in=job_ids, status=Status.RUNNING, locked_by=worker
-    ).update(locked_until=until)
+    updated: int = (
+        Job.objects.using(alias)
+        .filter(pk__in=job_ids, status=Status.RUNNING, locked_by=worker)
+        .update(locked_until=until)
+    )
     return updated
 
 
@@ -180,6 +185,18 @@ def rescue(alias: str, worker: str, settings: QueueSettings) -> list[int]:
             fail(job, error, job.locked_by, settings)
             rescued.append(job.pk)
     return rescued
+
+
+def cancel(jobs: QuerySet[Job]) -> int:
+    """Cancel the jobs in ``jobs`` that have not started, releasing group finals they held back."""
+    alias = jobs.db
+    with transaction.atomic(using=alias):
+        pending = jobs.filter(status__in=(Status.QUEUED, Status.WAITING))
+        groups = set(pending.exclude(group=None).values_list("group_id", flat=True))
+        cancelled: int = pending.update(status=Status.CANCELLED, cancelled=timezone.now())
+        for group_id in sorted(groups):
+            release_final(group_id, alias)
+    return cancelled
 
 
 def release_final(group_id: int, alias: str) -> bool:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import collections
+
 from asgiref.sync import async_to_sync, iscoroutinefunction
 from django.db import transaction
 
 from aio_async import store
-from aio_async.bridge import Outcome, prepare, refuse, run_sync_job
+from aio_async.bridge import prepare, refuse, run_sync_job
 from aio_async.conf import get_settings
 from aio_async.errors import ScheduleError
 from aio_async.models import Error, Group, Job

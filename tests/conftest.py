@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings
 from asgiref.sync import SyncToAsync
+from django.conf import settings
 from django.db import connection, connections
 
 from aio_async.bridge import Outcome
@@ -25,7 +25,7 @@ def pytest_report_header() -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect (not skip) PostgreSQL-only tests when the run is on SQLite."""
-    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    if str(settings.DATABASES["default"]["ENGINE"]).endswith("postgresql"):
         return
     keep = [item for item in items if item.get_closest_marker("postgres_only") is None]
     dropped = [item for item in items if item.get_closest_marker("postgres_only") is not None]

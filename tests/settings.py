@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any
 
 VENDOR = os.environ.get("AIO_ASYNC_TEST_DB", "postgresql")
 DB_NAME = os.environ.get("AIO_ASYNC_TEST_DB_NAME")
 
-SECRET_KEY = "tests-only"  # noqa: S105
+SECRET_KEY = "tests-only"
 DEBUG = False
 USE_TZ = True
 TIME_ZONE = "Europe/Paris"
@@ -25,6 +26,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "aio_async",
+    "aio_async.demo",
     "tests.app",
 ]
 MIDDLEWARE = [
@@ -46,6 +48,7 @@ TEMPLATES = [
     }
 ]
 
+DATABASES: dict[str, dict[str, Any]]
 if VENDOR == "sqlite":
     _path = os.path.join(tempfile.gettempdir(), "aio_async_tests.sqlite3")
     DATABASES = {

@@ -64,7 +64,9 @@ def demo() -> int:
     asyncio.run(_run_until_done(Executor(settings=settings), [job.pk for job in jobs]))
     print(f"\nThe worker ran for {time.monotonic() - started:.1f} s. What happened:")
     for job in Job.objects.filter(pk__in=[job.pk for job in jobs]).order_by("pk"):
-        print(f"  job {job.pk} {job.name}: {job.status} after {job.attempts} attempt(s); result {job.result!r}")
+        print(
+            f"  job {job.pk} {job.name}: {job.status} after {job.attempts} attempt(s); result {job.result!r}"
+        )
         for error in job.errors.order_by("attempt"):
             print(f"      attempt {error.attempt} failed: {error.exception}: {error.message}")
     print(f"\nNotes in the database: {[note.text for note in Note.objects.order_by('pk')]}")

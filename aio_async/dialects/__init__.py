@@ -64,7 +64,7 @@ def claim(
     """
     quote = connection.ops.quote_name
     table = quote(Job._meta.db_table)
-    columns = ", ".join(quote(field.column) for field in Job._meta.concrete_fields)
+    columns = ", ".join(quote(str(field.column)) for field in Job._meta.concrete_fields)
     adapt = connection.ops.adapt_datetimefield_value
     where = [
         "status = 'queued'",
@@ -79,16 +79,15 @@ def claim(
         where.append("name NOT LIKE %s ESCAPE '\\'")
         params.append(f"%{_like(text)}%")
     lock = for_connection(connection).lock_clause
+    # Only quoted identifiers and fixed clauses are interpolated; every value is a parameter.
     sql = (
-        f"UPDATE {table} SET status = 'running', attempts = attempts + 1, "
+        f"UPDATE {table} SET status = 'running', attempts = attempts + 1, "  # noqa: S608
         "locked_by = %s, locked_until = %s, started = %s "
         f"WHERE id IN (SELECT id FROM {table} WHERE {' AND '.join(where)} "
         f"ORDER BY priority DESC, run_after, id LIMIT %s{lock}) RETURNING {columns}"
     )
     jobs = list(
-        Job.objects.using(connection.alias).raw(
-            sql, [worker, adapt(lease_until), adapt(now), *params, limit]
-        )
+        Job.objects.using(connection.alias).raw(sql, [worker, adapt(lease_until), adapt(now), *params, limit])
     )
     jobs.sort(key=lambda job: (-job.priority, job.run_after, job.pk))
     return jobs

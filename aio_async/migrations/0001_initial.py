@@ -6,82 +6,135 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Group',
+            name="Group",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('reference', models.CharField(db_index=True, max_length=255)),
-                ('description', models.TextField(blank=True, default='')),
-                ('created', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("reference", models.CharField(db_index=True, max_length=255)),
+                ("description", models.TextField(blank=True, default="")),
+                ("created", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'ordering': ['-created', '-id'],
+                "ordering": ["-created", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Job',
+            name="Job",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=1024)),
-                ('args', models.JSONField(blank=True, default=list)),
-                ('kwargs', models.JSONField(blank=True, default=dict)),
-                ('meta', models.JSONField(blank=True, default=dict)),
-                ('result', models.JSONField(blank=True, null=True)),
-                ('identity', models.CharField(db_index=True, max_length=64)),
-                ('queue', models.CharField(default='default', max_length=255)),
-                ('priority', models.IntegerField(default=5)),
-                ('status', models.CharField(choices=[('waiting', 'waiting for its group'), ('queued', 'queued'), ('running', 'running'), ('succeeded', 'succeeded'), ('failed', 'failed'), ('cancelled', 'cancelled')], default='queued', max_length=16)),
-                ('added', models.DateTimeField(default=django.utils.timezone.now)),
-                ('run_after', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started', models.DateTimeField(blank=True, null=True)),
-                ('executed', models.DateTimeField(blank=True, null=True)),
-                ('cancelled', models.DateTimeField(blank=True, null=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('max_attempts', models.PositiveIntegerField(default=5)),
-                ('timeout', models.FloatField(blank=True, null=True)),
-                ('locked_by', models.CharField(blank=True, default='', max_length=255)),
-                ('locked_until', models.DateTimeField(blank=True, null=True)),
-                ('group', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='jobs', to='aio_async.group')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=1024)),
+                ("args", models.JSONField(blank=True, default=list)),
+                ("kwargs", models.JSONField(blank=True, default=dict)),
+                ("meta", models.JSONField(blank=True, default=dict)),
+                ("result", models.JSONField(blank=True, null=True)),
+                ("identity", models.CharField(db_index=True, max_length=64)),
+                ("queue", models.CharField(default="default", max_length=255)),
+                ("priority", models.IntegerField(default=5)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("waiting", "waiting for its group"),
+                            ("queued", "queued"),
+                            ("running", "running"),
+                            ("succeeded", "succeeded"),
+                            ("failed", "failed"),
+                            ("cancelled", "cancelled"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("added", models.DateTimeField(default=django.utils.timezone.now)),
+                ("run_after", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started", models.DateTimeField(blank=True, null=True)),
+                ("executed", models.DateTimeField(blank=True, null=True)),
+                ("cancelled", models.DateTimeField(blank=True, null=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("max_attempts", models.PositiveIntegerField(default=5)),
+                ("timeout", models.FloatField(blank=True, null=True)),
+                ("locked_by", models.CharField(blank=True, default="", max_length=255)),
+                ("locked_until", models.DateTimeField(blank=True, null=True)),
+                (
+                    "group",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="jobs",
+                        to="aio_async.group",
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='group',
-            name='final',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='ends', to='aio_async.job'),
+            model_name="group",
+            name="final",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="ends",
+                to="aio_async.job",
+            ),
         ),
         migrations.CreateModel(
-            name='Error',
+            name="Error",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('attempt', models.PositiveIntegerField()),
-                ('exception', models.CharField(max_length=255)),
-                ('message', models.TextField(blank=True, default='')),
-                ('traceback', models.TextField(blank=True, default='')),
-                ('worker', models.CharField(blank=True, default='', max_length=255)),
-                ('created', models.DateTimeField(default=django.utils.timezone.now)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='errors', to='aio_async.job')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("attempt", models.PositiveIntegerField()),
+                ("exception", models.CharField(max_length=255)),
+                ("message", models.TextField(blank=True, default="")),
+                ("traceback", models.TextField(blank=True, default="")),
+                ("worker", models.CharField(blank=True, default="", max_length=255)),
+                ("created", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="errors", to="aio_async.job"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created', '-id'],
+                "ordering": ["-created", "-id"],
             },
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(condition=models.Q(('status', 'queued')), fields=['queue', '-priority', 'run_after', 'id'], name='aio_async_job_claim'),
+            model_name="job",
+            index=models.Index(
+                condition=models.Q(("status", "queued")),
+                fields=["queue", "-priority", "run_after", "id"],
+                name="aio_async_job_claim",
+            ),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(condition=models.Q(('status', 'running')), fields=['locked_until'], name='aio_async_job_lease'),
+            model_name="job",
+            index=models.Index(
+                condition=models.Q(("status", "running")), fields=["locked_until"], name="aio_async_job_lease"
+            ),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['status', 'executed'], name='aio_async_job_status'),
+            model_name="job",
+            index=models.Index(fields=["status", "executed"], name="aio_async_job_status"),
         ),
     ]

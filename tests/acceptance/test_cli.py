@@ -136,7 +136,13 @@ def test_demo_runs_with_zero_set_up_on_embedded_sqlite(tmp_path: Path) -> None:
     assert (tmp_path / "aio_async.sqlite3").exists()
     # A second run on the same file works too (already migrated).
     again = subprocess.run(
-        [sys.executable, "-m", "aio_async", "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "aio_async", "demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert again.returncode == 0, again.stderr
 
@@ -150,6 +156,8 @@ def test_a_bad_setting_is_a_clear_error_with_exit_code_2(tmp_path: Path) -> None
     )
     assert result.returncode == 2
     assert "Unknown AIO_ASYNC keys ['CONCURENCY']" in result.stderr
-    check = run("-m", "django", "check", "--settings", "bad_settings", PYTHONPATH=f"{ROOT}{os.pathsep}{tmp_path}")
+    check = run(
+        "-m", "django", "check", "--settings", "bad_settings", PYTHONPATH=f"{ROOT}{os.pathsep}{tmp_path}"
+    )
     assert check.returncode != 0
     assert "aio_async.E001" in check.stderr

@@ -7,7 +7,7 @@ import datetime
 import pytest
 from django.utils import timezone
 
-from aio_async import schedule, testing
+from aio_async import schedule
 from aio_async.bridge import Outcome
 from aio_async.conf import Backoff
 from aio_async.models import Error, Group, Job, Status
@@ -27,7 +27,8 @@ def test_a_sync_jobs_writes_and_its_completion_commit_together() -> None:
     assert job.status == Status.SUCCEEDED
     assert job.result == record.pk
     assert job.attempts == 1
-    assert job.executed is not None and job.started is not None
+    assert job.executed is not None
+    assert job.started is not None
     assert job.started <= job.executed
     assert job.locked_by  # the worker that ran the last attempt
     assert job.locked_until is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -17,10 +18,10 @@ from tests.app.models import Record
 from tests.conftest import queue_settings
 
 
-async def wait_for(predicate: object, timeout: float = 10.0) -> None:
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await sync_to_async(predicate)():  # type: ignore[arg-type]
+        if await sync_to_async(predicate)():
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition not met in time")

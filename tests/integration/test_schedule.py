@@ -36,7 +36,7 @@ class Rollback(Exception):
 @pytest.mark.django_db
 def test_schedule_writes_one_queued_job_with_the_originals_defaults() -> None:
     before = timezone.now()
-    job = schedule("tests.app.tasks.add", args=(1, 2), kwargs={"k": "v"} and None)
+    job = schedule("tests.app.tasks.add", args=(1, 2), kwargs=None)
     job.refresh_from_db()
     assert job.name == "tests.app.tasks.add"
     assert job.args == [1, 2]

@@ -80,7 +80,9 @@ def test_heartbeat_extends_only_this_workers_leases() -> None:
     past = timezone.now() - datetime.timedelta(seconds=5)
     Job.objects.update(locked_until=past)
     assert store.heartbeat("default", [mine.pk, theirs.pk], "w1", 30) == 1
-    assert Job.objects.get(pk=mine.pk).locked_until > timezone.now()
+    renewed = Job.objects.get(pk=mine.pk).locked_until
+    assert renewed is not None
+    assert renewed > timezone.now()
     assert Job.objects.get(pk=theirs.pk).locked_until == past
 
 

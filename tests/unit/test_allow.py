@@ -11,7 +11,7 @@ from tests.app import tasks
 
 
 def test_default_allows_the_projects_apps_not_django_or_aio_async() -> None:
-    assert allow.allowed_modules() == ("tests.app",)
+    assert allow.allowed_modules() == ("aio_async.demo", "tests.app")
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_resolves_functions_class_methods_and_tasks() -> None:
 
 
 def test_unknown_module_attribute_and_not_callable() -> None:
-    with pytest.raises(FunctionNotFound, match="tests.app has no attribute .nosuchmodule."):
+    with pytest.raises(FunctionNotFound, match=r"tests\.app has no attribute .nosuchmodule."):
         allow.resolve("tests.app.nosuchmodule.function")
     with pytest.raises(FunctionNotFound, match="has no attribute 'nosuch'"):
         allow.resolve("tests.app.tasks.nosuch")

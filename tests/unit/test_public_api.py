@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 import aio_async
 
 
@@ -30,9 +32,5 @@ def test_every_public_callable_has_a_docstring_and_hints() -> None:
 
 
 def test_unknown_attribute_is_an_attribute_error() -> None:
-    try:
+    with pytest.raises(AttributeError, match="no_such_thing"):
         aio_async.no_such_thing  # noqa: B018
-    except AttributeError as exc:
-        assert "no_such_thing" in str(exc)
-    else:  # pragma: no cover
-        raise AssertionError("expected AttributeError")

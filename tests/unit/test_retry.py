@@ -27,5 +27,5 @@ def test_without_jitter_it_is_exact_and_capped() -> None:
 def test_callable_and_dotted_policies() -> None:
     assert retry_delay(4, QueueSettings(backoff=lambda attempt: attempt * 1.5)) == 6.0
     assert retry_delay(4, QueueSettings(backoff="math.sqrt")) == 2.0
-    with pytest.raises(ImproperlyConfigured, match="no.such"):
+    with pytest.raises(ImproperlyConfigured, match=r"no\.such"):
         retry_delay(1, QueueSettings(backoff="no.such.policy"))

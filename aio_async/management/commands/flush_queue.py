@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from aio_async.cli import add_flush_arguments, flush
+from aio_async.cli import add_flush_arguments, flush, worker_overrides
 
 
 class Command(BaseCommand):
@@ -21,12 +21,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Flush the queue and print the outcomes as JSON."""
-        overrides: dict[str, object] = {}
-        if options["queue"]:
-            overrides["queues"] = tuple(options["queue"])
-        if options["concurrency"]:
-            overrides["concurrency"] = options["concurrency"]
         outcomes = flush(
-            max_jobs=options["jobs"], include=options["filter"], exclude=options["exclude"], **overrides
+            worker_overrides(options),
+            max_jobs=options["jobs"],
+            include=options["filter"],
+            exclude=options["exclude"],
         )
         self.stdout.write(json.dumps({"outcomes": outcomes}))

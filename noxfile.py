@@ -1,0 +1,47 @@
+"""Sessions: ``tests`` (every Python × Django pair, on PostgreSQL and SQLite), ``lint``."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+# Pythons installed with pyenv are found even when pyenv's global version is another one.
+_pyenv_root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+for _bin in sorted(glob.glob(os.path.join(_pyenv_root, "versions", "3.*", "bin"))):
+    if _bin not in os.environ.get("PATH", ""):
+        os.environ["PATH"] = os.environ.get("PATH", "") + os.pathsep + _bin
+
+MATRIX = [("3.11", "5.2"), ("3.12", "6.0"), ("3.13", "6.1")]
+DATABASES = ("postgresql", "sqlite")
+
+
+@nox.session
+@nox.parametrize(("python", "django"), MATRIX, ids=[f"py{p}-django{d}" for p, d in MATRIX])
+def tests(session: nox.Session, django: str) -> None:
+    """The whole suite on PostgreSQL, then on SQLite."""
+    session.install("-e", ".[test]", f"django~={django}.0")
+    for database in DATABASES:
+        session.run(
+            "python",
+            "-m",
+            "pytest",
+            *session.posargs,
+            env={"AIO_ASYNC_TEST_DB": database},
+        )
+
+
+@nox.session(python="3.12")
+def lint(session: nox.Session) -> None:
+    """ruff, mypy (strict, django-stubs), Django's system checks and a migrations check."""
+    session.install("-e", ".[test,lint]", "django~=6.0.0")
+    session.run("ruff", "check", "aio_async", "tests", "noxfile.py")
+    session.run("ruff", "format", "--check", "aio_async", "tests", "noxfile.py")
+    session.run("mypy", "aio_async", "tests")
+    env = {"AIO_ASYNC_TEST_DB": "sqlite", "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    session.run("python", "-m", "django", "check", "--fail-level", "WARNING", env=env)
+    session.run("python", "-m", "django", "makemigrations", "--check", "--dry-run", env=env)
