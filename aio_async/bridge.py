@@ -56,6 +56,21 @@ def close_old_connections() -> None:
             connection.close_if_unusable_or_obsolete()
 
 
+def discard_broken_connections() -> None:
+    """Close connections that raised and are no longer usable (the database restarted)."""
+    for connection in connections.all(initialized_only=True):
+        if connection.errors_occurred and not connection.in_atomic_block and not connection.is_usable():
+            connection.close()
+
+
+def _discarding_broken(function: Callable[..., T]) -> Callable[..., T]:
+    def call(*args: Any, **kwargs: Any) -> T:
+        discard_broken_connections()
+        return function(*args, **kwargs)
+
+    return call
+
+
 def _result(value: object) -> Any:
     try:
         return json_value(value, "the result")
@@ -184,7 +199,11 @@ class Bridge:
         self.control_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aio_async-control")
 
     def _control(self, function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
-        return sync_to_async(function, thread_sensitive=False, executor=self.control_pool)
+        # The control thread keeps one connection for claims and leases, whatever
+        # CONN_MAX_AGE says, and replaces it only once it is broken.
+        return sync_to_async(
+            _discarding_broken(function), thread_sensitive=False, executor=self.control_pool
+        )
 
     def _in_job_thread(self, function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
         return sync_to_async(function, thread_sensitive=False, executor=self.jobs_pool)
@@ -229,11 +248,37 @@ class Bridge:
             self._in_job_thread(run_sync_job)(job, function, args, kwargs, self.worker, self.settings)
         )
         try:
-            return await asyncio.shield(future)
+            return await asyncio.wait_for(asyncio.shield(future), job.timeout)
+        except TimeoutError:
+            return await self._overran(job, future)
         except asyncio.CancelledError:
             # A thread cannot be stopped: let the job and its own records finish first.
             await future
             raise
+
+    async def _overran(self, job: Job, future: asyncio.Future[Outcome]) -> Outcome:
+        """Fail a sync job past its timeout now; fencing refuses its thread's late completion."""
+        error = store.ErrorInfo(
+            exception="TimeoutError",
+            message=(
+                f"the job ran past its timeout of {job.timeout:g} s; its thread cannot be "
+                "stopped, so whatever it commits later is rolled back by the lease check"
+            ),
+            traceback="",
+        )
+        outcome = await self._control(fail_job)(job, error, self.worker, self.settings, False)
+
+        def late(done: asyncio.Future[Outcome]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                logger.warning(
+                    "Job %s finished after its timeout: %s",
+                    job.pk,
+                    done.result().value,
+                    extra={"action": "job_finished_late", "job_id": job.pk},
+                )
+
+        future.add_done_callback(late)
+        return outcome
 
     async def _run_coroutine(
         self, job: Job, function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]

@@ -151,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     add_worker_arguments(run)
     run.add_argument("--poll-interval", type=_positive_float, help="seconds between polls")
     run.add_argument("--shutdown-timeout", type=float, help="seconds to let running jobs finish on stop")
+    run.add_argument(
+        "--processes", type=_positive_int, default=1, help="worker processes, supervised (default 1)"
+    )
     flush_parser = commands.add_parser("flush", help="run due jobs until none is left, then exit")
     add_flush_arguments(flush_parser)
     commands.add_parser("health", help="print the queue's health as JSON")
@@ -177,9 +180,27 @@ def setup_django(settings_module: str | None) -> bool:
     return embedded
 
 
+def _without_processes(argv: Sequence[str] | None) -> list[str]:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    for index, argument in enumerate(arguments):
+        if argument == "--processes":
+            return arguments[:index] + arguments[index + 2 :]
+        if argument.startswith("--processes="):
+            return arguments[:index] + arguments[index + 1 :]
+    return arguments
+
+
+def _exit_before_start(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m aio_async``; returns the exit code."""
     options = _parser().parse_args(argv)
+    if options.command == "run":
+        # Until the worker's own handlers are installed nothing has been claimed, so a stop
+        # request (a supervisor's SIGTERM during start-up) is simply a clean exit.
+        signal.signal(signal.SIGTERM, _exit_before_start)
     setup_django(options.settings)
     logging.getLogger("aio_async").setLevel(options.log_level)
     if not logging.getLogger().handlers and not logging.getLogger("aio_async").handlers:
@@ -187,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from django.core.exceptions import ImproperlyConfigured
 
     try:
+        if options.command == "run" and options.processes > 1:
+            from aio_async.supervisor import supervise
+
+            return supervise(options.processes, _without_processes(argv))
         if options.command == "run":
             outcomes = run_worker(worker_overrides(vars(options)))
             print(json.dumps({"outcomes": outcomes}))

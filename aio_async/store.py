@@ -108,8 +108,19 @@ def complete(job: Job, result: Any, worker: str) -> None:
         release_final(job.group_id, job._state.db or "default")
 
 
-def fail(job: Job, error: ErrorInfo, worker: str, settings: QueueSettings, *, final: bool = False) -> Status:
-    """Record a failed attempt in a new transaction: an Error row, then retry or give up."""
+def fail(
+    job: Job,
+    error: ErrorInfo,
+    worker: str,
+    settings: QueueSettings,
+    *,
+    final: bool = False,
+    retry_now: bool = False,
+) -> Status:
+    """Record a failed attempt in a new transaction: an Error row, then retry or give up.
+
+    The retry waits for the back-off, unless ``retry_now`` (a lost worker is not the job's fault).
+    """
     alias = job._state.db or "default"
     now = timezone.now()
     give_up = final or job.attempts >= job.max_attempts
@@ -117,7 +128,7 @@ def fail(job: Job, error: ErrorInfo, worker: str, settings: QueueSettings, *, fi
         if give_up:
             updated = _fenced(job, worker).update(status=Status.FAILED, locked_until=None)
         else:
-            delay = datetime.timedelta(seconds=retry_delay(job.attempts, settings))
+            delay = datetime.timedelta(seconds=0 if retry_now else retry_delay(job.attempts, settings))
             updated = _fenced(job, worker).update(
                 status=Status.QUEUED,
                 run_after=now + delay,
@@ -182,7 +193,7 @@ def rescue(alias: str, worker: str, settings: QueueSettings) -> list[int]:
                 ),
                 traceback="",
             )
-            fail(job, error, job.locked_by, settings)
+            fail(job, error, job.locked_by, settings, retry_now=True)
             rescued.append(job.pk)
     return rescued
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from typing import Any
@@ -56,7 +57,8 @@ if VENDOR == "sqlite":
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": DB_NAME or _path,
             "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
-            "TEST": {"NAME": _path.replace(".sqlite3", "_test.sqlite3")},
+            # One test database per run, so that two runs on one machine never meet.
+            "TEST": {"NAME": _path.replace(".sqlite3", f"_test_{os.getpid()}.sqlite3")},
         }
     }
 elif VENDOR == "postgresql":
@@ -69,15 +71,20 @@ elif VENDOR == "postgresql":
             "USER": os.environ.get("PGUSER", "postgres"),
             "PASSWORD": os.environ.get("PGPASSWORD", ""),
             "CONN_MAX_AGE": 0,
+            "TEST": {"NAME": f"test_aio_async_{os.getpid()}"},
         }
     }
 else:
     raise RuntimeError(f"AIO_ASYNC_TEST_DB must be 'postgresql' or 'sqlite', not {VENDOR!r}")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-AIO_ASYNC = {
+AIO_ASYNC: dict[str, Any] = {
     "BACKOFF": {"BASE": 60, "EXPONENT": 1.6, "JITTER": 0.1},
     "POLL_INTERVAL": 0.05,
     "CONCURRENCY": 4,
     "LEASE_SECONDS": 30,
 }
+# Fault tests run workers as subprocesses with other settings (a short lease, say).
+AIO_ASYNC.update(json.loads(os.environ.get("AIO_ASYNC_TEST_SETTINGS", "{}")))
+if "AIO_ASYNC_TEST_CONN_MAX_AGE" in os.environ:
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ["AIO_ASYNC_TEST_CONN_MAX_AGE"])

@@ -97,3 +97,9 @@ async def adecorated(key: str) -> str:
     """A registered coroutine task."""
     await Record.objects.acreate(key=key)
     return key
+
+
+def write_after(key: str, seconds: float) -> int:
+    """Sleep, then write a Record (a job that can overrun its timeout)."""
+    time.sleep(seconds)
+    return Record.objects.create(key=key).pk

@@ -211,3 +211,25 @@ def test_many_jobs_at_concurrency_all_run_once() -> None:
     assert drain(concurrency=8) == {Outcome.SUCCEEDED: 60}
     assert Record.objects.count() == 60
     assert Record.objects.values("key").distinct().count() == 60
+
+
+def test_a_sync_job_past_its_timeout_is_failed_and_its_late_commit_fenced_out(is_postgres: bool) -> None:
+    job = schedule(tasks.write_after, ["late", 1.0], timeout=0.2, max_attempts=1)
+    outcomes = drain()
+    job.refresh_from_db()
+    late_record = Record.objects.filter(key="late").exists()
+    # Whatever happens, the job's work and its final state agree.
+    assert late_record == (job.status == Status.SUCCEEDED)
+    if is_postgres:
+        assert outcomes == {Outcome.FAILED: 1}
+        assert job.status == Status.FAILED
+        error = Error.objects.get(job=job)
+        assert error.exception == "TimeoutError"
+        assert "timeout of 0.2 s" in error.message
+        # The worker waited for the thread before exiting: it finished, and its commit was refused.
+        assert not late_record
+    else:
+        # SQLite: the job's transaction holds the database's only write lock (IMMEDIATE mode),
+        # so the timeout's failure write waits for it, and finds the job already succeeded.
+        assert outcomes == {Outcome.LEASE_LOST: 1}
+        assert job.status == Status.SUCCEEDED

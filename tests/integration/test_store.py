@@ -94,6 +94,7 @@ def test_rescue_requeues_expired_leases_and_counts_the_attempt() -> None:
     job.refresh_from_db()
     assert job.status == Status.QUEUED
     assert job.attempts == 1
+    assert job.run_after <= timezone.now()  # a lost worker is not the job's fault: no back-off
     error = Error.objects.get()
     assert error.exception == "aio_async.WorkerLost"
     assert error.worker == "dead-worker"

@@ -1,0 +1,95 @@
+"""``run --processes N``: start N worker processes, restart one that dies, forward signals.
+
+Each child is ``python -m aio_async run`` with the same options, in a session of its own so
+that a Ctrl-C in the terminal reaches the children once, through the supervisor. Several
+machines sharing one PostgreSQL need nothing more than this same command on each.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+__all__ = ["supervise"]
+
+logger = logging.getLogger("aio_async.supervisor")
+
+#: A child that dies sooner than this after its start is restarted with growing delays.
+STABLE_SECONDS = 5.0
+MAX_RESTART_DELAY = 30.0
+
+
+class _Child:
+    def __init__(self, slot: int, command: list[str]) -> None:
+        self.slot = slot
+        self.command = command
+        self.failures = 0
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self.started = time.monotonic()
+        process = subprocess.Popen(self.command, start_new_session=True)  # noqa: S603 - our own command
+        logger.info(
+            "Worker process %s started (pid %s)",
+            self.slot,
+            process.pid,
+            extra={"action": "worker_process_started", "pid": process.pid},
+        )
+        return process
+
+    def restart_if_dead(self, now: float) -> None:
+        code = self.process.poll()
+        if code is None:
+            return
+        if now - self.started >= STABLE_SECONDS:
+            self.failures = 0
+        delay = min(MAX_RESTART_DELAY, 0.5 * 2**self.failures) if self.failures else 0.0
+        if now - self.started < delay:
+            return
+        logger.warning(
+            "Worker process %s (pid %s) exited with %s; restarting it",
+            self.slot,
+            self.process.pid,
+            code,
+            extra={"action": "worker_process_died", "pid": self.process.pid, "code": code},
+        )
+        self.failures += 1
+        self.process = self._spawn()
+
+
+def supervise(processes: int, worker_arguments: Sequence[str]) -> int:
+    """Run ``processes`` workers until SIGTERM/SIGINT; return 0 when all stopped cleanly."""
+    command = [sys.executable, "-m", "aio_async", *worker_arguments]
+    children = [_Child(slot, command) for slot in range(processes)]
+    received: list[int] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        logger.info(
+            "Received %s; passing it to %s worker process(es)",
+            signal.Signals(signum).name,
+            len(children),
+            extra={"action": "signal_received"},
+        )
+        for child in children:
+            if child.process.poll() is None:
+                child.process.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not received:
+            now = time.monotonic()
+            for child in children:
+                child.restart_if_dead(now)
+            time.sleep(0.2)
+        codes = [child.process.wait() for child in children]
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    logger.info("All worker processes stopped: exit codes %s", codes, extra={"action": "supervisor_stopped"})
+    return 0 if all(code == 0 for code in codes) else 1

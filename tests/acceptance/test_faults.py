@@ -1,0 +1,157 @@
+"""Fault injection on real worker processes (DESIGN promises 3 and 4).
+
+Workers are subprocesses; faults are real: SIGKILL at random moments, SIGSTOP past the lease,
+backends terminated under a running worker.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections import Counter
+
+import pytest
+from django.db import connection
+from django.db.models import Count
+
+from aio_async import schedule
+from aio_async.models import Error, Job, Status
+from tests.acceptance.workers import Worker, environment, wait_until
+from tests.app import tasks
+from tests.app.models import Record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SHORT_LEASE = {"LEASE_SECONDS": 1.5, "HEARTBEAT_INTERVAL": 0.3, "RESCUE_INTERVAL": 0.3, "POLL_INTERVAL": 0.05}
+
+
+def env(**settings: object) -> dict[str, str]:
+    return environment(str(connection.settings_dict["NAME"]), {**SHORT_LEASE, **settings})
+
+
+def duplicates() -> dict[str, int]:
+    rows = Record.objects.values("key").annotate(n=Count("pk")).filter(n__gt=1)
+    return {row["key"]: row["n"] for row in rows}
+
+
+def all_succeeded(count: int) -> bool:
+    return Job.objects.filter(status=Status.SUCCEEDED).count() == count
+
+
+@pytest.mark.postgres_only
+def test_a_stalled_worker_whose_lease_was_taken_over_cannot_commit() -> None:
+    job = schedule(tasks.sleep_then_write, ["fenced", 2.0])
+    with Worker(env(), "--concurrency", "1") as first:
+        wait_until(lambda: Job.objects.filter(pk=job.pk, status=Status.RUNNING).exists())
+        assert f":{first.pid}:" in Job.objects.get(pk=job.pk).locked_by
+        first.signal(signal.SIGSTOP)
+        with Worker(env(), "--concurrency", "1") as second:
+            wait_until(lambda: all_succeeded(1), timeout=30, message="the second worker's success")
+            first.signal(signal.SIGCONT)
+            # The first worker wakes up, finishes its sleep, and tries to commit.
+            wait_until(lambda: "lease was taken over" in first.output, timeout=15, message="fencing")
+            assert first.stop() == 0
+            assert second.stop() == 0
+    job.refresh_from_db()
+    assert job.status == Status.SUCCEEDED
+    assert f":{second.pid}:" in job.locked_by
+    assert job.attempts == 2
+    assert Record.objects.filter(key="fenced").count() == 1
+    [lost] = Error.objects.filter(job=job)
+    assert lost.exception == "aio_async.WorkerLost"
+    assert f":{first.pid}:" in lost.worker
+
+
+def test_workers_killed_at_random_moments_lose_nothing_and_commit_nothing_twice() -> None:
+    keys = [f"job-{index}" for index in range(300)]
+    for key in keys:
+        schedule(tasks.sleep_then_write, [key, 0.01], max_attempts=50)
+    rng = random.Random(20261128)
+    kills = 0
+    for _ in range(6):
+        with Worker(env(), "--concurrency", "4") as worker:
+            time.sleep(rng.uniform(0.2, 1.0))
+            worker.kill()
+            kills += 1
+        if all_succeeded(len(keys)):
+            break
+    with Worker(env(), "--concurrency", "4") as survivor:
+        try:
+            wait_until(lambda: all_succeeded(len(keys)), timeout=60, message="every job succeeded")
+        except AssertionError:
+            print(Counter(Job.objects.values_list("status", flat=True)), survivor.output[-3000:])
+            raise
+        assert survivor.stop() == 0
+    assert kills >= 3
+    assert duplicates() == {}
+    assert sorted(Record.objects.values_list("key", flat=True)) == sorted(keys)
+    print(f"kills survived: {kills}, jobs run: {len(keys)}, duplicates: 0, lost: 0")
+
+
+def test_several_workers_share_a_queue_without_running_a_job_twice() -> None:
+    keys = [f"shared-{index}" for index in range(400)]
+    for key in keys:
+        schedule(tasks.record_pid, [key])
+    workers = [Worker(env(), "--concurrency", "3") for _ in range(3)]
+    try:
+        wait_until(lambda: all_succeeded(len(keys)), timeout=60, message="every job succeeded")
+        assert [worker.stop() for worker in workers] == [0, 0, 0]
+    finally:
+        for worker in workers:
+            worker.__exit__()
+    assert duplicates() == {}
+    assert Record.objects.count() == len(keys)
+    by_worker = Counter(Record.objects.values_list("value", flat=True))
+    assert len(by_worker) >= 2, by_worker  # the queue really was shared
+
+
+def test_a_second_interrupt_exits_at_once_and_the_job_is_rescued_later() -> None:
+    job = schedule(tasks.sleep_then_write, ["interrupted", 30.0], max_attempts=3)
+    with Worker(env(), "--concurrency", "1") as worker:
+        wait_until(lambda: Job.objects.filter(pk=job.pk, status=Status.RUNNING).exists())
+        worker.signal(signal.SIGINT)
+        time.sleep(0.2)
+        worker.signal(signal.SIGINT)
+        assert worker.process.wait(5) == 130
+        assert "Second interrupt" in worker.output
+    Job.objects.filter(pk=job.pk).update(args=["interrupted", 0.0])
+    with Worker(env(), "--concurrency", "1") as rescuer:
+        wait_until(lambda: all_succeeded(1), timeout=30, message="the rescued job succeeded")
+        assert rescuer.stop() == 0
+    assert Record.objects.filter(key="interrupted").count() == 1
+    assert Error.objects.get(job=job).exception == "aio_async.WorkerLost"
+
+
+def test_sigterm_releases_coroutine_jobs_after_the_shutdown_timeout() -> None:
+    job = schedule(tasks.asleep, [60])
+    with Worker(env(), "--shutdown-timeout", "0.5") as worker:
+        wait_until(lambda: Job.objects.filter(pk=job.pk, status=Status.RUNNING).exists())
+        started = time.monotonic()
+        assert worker.stop() == 0
+        assert time.monotonic() - started < 10
+        assert "released back to the queue" in worker.output
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.locked_by) == (Status.QUEUED, 0, "")
+    assert not Error.objects.exists()
+
+
+def test_processes_supervisor_restarts_a_killed_worker_and_stops_cleanly() -> None:
+    import os
+
+    with Worker(env(), "--processes", "2", "--concurrency", "2") as supervisor:
+        for index in range(40):
+            schedule(tasks.record_pid, [f"before-{index}"])
+        wait_until(lambda: all_succeeded(40), message="jobs before the kill")
+        children = set(Record.objects.values_list("value", flat=True))
+        assert supervisor.pid not in children
+        victim = next(iter(children))
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: "restarting it" in supervisor.output, message="a restart")
+        for index in range(40):
+            schedule(tasks.record_pid, [f"after-{index}"])
+        wait_until(lambda: all_succeeded(80), message="jobs after the kill")
+        after = set(Record.objects.filter(key__startswith="after-").values_list("value", flat=True))
+        assert victim not in after
+        assert supervisor.stop() == 0, supervisor.output
+        assert supervisor.output.count("Worker process") >= 3
