@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
-from django.db import connections, transaction
+from django.db import InterfaceError, OperationalError, connections, transaction
 
 from aio_async import allow, store
 from aio_async.conf import QueueSettings
@@ -78,12 +78,40 @@ def _result(value: object) -> Any:
         raise ResultNotJSON(f"{exc}; return JSON (or nothing) from a job") from None
 
 
+def connection_lost(exc: BaseException, alias: str) -> bool:
+    """True when ``exc`` came from a database connection that is now closed or unusable."""
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    connection = connections[alias]
+    return connection.connection is None or not connection.is_usable()
+
+
+def _reconnecting(job: Job, write: Callable[[], T]) -> T:
+    """Run ``write``; if the connection turns out to be dead (killed while idle), reconnect once."""
+    try:
+        return write()
+    except (OperationalError, InterfaceError) as exc:
+        if not connection_lost(exc, job._state.db or "default"):
+            raise
+        logger.info(
+            "Reconnecting to record job %s: %s", job.pk, exc, extra={"action": "reconnect", "job_id": job.pk}
+        )
+        connections[job._state.db or "default"].close()
+        return write()
+
+
 def _record_failure(
-    job: Job, error: store.ErrorInfo, worker: str, settings: QueueSettings, *, final: bool = False
+    job: Job,
+    error: store.ErrorInfo,
+    worker: str,
+    settings: QueueSettings,
+    *,
+    final: bool = False,
+    retry_now: bool = False,
 ) -> Outcome:
     close_old_connections()
     try:
-        status = store.fail(job, error, worker, settings, final=final)
+        status = store.fail(job, error, worker, settings, final=final, retry_now=retry_now)
     except store.LeaseLost:
         logger.warning(
             "Job %s failed, but its lease was lost; the failure is not recorded",
@@ -136,7 +164,10 @@ def run_sync_job(
             return _complete_or_lose(job, worker, lambda: function(*args, **kwargs))
         except BaseException as exc:  # noqa: BLE001 - SystemExit in a job must not stop the worker
             error = store.ErrorInfo.from_exception(exc)
-        return _record_failure(job, error, worker, settings)
+            lost = connection_lost(exc, job._state.db or "default")
+        # A connection that died under the job (a database restart, a killed backend) is not
+        # the job's fault: it is retried at once, on a new connection.
+        return _record_failure(job, error, worker, settings, retry_now=lost)
     finally:
         close_old_connections()
 
@@ -145,15 +176,25 @@ def complete_async_job(job: Job, result: Any, worker: str) -> Outcome:
     """Write a coroutine job's completion (fenced) in a transaction of its own."""
     close_old_connections()
     try:
-        return _complete_or_lose(job, worker, lambda: result)
+        return _reconnecting(job, lambda: _complete_or_lose(job, worker, lambda: result))
     finally:
         close_old_connections()
 
 
-def fail_job(job: Job, error: store.ErrorInfo, worker: str, settings: QueueSettings, final: bool) -> Outcome:
+def fail_job(
+    job: Job,
+    error: store.ErrorInfo,
+    worker: str,
+    settings: QueueSettings,
+    final: bool,
+    retry_now: bool = False,
+) -> Outcome:
     """Record a failed attempt from the loop's side (coroutine jobs, refused rows)."""
+    close_old_connections()
     try:
-        return _record_failure(job, error, worker, settings, final=final)
+        return _reconnecting(
+            job, lambda: _record_failure(job, error, worker, settings, final=final, retry_now=retry_now)
+        )
     finally:
         close_old_connections()
 
@@ -178,6 +219,7 @@ def _close_connections() -> None:
 
 
 _tidy_async_orm_connection = sync_to_async(close_old_connections, thread_sensitive=True)
+_async_orm_connection_lost = sync_to_async(connection_lost, thread_sensitive=True)
 _close_async_orm_connection = sync_to_async(_close_connections, thread_sensitive=True)
 
 
@@ -201,9 +243,7 @@ class Bridge:
     def _control(self, function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
         # The control thread keeps one connection for claims and leases, whatever
         # CONN_MAX_AGE says, and replaces it only once it is broken.
-        return sync_to_async(
-            _discarding_broken(function), thread_sensitive=False, executor=self.control_pool
-        )
+        return sync_to_async(_discarding_broken(function), thread_sensitive=False, executor=self.control_pool)
 
     def _in_job_thread(self, function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
         return sync_to_async(function, thread_sensitive=False, executor=self.jobs_pool)
@@ -291,8 +331,10 @@ class Bridge:
             raise
         except BaseException as exc:  # noqa: BLE001 - recorded, the worker lives on
             error = store.ErrorInfo.from_exception(exc)
+            # Django's async ORM runs in asgiref's thread: ask there whether its connection died.
+            lost = await _async_orm_connection_lost(exc, job._state.db or "default")
             return await asyncio.shield(
-                self._in_job_thread(fail_job)(job, error, self.worker, self.settings, False)
+                self._in_job_thread(fail_job)(job, error, self.worker, self.settings, False, lost)
             )
         finally:
             # Django's async ORM ran in asgiref's shared thread; tidy its connection as a

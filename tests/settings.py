@@ -86,5 +86,9 @@ AIO_ASYNC: dict[str, Any] = {
 }
 # Fault tests run workers as subprocesses with other settings (a short lease, say).
 AIO_ASYNC.update(json.loads(os.environ.get("AIO_ASYNC_TEST_SETTINGS", "{}")))
+if "AIO_ASYNC_TEST_APPLICATION_NAME" in os.environ:  # to count a worker's connections
+    DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = os.environ[
+        "AIO_ASYNC_TEST_APPLICATION_NAME"
+    ]
 if "AIO_ASYNC_TEST_CONN_MAX_AGE" in os.environ:
     DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ["AIO_ASYNC_TEST_CONN_MAX_AGE"])
