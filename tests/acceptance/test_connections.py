@@ -59,7 +59,8 @@ def test_connections_stay_bounded_do_not_grow_and_broken_ones_are_replaced() -> 
             wait_until(lambda: Job.objects.filter(status=Status.SUCCEEDED).count() >= JOBS // 2, timeout=120)
             with connection.cursor() as cursor:  # every worker connection is killed under it
                 cursor.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = %s",
                     [APPLICATION],
                 )
             wait_until(lambda: Job.objects.filter(status=Status.SUCCEEDED).count() == JOBS, timeout=180)

@@ -161,6 +161,16 @@ def test_forged_rows_with_bad_arguments_fail_with_a_clear_error() -> None:
     assert list(Record.objects.values_list("key", flat=True)) == ["fine"]
 
 
+def test_a_huge_forged_row_fails_with_a_clear_error_and_the_worker_carries_on() -> None:
+    huge = Job.objects.create(name="tests.app.tasks.add", args=["x" * 5_000_000, 1], identity="h")
+    fine = schedule(tasks.write, ["after the huge one"])
+    assert drain(concurrency=1) == {Outcome.RETRYING: 1, Outcome.SUCCEEDED: 1}
+    error = Error.objects.get(job=huge)
+    assert error.exception == "TypeError"
+    assert len(error.message) < 200  # the payload is not copied into the error
+    assert Job.objects.get(pk=fine.pk).status == Status.SUCCEEDED
+
+
 def test_a_name_that_does_not_import_is_retried_as_a_deploy_may_be_in_progress() -> None:
     job = Job.objects.create(name="tests.app.tasks.added_tomorrow", identity="z")
     assert drain() == {Outcome.RETRYING: 1}
