@@ -55,6 +55,7 @@ class Executor:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._running: dict[int, tuple[Job, asyncio.Task[Outcome]]] = {}
+        self._ready: collections.deque[Job] = collections.deque()
         self._claimed = 0
 
     @property
@@ -121,16 +122,23 @@ class Executor:
             self.stop()
 
     async def _loop(self, bridge: Bridge, until_empty: bool) -> None:
+        """Claim in batches into a small buffer; finished jobs refill their slot from it.
+
+        Up to ``concurrency`` jobs wait in the buffer beside the ``concurrency`` running ones,
+        so one claim serves many jobs and a slot never waits for a round trip. Buffered jobs
+        are leased like running ones (heartbeat, release on stop, rescue if the worker dies).
+        """
         failures = 0
         while not self._stop.is_set():
             self._wake.clear()
-            free = self.concurrency - len(self._running)
+            self._fill_slots(bridge)
+            want = 2 * self.concurrency - len(self._running) - len(self._ready)
             if self.max_jobs is not None:
-                free = min(free, self.max_jobs - self._claimed)
+                want = min(want, self.max_jobs - self._claimed)
             jobs: list[Job] = []
-            if free > 0:
+            if want > 0 and len(self._ready) <= self.concurrency // 2:
                 try:
-                    jobs = await bridge.claim(free, self.include, self.exclude)
+                    jobs = await bridge.claim(want, self.include, self.exclude)
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - the database may come back
                     failures += 1
@@ -144,36 +152,42 @@ class Executor:
                     )
                     await self._sleep(delay)
                     continue
-            for job in jobs:
-                self._start(bridge, job)
-            if self.max_jobs is not None and self._claimed >= self.max_jobs and not self._running:
+                self._claimed += len(jobs)
+                self._ready.extend(jobs)
+                self._fill_slots(bridge)
+            idle = not self._running and not self._ready
+            if idle and self.max_jobs is not None and self._claimed >= self.max_jobs:
                 return
-            if until_empty and not jobs and not self._running:
+            if idle and until_empty and not jobs:
                 return
-            if free > 0 and len(jobs) == free:
+            if jobs and len(jobs) == want:
                 continue  # a full batch: there may be more due jobs to claim right away
-            saturated = len(self._running) >= self.concurrency
-            await self._sleep(None if saturated else self.settings.poll_interval)
+            # With jobs in hand, the next event is a job finishing; otherwise poll.
+            await self._sleep(None if self._running or self._ready else self.settings.poll_interval)
 
     async def _sleep(self, timeout: float | None) -> None:  # noqa: ASYNC109 - waits on an event
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
+    def _fill_slots(self, bridge: Bridge) -> None:
+        while self._ready and len(self._running) < self.concurrency and not self._stop.is_set():
+            self._start(bridge, self._ready.popleft())
+
     def _start(self, bridge: Bridge, job: Job) -> None:
-        self._claimed += 1
         logger.debug(
-            "Job %s (%s) claimed, attempt %s",
+            "Job %s (%s) started, attempt %s",
             job.pk,
             job.name,
             job.attempts,
-            extra={"action": "job_claimed", "job_id": job.pk, "worker": self.worker},
+            extra={"action": "job_started", "job_id": job.pk, "worker": self.worker},
         )
         task = asyncio.create_task(bridge.run(job), name=f"job-{job.pk}")
         self._running[job.pk] = (job, task)
-        task.add_done_callback(lambda done: self._finished(job, done))
+        task.add_done_callback(lambda done: self._finished(bridge, job, done))
 
-    def _finished(self, job: Job, task: asyncio.Task[Outcome]) -> None:
+    def _finished(self, bridge: Bridge, job: Job, task: asyncio.Task[Outcome]) -> None:
         self._running.pop(job.pk, None)
+        self._fill_slots(bridge)
         self._wake.set()
         if task.cancelled():
             return
@@ -191,6 +205,10 @@ class Executor:
         self.outcomes[task.result()] += 1
 
     async def _drain(self, bridge: Bridge) -> None:
+        while self._ready:  # claimed but not started: back to the queue, attempt unused
+            job = self._ready.popleft()
+            if await bridge.release(job):
+                self.outcomes[Outcome.RELEASED] += 1
         if not self._running:
             return
         logger.info(
@@ -237,7 +255,7 @@ class Executor:
                 )
 
     async def _heartbeat(self, bridge: Bridge) -> None:
-        await bridge.heartbeat(list(self._running))
+        await bridge.heartbeat([*self._running, *(job.pk for job in self._ready)])
 
     async def _rescue(self, bridge: Bridge) -> None:
         rescued = await bridge.rescue()
