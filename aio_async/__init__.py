@@ -24,9 +24,11 @@ __all__ = [
     "adeschedule",
     "ahealth",
     "aschedule",
+    "aschedule_many",
     "deschedule",
     "health",
     "schedule",
+    "schedule_many",
     "task",
 ]
 
@@ -47,13 +49,24 @@ from aio_async.errors import (
 )
 
 if _typing.TYPE_CHECKING:
-    from aio_async.api import Task, adeschedule, aschedule, deschedule, schedule, task
+    from aio_async.api import (
+        Task,
+        adeschedule,
+        aschedule,
+        aschedule_many,
+        deschedule,
+        schedule,
+        schedule_many,
+        task,
+    )
     from aio_async.health import ahealth, health
 
 _LAZY = {
     "Task": "aio_async.api",
     "adeschedule": "aio_async.api",
     "aschedule": "aio_async.api",
+    "aschedule_many": "aio_async.api",
+    "schedule_many": "aio_async.api",
     "deschedule": "aio_async.api",
     "schedule": "aio_async.api",
     "task": "aio_async.api",

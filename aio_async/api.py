@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from asgiref.sync import sync_to_async
@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from aio_async import allow, dialects
 from aio_async.conf import get_settings
-from aio_async.errors import GroupClosed, InvalidOption
+from aio_async.errors import GroupClosed, InvalidArguments, InvalidOption
 from aio_async.models import FINISHED, Group, Job, Status
 from aio_async.payload import JSONError, identity, json_value, normalise_arguments
 
@@ -29,8 +29,10 @@ __all__ = [
     "Task",
     "adeschedule",
     "aschedule",
+    "aschedule_many",
     "deschedule",
     "schedule",
+    "schedule_many",
     "set_group_final",
     "task",
 ]
@@ -303,6 +305,64 @@ def schedule(
     return job
 
 
+def schedule_many(
+    function: Callable[..., Any] | str,
+    calls: Iterable[tuple[list[Any] | tuple[Any, ...] | None, dict[str, Any] | None]],
+    priority: int | None = None,
+    run_after: datetime.datetime | datetime.timedelta | None = None,
+    group: Group | str | None = None,
+    meta: dict[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+    using: str | None = None,
+) -> list[Job]:
+    """Schedule many calls of ``function``, each an ``(args, kwargs)`` pair, in one INSERT.
+
+    Every call is checked as ``schedule()`` checks it before anything is written; one bad
+    call writes nothing at all. The jobs join the caller's transaction like ``schedule()``'s.
+    """
+    jobs = []
+    for index, call in enumerate(calls):
+        if not isinstance(call, tuple | list) or len(call) != 2:
+            raise InvalidArguments(
+                f"call {index} must be an (args, kwargs) pair such as ((1, 2), {{}}), got {call!r:.80}"
+            )
+        try:
+            jobs.append(
+                build_job(
+                    function,
+                    call[0],
+                    call[1],
+                    priority,
+                    run_after,
+                    meta,
+                    queue=queue,
+                    max_attempts=max_attempts,
+                    timeout=timeout,
+                )
+            )
+        except InvalidArguments as exc:
+            raise InvalidArguments(f"call {index}: {exc}") from None
+    if group is not None and not isinstance(group, Group | str):
+        raise InvalidOption(f"group must be a Group or a reference string, got {group!r}")
+    if not jobs:
+        return []
+    alias = using or get_settings().database
+    connection = connections[alias]
+    dialect = dialects.for_connection(connection)
+    with transaction.atomic(using=alias):
+        if group is not None:
+            joined = _open_group(group, alias)
+            for job in jobs:
+                job.group = joined
+        created = Job.objects.using(alias).bulk_create(jobs)
+        for queue_name in sorted({job.queue for job in created if job.run_after <= job.added}):
+            dialect.notify(connection, queue_name)
+    return created
+
+
 def deschedule(
     function: Callable[..., Any] | str,
     args: list[Any] | tuple[Any, ...] | None = None,
@@ -341,5 +401,7 @@ def set_group_final(group: Group, job: Job) -> None:
 
 aschedule = sync_to_async(schedule, thread_sensitive=True)
 aschedule.__doc__ = "Put a call of ``function`` in the queue from async code (schedule, bridged)."
+aschedule_many = sync_to_async(schedule_many, thread_sensitive=True)
+aschedule_many.__doc__ = "Schedule many calls of ``function`` in one INSERT, from async code."
 adeschedule = sync_to_async(deschedule, thread_sensitive=True)
 adeschedule.__doc__ = "Cancel matching jobs that have not started, from async code."

@@ -99,9 +99,28 @@ def claim(
 
 def complete(job: Job, result: Any, worker: str) -> None:
     """Mark ``job`` succeeded with ``result``; call inside the job's own transaction."""
-    updated = _fenced(job, worker).update(
-        status=Status.SUCCEEDED, result=result, executed=timezone.now(), locked_until=None
+    # Every job passes here: one precompiled statement rather than a queryset built per call.
+    connection = connections[job._state.db or "default"]
+    quote = connection.ops.quote_name
+    sql = (
+        f"UPDATE {quote(Job._meta.db_table)} SET status = %s, result = %s, executed = %s, "  # noqa: S608
+        "locked_until = NULL WHERE id = %s AND status = %s AND attempts = %s AND locked_by = %s"
     )
+    result_field = Job._meta.get_field("result")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [
+                Status.SUCCEEDED.value,
+                result_field.get_db_prep_save(result, connection),
+                connection.ops.adapt_datetimefield_value(timezone.now()),
+                job.pk,
+                Status.RUNNING.value,
+                job.attempts,
+                worker,
+            ],
+        )
+        updated = cursor.rowcount
     if updated != 1:
         raise LeaseLost(job.pk)
     if job.group_id is not None:

@@ -264,3 +264,50 @@ def test_on_completion_makes_the_final_job_wait() -> None:
     final.refresh_from_db()
     assert final.status == Status.QUEUED
     assert member.pk != final.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_schedule_many_writes_every_call_in_the_callers_transaction() -> None:
+    jobs = aio_async.schedule_many(
+        tasks.add, [((1, 2), None), ([3, 4], {}), ((), {"a": 5, "b": 6})], priority=8
+    )
+    assert [job.args for job in jobs] == [[1, 2], [3, 4], []]
+    assert all(job.pk is not None and job.priority == 8 for job in jobs)
+    assert Job.objects.count() == 3
+    assert jobs[0].identity == identity("tests.app.tasks.add", [1, 2], {})
+    with pytest.raises(Rollback), transaction.atomic():
+        aio_async.schedule_many(tasks.add, [((1, 1), None)] * 10)
+        raise Rollback
+    assert Job.objects.count() == 3
+    assert aio_async.schedule_many(tasks.add, []) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "calls",
+    [
+        [((1, 2), None), ((object(),), None)],
+        [((1, 2), None), "not a pair"],
+        [((1, 2), None), ((1,), {"x": {1}})],
+    ],
+)
+def test_schedule_many_with_one_bad_call_writes_nothing(calls: list[object]) -> None:
+    with pytest.raises(InvalidArguments, match="call 1"):
+        aio_async.schedule_many(tasks.add, calls)  # type: ignore[arg-type]
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_schedule_many_refuses_what_schedule_refuses() -> None:
+    with pytest.raises(TaskNotAllowed):
+        aio_async.schedule_many("os.system", [(["ls"], None)])
+    with pytest.raises(InvalidOption):
+        aio_async.schedule_many(tasks.add, [((1, 2), None)], priority="high")  # type: ignore[arg-type]
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_aschedule_many() -> None:
+    jobs = await aio_async.aschedule_many(tasks.add, [((1, 2), None)] * 3, group="batch")
+    assert len({job.group_id for job in jobs}) == 1
+    assert await Job.objects.acount() == 3

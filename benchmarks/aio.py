@@ -1,0 +1,360 @@
+"""aio_async's side of the benchmark: enqueue, drain, I/O, pick-up latency, scale, memory.
+
+Run as ``python -m benchmarks.aio --dsn DSN --runs R --n N ... --out RESULTS.jsonl``; it
+appends one JSON line per figure, in the same shape as the peers' scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import django
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEM = "aio_async"
+
+
+def _options() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--n-io", type=int, default=1000)
+    parser.add_argument("--n-lat", type=int, default=50)
+    parser.add_argument("--n-memory", type=int, default=100_000)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--logs", required=True)
+    parser.add_argument("--only", default="", help="families: enqueue,drain,io,latency,scale,memory")
+    return parser.parse_args()
+
+
+OPTIONS = _options()
+os.environ["BENCH_PG_DSN"] = OPTIONS.dsn
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+
+from aio_async import schedule, schedule_many  # noqa: E402
+from aio_async.models import Job  # noqa: E402
+from benchmarks import tasks  # noqa: E402
+
+VERSION = (
+    f"aio_async {version('aio_async')}, Django {version('Django')}, psycopg {version('psycopg')}, "
+    f"py {sys.version.split()[0]}"
+)
+ONLY = set(filter(None, OPTIONS.only.split(",")))
+
+
+def wanted(family: str) -> bool:
+    """True when the run includes this scenario family."""
+    return not ONLY or family in ONLY
+
+
+def record(scenario: str, unit: str, runs: list[float], **extra: Any) -> None:
+    """Append one figure (the median of its runs) to the results file."""
+    row = {
+        "system": SYSTEM,
+        "version": VERSION,
+        "scenario": scenario,
+        "unit": unit,
+        "runs": [round(value, 4) for value in runs],
+        "median": round(statistics.median(runs), 4),
+        "extra": extra,
+    }
+    with open(OPTIONS.out, "a") as out:
+        out.write(json.dumps(row) + "\n")
+    print(f"[{SYSTEM}] {scenario}: {row['median']} {unit} (runs {row['runs']})", flush=True)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def sql(statement: str, params: tuple[Any, ...] = ()) -> Any:
+    """Run one statement on the benchmark database and return its first column, if any."""
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        row = cursor.fetchone() if cursor.description else None
+    return row[0] if row else None
+
+
+def reset() -> None:
+    """Empty the queue's tables."""
+    sql("TRUNCATE aio_async_error, aio_async_job, aio_async_group RESTART IDENTITY CASCADE")
+
+
+def remaining() -> int:
+    """Jobs not finished yet."""
+    return int(sql("SELECT count(*) FROM aio_async_job WHERE status IN ('queued', 'running')"))
+
+
+class Worker:
+    """``python -m aio_async run`` in a session of its own."""
+
+    def __init__(self, tag: str, *arguments: str, env: dict[str, str] | None = None) -> None:
+        os.makedirs(OPTIONS.logs, exist_ok=True)
+        self.log = open(os.path.join(OPTIONS.logs, f"aio_async-{tag}.log"), "ab")  # noqa: SIM115
+        self.spawned = time.time()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "aio_async", "--settings", "benchmarks.settings", "run", *arguments],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, every: float = 0.05) -> None:
+        """Poll until ``predicate`` holds; fail if the worker died or time ran out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the worker exited with {self.process.returncode}; see {self.log.name}")
+            time.sleep(every)
+        raise TimeoutError(f"not done within {timeout} s; see {self.log.name}")
+
+    def rss_kib(self) -> int:
+        """The worker's resident memory now."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self) -> None:
+        """SIGTERM the worker's group; SIGKILL it after 15 s."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+def fill(function: Any, count: int, args: tuple[Any, ...] = ()) -> None:
+    """Put ``count`` calls in the queue, in batches (not timed)."""
+    for start in range(0, count, 5000):
+        schedule_many(function, [(args, None)] * min(5000, count - start))
+
+
+def window() -> tuple[float, float, int]:
+    """First start, last completion (epoch seconds) and jobs succeeded, from the table itself."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT extract(epoch FROM min(started)), extract(epoch FROM max(executed)), count(*) "
+            "FROM aio_async_job WHERE status = 'succeeded'"
+        )
+        first, last, done = cursor.fetchone()
+    return float(first), float(last), int(done)
+
+
+def drain(
+    tag: str, function: Any, count: int, concurrency: int, args: tuple[Any, ...] = ()
+) -> tuple[list[float], list[float]]:
+    """Drain ``count`` prefilled jobs with one worker; steady and spawn-to-done rates per run."""
+    steady, total = [], []
+    for run in range(OPTIONS.runs):
+        reset()
+        fill(function, count, args)
+        worker = Worker(f"{tag}-{run}", "--concurrency", str(concurrency))
+        try:
+            worker.wait_for(lambda: remaining() == 0, timeout=900, every=0.1)
+        finally:
+            worker.stop()
+        first, last, done = window()
+        assert done == count, (done, count)
+        steady.append(count / (last - first))
+        total.append(count / (last - worker.spawned))
+    return steady, total
+
+
+def enqueue() -> None:
+    """schedule() one at a time, and schedule_many() in one call."""
+    single, bulk = [], []
+    for _ in range(OPTIONS.runs):
+        reset()
+        started = time.perf_counter()
+        for _ in range(OPTIONS.n):
+            schedule(tasks.noop)
+        single.append(OPTIONS.n / (time.perf_counter() - started))
+        reset()
+        started = time.perf_counter()
+        schedule_many(tasks.noop, [((), None)] * OPTIONS.n)
+        bulk.append(OPTIONS.n / (time.perf_counter() - started))
+    record("enqueue_single", "jobs/s", single)
+    record("enqueue_bulk", "jobs/s", bulk)
+
+
+def drains() -> None:
+    """No-op sync jobs at concurrency 1 and 10; no-op coroutine jobs at 10."""
+    for concurrency in (1, 10):
+        steady, total = drain(f"drain-c{concurrency}", tasks.noop, OPTIONS.n, concurrency)
+        record(f"drain_noop_c{concurrency}", "jobs/s", steady, spawn_to_done=total, kind="sync def")
+    steady, total = drain("drain-async-c10", tasks.anoop, OPTIONS.n, 10)
+    record("drain_async_c10", "jobs/s", steady, spawn_to_done=total, kind="async def")
+
+
+def io() -> None:
+    """50 ms waits: coroutines at 100 and 200, threads at 20."""
+    for concurrency in (100, 200):
+        steady, total = drain(f"io-c{concurrency}", tasks.asleep50, OPTIONS.n_io, concurrency)
+        record(f"io_async_c{concurrency}", "jobs/s", steady, ideal=concurrency / 0.05, spawn_to_done=total)
+    steady, total = drain("io-sync-c20", tasks.sleep50, OPTIONS.n_io // 2, 20)
+    record("io_sync_c20", "jobs/s", steady, ideal=20 / 0.05, spawn_to_done=total)
+
+
+def latency() -> None:
+    """An idle worker on NOTIFY; jobs scheduled 0.2 s apart; start minus schedule time."""
+    p50, p95, every = [], [], []
+    for run in range(OPTIONS.runs):
+        reset()
+        stamps = Path(OPTIONS.logs) / f"aio_async-latency-{run}.txt"
+        stamps.unlink(missing_ok=True)
+        worker = Worker(f"latency-{run}", "--concurrency", "1", env={"BENCH_LAT_FILE": str(stamps)})
+        try:
+            schedule(tasks.stamp, [0.0])  # warm-up: the worker is up and listening
+            worker.wait_for(lambda: remaining() == 0, timeout=60)
+            time.sleep(0.5)
+            for _ in range(OPTIONS.n_lat):
+                schedule(tasks.stamp, [time.time()])
+                time.sleep(0.2)
+            worker.wait_for(lambda: remaining() == 0, timeout=60)
+        finally:
+            worker.stop()
+        delays = [
+            float(start) - float(enqueued)
+            for enqueued, start in (line.split() for line in stamps.read_text().splitlines())
+            if float(enqueued) > 0
+        ]
+        assert len(delays) == OPTIONS.n_lat, len(delays)
+        p50.append(percentile(delays, 0.5) * 1000)
+        p95.append(percentile(delays, 0.95) * 1000)
+        every += delays
+    record("latency_p50", "ms", p50)
+    record("latency_p95", "ms", p95, max_ms=round(max(every) * 1000, 2))
+
+
+CLAIM_EXPLAIN = (
+    "EXPLAIN (ANALYZE, BUFFERS OFF, COSTS OFF, TIMING OFF) SELECT id FROM aio_async_job "
+    "WHERE status = 'queued' AND queue IN ('default') AND run_after <= now() "
+    "ORDER BY priority DESC, run_after, id LIMIT 20 FOR UPDATE SKIP LOCKED"
+)
+
+
+def scale() -> None:
+    """The no-op drain beside a million finished jobs and 100,000 future ones."""
+    steady, total = [], []
+    plan = ""
+    for run in range(OPTIONS.runs):
+        reset()
+        sql(
+            "INSERT INTO aio_async_job (name, args, kwargs, meta, identity, queue, priority, status, added, "
+            "run_after, executed, attempts, max_attempts, locked_by) "
+            "SELECT 'benchmarks.tasks.noop', '[]', '{}', '{}', md5(g::text), 'default', 5, 'succeeded', "
+            "now(), now(), now(), 1, 1, 'history' FROM generate_series(1, 1000000) g"
+        )
+        sql(
+            "INSERT INTO aio_async_job (name, args, kwargs, meta, identity, queue, priority, status, added, "
+            "run_after, attempts, max_attempts, locked_by) "
+            "SELECT 'benchmarks.tasks.noop', '[]', '{}', '{}', md5(g::text), 'default', 5, 'queued', "
+            "now(), now() + interval '1 day', 0, 1, '' FROM generate_series(1, 100000) g"
+        )
+        sql("VACUUM ANALYZE aio_async_job")
+        fill(tasks.noop, OPTIONS.n)
+        with connection.cursor() as cursor:
+            cursor.execute(CLAIM_EXPLAIN)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        worker = Worker(f"scale-{run}", "--concurrency", "10")
+        try:
+            worker.wait_for(
+                lambda: (
+                    not sql(
+                        "SELECT count(*) FROM aio_async_job WHERE status IN ('queued','running') AND run_after <= now()"
+                    )
+                ),
+                timeout=900,
+                every=0.1,
+            )
+        finally:
+            worker.stop()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT extract(epoch FROM min(started)), extract(epoch FROM max(executed)), count(*) "
+                "FROM aio_async_job WHERE status = 'succeeded' AND locked_by <> 'history'"
+            )
+            first, last, done = cursor.fetchone()
+        assert done == OPTIONS.n, (done, OPTIONS.n)
+        steady.append(OPTIONS.n / (float(last) - float(first)))
+        total.append(OPTIONS.n / (float(last) - worker.spawned))
+    record("scale_drain_noop_c10", "jobs/s", steady, spawn_to_done=total, claim_plan=plan)
+
+
+def memory() -> None:
+    """The worker's resident memory after 10 % of a long drain and at its end."""
+    reset()
+    fill(tasks.noop, OPTIONS.n_memory)
+    worker = Worker("memory", "--concurrency", "10")
+    samples: list[tuple[int, int]] = []
+
+    def sampled() -> bool:
+        done = OPTIONS.n_memory - remaining()
+        samples.append((done, worker.rss_kib()))
+        return done >= OPTIONS.n_memory
+
+    try:
+        worker.wait_for(sampled, timeout=1800, every=0.5)
+        samples.append((OPTIONS.n_memory, worker.rss_kib()))
+    finally:
+        worker.stop()
+    tenth = next(rss for done, rss in samples if done >= OPTIONS.n_memory // 10)
+    peak = max(rss for _, rss in samples)
+    end = samples[-1][1]
+    record(
+        "memory_rss_growth",
+        "%",
+        [100.0 * (end - tenth) / tenth],
+        rss_at_10pct_kib=tenth,
+        rss_at_end_kib=end,
+        peak_kib=peak,
+        jobs=OPTIONS.n_memory,
+    )
+
+
+def main() -> None:
+    """Migrate, then run the chosen scenario families."""
+    call_command("migrate", verbosity=0)
+    for family, run in (
+        ("enqueue", enqueue),
+        ("drain", drains),
+        ("io", io),
+        ("latency", latency),
+        ("scale", scale),
+        ("memory", memory),
+    ):
+        if wanted(family):
+            print(f"=== aio_async {family}", file=sys.stderr, flush=True)
+            run()
+    reset()
+
+
+if __name__ == "__main__":
+    main()

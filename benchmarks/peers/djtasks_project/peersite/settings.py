@@ -1,0 +1,33 @@
+"""Minimal Django settings for the django-tasks-db peer benchmark (DSN from env BENCH_PG_DSN)."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import unquote, urlparse
+
+_dsn = urlparse(os.environ["BENCH_PG_DSN"])
+
+SECRET_KEY = "peer-benchmark-not-secret"  # noqa: S105 - throwaway project, never served
+DEBUG = False
+USE_TZ = True
+ALLOWED_HOSTS: list[str] = []
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = ["django.contrib.contenttypes", "django_tasks_db", "peertasks"]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": _dsn.path.lstrip("/"),
+        "USER": unquote(_dsn.username or ""),
+        "PASSWORD": unquote(_dsn.password or ""),
+        "HOST": _dsn.hostname or "",
+        "PORT": str(_dsn.port or ""),
+        # Django's default is 0 (a new connection per worker loop iteration); 600 is the fast, honest setting.
+        "CONN_MAX_AGE": int(os.environ.get("DJ_CONN_MAX_AGE", "600")),
+    }
+}
+
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+
+LOGGING = {"version": 1, "disable_existing_loggers": False}

@@ -1,0 +1,31 @@
+"""Django settings for the benchmark: the database named by ``BENCH_PG_DSN``."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+_dsn = urlparse(os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/aio_async_bench"))
+
+SECRET_KEY = "benchmark-only"  # noqa: S105
+USE_TZ = True
+INSTALLED_APPS = ["django.contrib.contenttypes", "aio_async", "benchmarks"]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": _dsn.path.lstrip("/"),
+        "HOST": _dsn.hostname or "127.0.0.1",
+        "PORT": str(_dsn.port or 5432),
+        "USER": _dsn.username or "postgres",
+        "PASSWORD": _dsn.password or "",
+        "CONN_MAX_AGE": 600,
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AIO_ASYNC = {"POLL_INTERVAL": 1.0, "MAX_ATTEMPTS": 1}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"aio_async": {"handlers": ["console"], "level": "WARNING"}},
+}
