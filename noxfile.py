@@ -36,11 +36,18 @@ def tests(session: nox.Session, django: str) -> None:
 
 
 @nox.session(python="3.12")
+def bench(session: nox.Session) -> None:
+    """aio_async beside procrastinate and django-tasks-db on PostgreSQL (``-- --help``)."""
+    session.install("-e", ".[postgres]", "django~=6.1.0")
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python="3.12")
 def lint(session: nox.Session) -> None:
     """ruff, mypy (strict, django-stubs), Django's system checks and a migrations check."""
     session.install("-e", ".[test,lint]", "django~=6.0.0")
-    session.run("ruff", "check", "aio_async", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "aio_async", "tests", "noxfile.py")
+    session.run("ruff", "check", "aio_async", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "aio_async", "tests", "benchmarks", "noxfile.py")
     session.run("mypy", "aio_async", "tests")
     env = {"AIO_ASYNC_TEST_DB": "sqlite", "DJANGO_SETTINGS_MODULE": "tests.settings"}
     session.run("python", "-m", "django", "check", "--fail-level", "WARNING", env=env)

@@ -49,7 +49,6 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from aio_async import schedule, schedule_many  # noqa: E402
-from aio_async.models import Job  # noqa: E402
 from benchmarks import tasks  # noqa: E402
 
 VERSION = (
@@ -288,7 +287,8 @@ def scale() -> None:
             worker.wait_for(
                 lambda: (
                     not sql(
-                        "SELECT count(*) FROM aio_async_job WHERE status IN ('queued','running') AND run_after <= now()"
+                        "SELECT count(*) FROM aio_async_job "
+                        "WHERE status IN ('queued','running') AND run_after <= now()"
                     )
                 ),
                 timeout=900,

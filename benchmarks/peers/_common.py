@@ -104,7 +104,7 @@ def record(
 def spawn(cmd: list[str], log_path: str, env: dict[str, str], cwd: str) -> subprocess.Popen[bytes]:
     """Start a worker in its own session (so its process group can be stopped as a whole)."""
     with open(log_path, "ab") as log:
-        return subprocess.Popen(  # noqa: S603 - fixed argv built by the benchmark itself
+        return subprocess.Popen(
             cmd,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,259 @@
+"""``python -m benchmarks``: aio_async and its peers, measured in one run, as ratios.
+
+Sets up what it needs (PostgreSQL started if down, the databases, one virtual environment
+per peer in ``.bench/``), runs every scenario ``--runs`` times, and writes
+``bench-results/<time>/results.jsonl`` and ``summary.md`` (also printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+PEERS: dict[str, dict[str, Any]] = {
+    "procrastinate": {
+        "python": "3.11",
+        "packages": ["procrastinate==3.10.0", "psycopg[binary]==3.3.9", "psycopg-pool==3.3.3"],
+        "script": HERE / "peers" / "procrastinate_bench.py",
+    },
+    "django-tasks-db": {
+        "python": "3.12",
+        "packages": [
+            "Django==6.1.3",
+            "django-tasks==0.12.0",
+            "django-tasks-db==0.13.0",
+            "psycopg[binary]==3.3.9",
+        ],
+        "script": HERE / "peers" / "djtasks_bench.py",
+    },
+}
+
+
+def _run(command: list[str], **kwargs: Any) -> None:
+    print("+", " ".join(command), file=sys.stderr, flush=True)
+    subprocess.run(command, check=True, **kwargs)
+
+
+def ensure_postgres(dsn: str) -> None:
+    """Start the local cluster if it is down, and create the databases."""
+    host = psycopg.conninfo.conninfo_to_dict(dsn).get("host", "127.0.0.1")
+    if (
+        shutil.which("pg_isready")
+        and subprocess.run(["pg_isready", "-q", "-h", str(host)], check=False).returncode
+    ):
+        clusters = os.listdir("/etc/postgresql") if os.path.isdir("/etc/postgresql") else []
+        if clusters:
+            _run(["pg_ctlcluster", "--skip-systemctl-redirect", clusters[0], "main", "start"])
+            time.sleep(2)
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    admin = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as db:
+        for name in (str(info["dbname"]), f"{info['dbname']}_peers"):
+            if not db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                db.execute(f'CREATE DATABASE "{name}"')
+
+
+def find_python(minor: str) -> str:
+    """An interpreter of this minor version: on PATH, or installed with pyenv."""
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    for candidate in (
+        shutil.which(f"python{minor}"),
+        *sorted(glob.glob(f"{root}/versions/{minor}.*/bin/python")),
+    ):
+        if (
+            candidate
+            and subprocess.run(
+                [candidate, "-c", f"import sys; sys.exit(sys.version.startswith('{minor}') is False)"],
+                capture_output=True,
+                check=False,
+            ).returncode
+            == 0
+        ):
+            return candidate
+    raise SystemExit(
+        f"Python {minor} is needed for a peer's virtual environment; install it (pyenv install {minor})"
+    )
+
+
+def peer_python(name: str) -> str:
+    """The peer's virtual environment (made once, in .bench/), with its pinned packages."""
+    peer = PEERS[name]
+    venv = ROOT / ".bench" / f"venv-{name}"
+    python = venv / "bin" / "python"
+    stamp = venv / "pins.txt"
+    pins = "\n".join(peer["packages"])
+    if not python.exists():
+        _run([find_python(peer["python"]), "-m", "venv", str(venv)])
+    if not stamp.exists() or stamp.read_text() != pins:
+        _run([str(python), "-m", "pip", "install", "-q", *peer["packages"]])
+        stamp.write_text(pins)
+    return str(python)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+
+LOWER_IS_BETTER = {"ms", "%"}
+
+
+def summarize(rows: list[dict[str, Any]]) -> str:
+    """A markdown table: aio_async beside each peer, with the ratio aio_async / peer."""
+    systems = ["aio_async", *PEERS]
+    by: dict[tuple[str, str], dict[str, Any]] = {(row["system"], row["scenario"]): row for row in rows}
+    scenarios = list(dict.fromkeys(row["scenario"] for row in rows if row["system"] in systems))
+    lines = [
+        "| scenario | unit | "
+        + " | ".join(systems)
+        + " | "
+        + " | ".join(f"ratio vs {peer}" for peer in PEERS)
+        + " |",
+        "|---|---|" + "---:|" * (len(systems) + len(PEERS)),
+    ]
+    for scenario in scenarios:
+        ours = by.get(("aio_async", scenario))
+        unit = next(row["unit"] for row in rows if row["scenario"] == scenario)
+        cells = [
+            _fmt(by[(system, scenario)]["median"]) if (system, scenario) in by else "–" for system in systems
+        ]
+        ratios = []
+        for peer in PEERS:
+            theirs = by.get((peer, scenario))
+            if ours and theirs and theirs["median"]:
+                ratio = ours["median"] / theirs["median"]
+                better = ratio <= 1 if unit in LOWER_IS_BETTER else ratio >= 1
+                ratios.append(f"{ratio:.2f}× {'✓' if better else '✗'}")
+            else:
+                ratios.append("–")
+        lines.append(f"| {scenario} | {unit} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    floors = [row for row in rows if row["system"] not in systems]
+    if floors:
+        lines += ["", "| floor | unit | median | runs |", "|---|---|---:|---|"]
+        lines += [
+            f"| {row['system']}: {row['scenario']} | {row['unit']} | {_fmt(row['median'])} | "
+            + " / ".join(_fmt(value) for value in row["runs"])
+            + " |"
+            for row in floors
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Set up, measure everything, summarise."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/aio_async_bench"),
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--n-io", type=int, default=1000)
+    parser.add_argument("--n-lat", type=int, default=50)
+    parser.add_argument("--n-memory", type=int, default=100_000)
+    parser.add_argument(
+        "--only", default="", help="scenario families: enqueue,drain,io,latency,scale,memory,floor"
+    )
+    parser.add_argument("--peers", default=",".join(PEERS), help="peers to measure (none: --peers '')")
+    options = parser.parse_args()
+    ensure_postgres(options.dsn)
+    results = ROOT / "bench-results" / time.strftime("%Y%m%d-%H%M%S")
+    logs = results / "logs"
+    logs.mkdir(parents=True)
+    out = str(results / "results.jsonl")
+    only = set(filter(None, options.only.split(",")))
+    common = [
+        "--runs",
+        str(options.runs),
+        "--n",
+        str(options.n),
+        "--n-io",
+        str(options.n_io),
+        "--n-lat",
+        str(options.n_lat),
+        "--out",
+        out,
+        "--logs",
+        str(logs),
+    ]
+    started = time.monotonic()
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.aio",
+            "--dsn",
+            options.dsn,
+            *common,
+            "--n-memory",
+            str(options.n_memory),
+            "--only",
+            options.only,
+        ],
+        cwd=ROOT,
+    )
+    peers_dsn = psycopg.conninfo.make_conninfo(
+        options.dsn, dbname=f"{psycopg.conninfo.conninfo_to_dict(options.dsn)['dbname']}_peers"
+    )
+    peer_url = "postgresql://{user}@{host}:{port}/{dbname}".format(
+        **{
+            "user": "postgres",
+            "host": "127.0.0.1",
+            "port": 5432,
+            **psycopg.conninfo.conninfo_to_dict(peers_dsn),
+        }
+    )
+    peer_families = ",".join(only & {"enqueue", "drain", "io", "latency"}) if only else ""
+    for name in filter(None, options.peers.split(",")):
+        if only and not peer_families:
+            break
+        extra = ["--only", peer_families] if peer_families else []
+        _run([peer_python(name), str(PEERS[name]["script"]), "--dsn", peer_url, *common, *extra])
+    if not only or "floor" in only:
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.floor",
+                "--dsn",
+                options.dsn,
+                "--runs",
+                str(options.runs),
+                "--n",
+                str(options.n),
+                "--out",
+                out,
+            ],
+            cwd=ROOT,
+        )
+    rows = [json.loads(line) for line in Path(out).read_text().splitlines() if line.strip()]
+    machine = (
+        f"{platform.node()}: {os.cpu_count()} cores, {platform.platform()}, "
+        f"Python {platform.python_version()}"
+    )
+    table = summarize(rows)
+    summary = (
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine}; median of {options.runs} runs; "
+        f"{time.monotonic() - started:.0f} s in all.\n\n{table}\n"
+    )
+    (results / "summary.md").write_text(summary)
+    print(summary)
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
