@@ -294,14 +294,15 @@ def schedule(
     if group is not None and not isinstance(group, Group | str):
         raise InvalidOption(f"group must be a Group or a reference string, got {group!r}")
     alias = using or get_settings().database
-    connection = connections[alias]
-    dialect = dialects.for_connection(connection)
-    with transaction.atomic(using=alias):
-        if group is not None:
-            job.group = _open_group(group, alias)
+    dialects.for_connection(connections[alias])  # a clear error on an unsupported database
+    if group is None:
+        # One INSERT: in the caller's transaction, or a transaction of its own. On PostgreSQL
+        # a trigger sends the NOTIFY inside that same transaction.
         job.save(using=alias, force_insert=True)
-        if job.run_after <= job.added:
-            dialect.notify(connection, job.queue)
+        return job
+    with transaction.atomic(using=alias):
+        job.group = _open_group(group, alias)
+        job.save(using=alias, force_insert=True)
     return job
 
 
@@ -350,17 +351,13 @@ def schedule_many(
     if not jobs:
         return []
     alias = using or get_settings().database
-    connection = connections[alias]
-    dialect = dialects.for_connection(connection)
+    dialects.for_connection(connections[alias])
     with transaction.atomic(using=alias):
         if group is not None:
             joined = _open_group(group, alias)
             for job in jobs:
                 job.group = joined
-        created = Job.objects.using(alias).bulk_create(jobs)
-        for queue_name in sorted({job.queue for job in created if job.run_after <= job.added}):
-            dialect.notify(connection, queue_name)
-    return created
+        return Job.objects.using(alias).bulk_create(jobs)
 
 
 def deschedule(

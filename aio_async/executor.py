@@ -158,7 +158,9 @@ class Executor:
             idle = not self._running and not self._ready
             if idle and self.max_jobs is not None and self._claimed >= self.max_jobs:
                 return
-            if idle and until_empty and not jobs:
+            # A job that finished while the claim was in flight may have queued more work
+            # (a retry due now, a group's final job): then the wake-up is set; claim again.
+            if idle and until_empty and not jobs and not self._wake.is_set():
                 return
             if jobs and len(jobs) == want:
                 continue  # a full batch: there may be more due jobs to claim right away

@@ -242,7 +242,4 @@ def release_final(group_id: int, alias: str) -> bool:
         .filter(Q(pk=group.final_id), status=Status.WAITING)
         .update(status=Status.QUEUED, run_after=timezone.now())
     )
-    if released:
-        final = Job.objects.using(alias).only("queue").get(pk=group.final_id)
-        dialects.for_connection(connections[alias]).notify(connections[alias], final.queue)
     return bool(released)

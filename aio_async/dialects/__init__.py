@@ -22,9 +22,6 @@ class Dialect(Protocol):
     #: True when the database can wake a worker (LISTEN/NOTIFY); otherwise workers poll.
     can_notify: bool
 
-    def notify(self, connection: BaseDatabaseWrapper, queue: str) -> None:
-        """Wake the workers of ``queue`` once the current transaction commits."""
-
     def listen(self, connection: BaseDatabaseWrapper) -> AsyncIterator[str]:
         """Yield the queue name of every wake-up, on a connection of its own."""
 

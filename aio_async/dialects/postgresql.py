@@ -1,4 +1,8 @@
-"""PostgreSQL: ``FOR UPDATE SKIP LOCKED`` claims and LISTEN/NOTIFY wake-ups."""
+"""PostgreSQL: ``FOR UPDATE SKIP LOCKED`` claims and LISTEN/NOTIFY wake-ups.
+
+The NOTIFY itself is sent by a trigger on the job table (migration 0002), inside the
+transaction that queues the job.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,10 @@ CHANNEL = "aio_async"
 
 
 class PostgreSQL:
-    """Claims skip rows another worker holds; NOTIFY rides in the scheduling transaction."""
+    """Claims skip rows another worker holds; workers LISTEN for the table's trigger."""
 
     lock_clause = " FOR UPDATE SKIP LOCKED"
     can_notify = True
-
-    def notify(self, connection: BaseDatabaseWrapper, queue: str) -> None:
-        """NOTIFY inside the caller's transaction, so it is delivered only on commit."""
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, queue])
 
     async def listen(self, connection: BaseDatabaseWrapper) -> AsyncIterator[str]:
         """LISTEN on a dedicated autocommit psycopg connection and yield each payload."""

@@ -15,9 +15,6 @@ class SQLite:
     lock_clause = ""
     can_notify = False
 
-    def notify(self, connection: BaseDatabaseWrapper, queue: str) -> None:
-        """Nothing to send: SQLite workers poll."""
-
     async def listen(self, connection: BaseDatabaseWrapper) -> AsyncIterator[str]:
         """Never yields: SQLite has no notifications."""
         return

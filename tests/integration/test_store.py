@@ -168,3 +168,11 @@ def test_notify_is_sent_inside_the_scheduling_transaction_and_delivered_on_commi
             schedule(tasks.add, [1, 1], queue="mail")
             1 / 0  # noqa: B018
         assert list(listener.notifies(timeout=0.5)) == []
+        schedule(tasks.add, [1, 1], queue="later", run_after=datetime.timedelta(hours=1))
+        assert list(listener.notifies(timeout=0.5)) == []  # not due: nothing to wake for
+        # A job given back to the queue (a clean stop) wakes the other workers too.
+        [claimed] = store.claim("default", worker="w1", queues=("mail",), limit=1, lease_seconds=30)
+        assert list(listener.notifies(timeout=0.3)) == []
+        assert store.release(claimed, "w1")
+        [again] = list(listener.notifies(timeout=2, stop_after=1))
+        assert again.payload == "mail"
