@@ -265,6 +265,15 @@ def _open_group(group: Group | str, alias: str) -> Group:
     )
 
 
+def _queue_database(group: object, using: str | None) -> str:
+    """The alias to write to, once the group's type and the database's vendor are checked."""
+    if group is not None and not isinstance(group, Group | str):
+        raise InvalidOption(f"group must be a Group or a reference string, got {group!r}")
+    alias = using or get_settings().database
+    dialects.for_connection(connections[alias])  # a clear error on an unsupported database
+    return alias
+
+
 def schedule(
     function: Callable[..., Any] | str,
     args: list[Any] | tuple[Any, ...] | None = None,
@@ -291,10 +300,7 @@ def schedule(
         max_attempts=max_attempts,
         timeout=timeout,
     )
-    if group is not None and not isinstance(group, Group | str):
-        raise InvalidOption(f"group must be a Group or a reference string, got {group!r}")
-    alias = using or get_settings().database
-    dialects.for_connection(connections[alias])  # a clear error on an unsupported database
+    alias = _queue_database(group, using)
     if group is None:
         # One INSERT: in the caller's transaction, or a transaction of its own. On PostgreSQL
         # a trigger sends the NOTIFY inside that same transaction.
@@ -346,12 +352,9 @@ def schedule_many(
             )
         except InvalidArguments as exc:
             raise InvalidArguments(f"call {index}: {exc}") from None
-    if group is not None and not isinstance(group, Group | str):
-        raise InvalidOption(f"group must be a Group or a reference string, got {group!r}")
+    alias = _queue_database(group, using)
     if not jobs:
         return []
-    alias = using or get_settings().database
-    dialects.for_connection(connections[alias])
     with transaction.atomic(using=alias):
         if group is not None:
             joined = _open_group(group, alias)

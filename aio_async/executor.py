@@ -208,9 +208,7 @@ class Executor:
 
     async def _drain(self, bridge: Bridge) -> None:
         while self._ready:  # claimed but not started: back to the queue, attempt unused
-            job = self._ready.popleft()
-            if await bridge.release(job):
-                self.outcomes[Outcome.RELEASED] += 1
+            await self._release(bridge, self._ready.popleft())
         if not self._running:
             return
         logger.info(
@@ -226,17 +224,20 @@ class Executor:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-                if await bridge.release(job):
-                    self.outcomes[Outcome.RELEASED] += 1
-                    logger.info(
-                        "Job %s released back to the queue",
-                        job.pk,
-                        extra={"action": "job_released", "job_id": job.pk},
-                    )
+                await self._release(bridge, job)
         # Sync jobs cannot be interrupted; wait for them (their thread holds the job's transaction).
         remaining = [task for _, task in self._running.values()]
         if remaining:
             await asyncio.wait(remaining)
+
+    async def _release(self, bridge: Bridge, job: Job) -> None:
+        if await bridge.release(job):
+            self.outcomes[Outcome.RELEASED] += 1
+            logger.info(
+                "Job %s released back to the queue",
+                job.pk,
+                extra={"action": "job_released", "job_id": job.pk},
+            )
 
     async def _every(
         self, seconds: float, action: Callable[[Bridge], Awaitable[None]], bridge: Bridge

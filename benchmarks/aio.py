@@ -7,11 +7,8 @@ appends one JSON line per figure, in the same shape as the peers' scripts.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -50,6 +47,7 @@ from django.db import connection  # noqa: E402
 
 from aio_async import schedule, schedule_many  # noqa: E402
 from benchmarks import tasks  # noqa: E402
+from benchmarks.peers import _common  # noqa: E402
 
 VERSION = (
     f"aio_async {version('aio_async')}, Django {version('Django')}, psycopg {version('psycopg')}, "
@@ -65,24 +63,7 @@ def wanted(family: str) -> bool:
 
 def record(scenario: str, unit: str, runs: list[float], **extra: Any) -> None:
     """Append one figure (the median of its runs) to the results file."""
-    row = {
-        "system": SYSTEM,
-        "version": VERSION,
-        "scenario": scenario,
-        "unit": unit,
-        "runs": [round(value, 4) for value in runs],
-        "median": round(statistics.median(runs), 4),
-        "extra": extra,
-    }
-    with open(OPTIONS.out, "a") as out:
-        out.write(json.dumps(row) + "\n")
-    print(f"[{SYSTEM}] {scenario}: {row['median']} {unit} (runs {row['runs']})", flush=True)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+    _common.record(OPTIONS.out, SYSTEM, VERSION, scenario, unit, runs, extra)
 
 
 def sql(statement: str, params: tuple[Any, ...] = ()) -> Any:
@@ -245,8 +226,8 @@ def latency() -> None:
             if float(enqueued) > 0
         ]
         assert len(delays) == OPTIONS.n_lat, len(delays)
-        p50.append(percentile(delays, 0.5) * 1000)
-        p95.append(percentile(delays, 0.95) * 1000)
+        p50.append(_common.pct(delays, 0.5) * 1000)
+        p95.append(_common.pct(delays, 0.95) * 1000)
         every += delays
     record("latency_p50", "ms", p50)
     record("latency_p95", "ms", p95, max_ms=round(max(every) * 1000, 2))

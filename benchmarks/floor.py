@@ -9,37 +9,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from importlib.metadata import version
-from typing import Any
 from urllib.parse import urlparse
 
 import psycopg
 
-
-def record(
-    out: str, system: str, ver: str, scenario: str, unit: str, runs: list[float], **extra: Any
-) -> None:
-    """Append one figure to the results file."""
-    row = {
-        "system": system,
-        "version": ver,
-        "scenario": scenario,
-        "unit": unit,
-        "runs": [round(value, 4) for value in runs],
-        "median": round(statistics.median(runs), 4),
-        "extra": extra,
-    }
-    with open(out, "a") as handle:
-        handle.write(json.dumps(row) + "\n")
-    print(f"[{system}] {scenario}: {row['median']} {unit} (runs {row['runs']})", flush=True)
+from benchmarks.peers._common import record
 
 
 def pgbench(dsn: str, runs: int, seconds: int, out: str) -> None:
@@ -88,7 +69,7 @@ def pgbench(dsn: str, runs: int, seconds: int, out: str) -> None:
             ).stdout
             found = re.search(r"tps = ([0-9.]+)", output)
             tps.append(float(found.group(1)) if found else 0.0)
-        record(out, "pgbench", ver, f"floor_update_c{clients}", "tps", tps)
+        record(out, "pgbench", ver, f"floor_update_c{clients}", "tps", tps, {})
     with psycopg.connect(dsn, autocommit=True) as db:
         db.execute("DROP TABLE bench_floor")
 
@@ -134,7 +115,7 @@ def python_loop(dsn: str, runs: int, jobs: int, out: str) -> None:
     ver = f"psycopg {version('psycopg')} (AsyncConnection), py {sys.version.split()[0]}"
     for claimers in (1, 10):
         rates = [asyncio.run(_loop(dsn, jobs, claimers)) for _ in range(runs)]
-        record(out, "asyncio+psycopg loop", ver, f"floor_loop_c{claimers}", "jobs/s", rates)
+        record(out, "asyncio+psycopg loop", ver, f"floor_loop_c{claimers}", "jobs/s", rates, {})
     with psycopg.connect(dsn, autocommit=True) as db:
         db.execute("DROP TABLE floor_jobs")
 

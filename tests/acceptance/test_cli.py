@@ -92,7 +92,9 @@ def test_health_from_both_entry_points() -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_run_works_until_a_signal_then_lets_the_running_job_finish_and_exits_0(signum: int) -> None:
+def test_run_works_until_a_signal_then_lets_the_running_job_finish_and_exits_0(
+    signum: int, tmp_path: Path
+) -> None:
     worker = subprocess.Popen(
         [sys.executable, "-m", "aio_async", "--settings", "tests.settings", "run", "--concurrency", "2"],
         cwd=ROOT,
@@ -104,8 +106,9 @@ def test_run_works_until_a_signal_then_lets_the_running_job_finish_and_exits_0(s
     try:
         schedule(tasks.write, ["first"])
         wait_until(lambda: Record.objects.filter(key="first").exists())
-        job = schedule(tasks.sleep_then_write, ["during shutdown", 1.0])
-        wait_until(lambda: Job.objects.filter(pk=job.pk, status=Status.RUNNING).exists())
+        marker = tmp_path / "started"
+        schedule(tasks.mark_then_sleep, ["during shutdown", 1.0, str(marker)])
+        wait_until(marker.exists)  # running, not just claimed
         worker.send_signal(signum)
         stdout, stderr = worker.communicate(timeout=30)
     finally:

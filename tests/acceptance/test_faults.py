@@ -10,6 +10,7 @@ import random
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -106,16 +107,17 @@ def test_several_workers_share_a_queue_without_running_a_job_twice() -> None:
     assert len(by_worker) >= 2, by_worker  # the queue really was shared
 
 
-def test_a_second_interrupt_exits_at_once_and_the_job_is_rescued_later() -> None:
-    job = schedule(tasks.sleep_then_write, ["interrupted", 30.0], max_attempts=3)
+def test_a_second_interrupt_exits_at_once_and_the_job_is_rescued_later(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    job = schedule(tasks.mark_then_sleep, ["interrupted", 30.0, str(marker)], max_attempts=3)
     with Worker(env(), "--concurrency", "1") as worker:
-        wait_until(lambda: Job.objects.filter(pk=job.pk, status=Status.RUNNING).exists())
+        wait_until(marker.exists, message="the job started")
         worker.signal(signal.SIGINT)
         time.sleep(0.2)
         worker.signal(signal.SIGINT)
         assert worker.process.wait(5) == 130
         assert "Second interrupt" in worker.output
-    Job.objects.filter(pk=job.pk).update(args=["interrupted", 0.0])
+    Job.objects.filter(pk=job.pk).update(args=["interrupted", 0.0, str(marker)])
     with Worker(env(), "--concurrency", "1") as rescuer:
         wait_until(lambda: all_succeeded(1), timeout=30, message="the rescued job succeeded")
         assert rescuer.stop() == 0

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from os import system  # noqa: F401 - the allow-list test names tests.app.tasks.system
+from pathlib import Path
 
 from aio_async import task
 from tests.app.models import Record
@@ -101,5 +102,12 @@ async def adecorated(key: str) -> str:
 
 def write_after(key: str, seconds: float) -> int:
     """Sleep, then write a Record (a job that can overrun its timeout)."""
+    time.sleep(seconds)
+    return Record.objects.create(key=key).pk
+
+
+def mark_then_sleep(key: str, seconds: float, marker: str) -> int:
+    """Create ``marker`` (the job has really started), sleep, then write a Record."""
+    Path(marker).touch()
     time.sleep(seconds)
     return Record.objects.create(key=key).pk

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -40,11 +41,12 @@ async def test_an_idle_worker_wakes_on_notify_not_on_its_poll() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_stop_lets_running_sync_jobs_finish() -> None:
+async def test_stop_lets_running_sync_jobs_finish(tmp_path: Path) -> None:
     executor = Executor(settings=queue_settings(shutdown_timeout=10))
     running = asyncio.create_task(executor.run())
-    job = await aschedule(tasks.sleep_then_write, ["slow", 0.5])
-    await wait_for(lambda: Job.objects.filter(pk=job.pk, status=Status.RUNNING).exists())
+    marker = tmp_path / "started"
+    await aschedule(tasks.mark_then_sleep, ["slow", 0.5, str(marker)])
+    await wait_for(marker.exists)  # running, not just claimed
     executor.stop()
     outcomes = await running
     assert outcomes == {Outcome.SUCCEEDED: 1}
