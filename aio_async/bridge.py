@@ -172,13 +172,30 @@ def run_sync_job(
         close_old_connections()
 
 
-def complete_async_job(job: Job, result: Any, worker: str) -> Outcome:
-    """Write a coroutine job's completion (fenced) in a transaction of its own."""
+def complete_coroutine_jobs(finished: list[tuple[Job, Any]], worker: str) -> list[Outcome]:
+    """Write finished coroutine jobs' completions, each fenced, in one transaction.
+
+    Runs on the thread of Django's async ORM (``thread_sensitive=True``), whose connection
+    the jobs themselves used, and tidies it first, as the end of a request would.
+    """
     close_old_connections()
-    try:
-        return _reconnecting(job, lambda: _complete_or_lose(job, worker, lambda: result))
-    finally:
-        close_old_connections()
+    held = _reconnecting(finished[0][0], lambda: store.complete_many(finished, worker))
+    for (job, _), kept in zip(finished, held, strict=True):
+        if not kept:
+            logger.warning(
+                "Job %s finished, but its lease was taken over; its completion is not recorded",
+                job.pk,
+                extra={"action": "lease_lost", "job_id": job.pk, "worker": worker},
+            )
+    return [Outcome.SUCCEEDED if kept else Outcome.LEASE_LOST for kept in held]
+
+
+def fail_coroutine_job(
+    job: Job, exc: BaseException, error: store.ErrorInfo, worker: str, settings: QueueSettings
+) -> Outcome:
+    """Record a coroutine job's failed attempt, on the async ORM's thread, whose connection it used."""
+    lost = connection_lost(exc, job._state.db or "default")
+    return fail_job(job, error, worker, settings, False, retry_now=lost)
 
 
 def fail_job(
@@ -218,8 +235,8 @@ def _close_connections() -> None:
     connections.close_all()
 
 
-_tidy_async_orm_connection = sync_to_async(close_old_connections, thread_sensitive=True)
-_async_orm_connection_lost = sync_to_async(connection_lost, thread_sensitive=True)
+_in_async_orm_thread_complete = sync_to_async(complete_coroutine_jobs, thread_sensitive=True)
+_in_async_orm_thread_fail = sync_to_async(fail_coroutine_job, thread_sensitive=True)
 _close_async_orm_connection = sync_to_async(_close_connections, thread_sensitive=True)
 
 
@@ -235,6 +252,8 @@ class Bridge:
     control_pool: concurrent.futures.ThreadPoolExecutor = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
+        self._finished: list[tuple[Job, Any, asyncio.Future[Outcome]]] = []
+        self._recorder: asyncio.Task[None] | None = None
         self.jobs_pool = concurrent.futures.ThreadPoolExecutor(
             self.concurrency, thread_name_prefix="aio_async-job"
         )
@@ -331,19 +350,37 @@ class Bridge:
             raise
         except BaseException as exc:  # noqa: BLE001 - recorded, the worker lives on
             error = store.ErrorInfo.from_exception(exc)
-            # Django's async ORM runs in asgiref's thread: ask there whether its connection died.
-            lost = await _async_orm_connection_lost(exc, job._state.db or "default")
             return await asyncio.shield(
-                self._in_job_thread(fail_job)(job, error, self.worker, self.settings, False, lost)
+                _in_async_orm_thread_fail(job, exc, error, self.worker, self.settings)
             )
-        finally:
-            # Django's async ORM ran in asgiref's shared thread; tidy its connection as a
-            # request's end would.
-            await _tidy_async_orm_connection()
-        return await asyncio.shield(self._in_job_thread(complete_async_job)(job, result, self.worker))
+        return await self._complete_coroutine(job, result)
+
+    async def _complete_coroutine(self, job: Job, result: Any) -> Outcome:
+        """Queue the completion; completions that pile up while one is written go in one batch."""
+        outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._finished.append((job, result, outcome))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_finished(), name="record-completions")
+        return await asyncio.shield(outcome)
+
+    async def _record_finished(self) -> None:
+        while self._finished:
+            batch, self._finished = self._finished, []
+            try:
+                outcomes = await _in_async_orm_thread_complete(
+                    [(job, result) for job, result, _ in batch], self.worker
+                )
+            except Exception as exc:  # noqa: BLE001 - each job's task reports it
+                for _, _, outcome in batch:
+                    outcome.set_exception(exc)
+                continue
+            for (_, _, outcome), value in zip(batch, outcomes, strict=True):
+                outcome.set_result(value)
 
     async def close(self) -> None:
         """Close every thread's database connection and stop the pools."""
+        if self._recorder is not None:
+            await self._recorder
         await self._control(_close_connections)()
         await _close_async_orm_connection()
         # Each pool thread owns its own connection; a barrier gives every thread one close.

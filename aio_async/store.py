@@ -29,6 +29,7 @@ __all__ = [
     "cancel",
     "claim",
     "complete",
+    "complete_many",
     "fail",
     "heartbeat",
     "release",
@@ -99,6 +100,25 @@ def claim(
 
 def complete(job: Job, result: Any, worker: str) -> None:
     """Mark ``job`` succeeded with ``result``; call inside the job's own transaction."""
+    if not _mark_succeeded(job, result, worker):
+        raise LeaseLost(job.pk)
+    if job.group_id is not None:
+        release_final(job.group_id, job._state.db or "default")
+
+
+def complete_many(finished: list[tuple[Job, Any]], worker: str) -> list[bool]:
+    """Mark several jobs succeeded in one transaction, each fenced; True where it held its lease."""
+    alias = finished[0][0]._state.db or "default"
+    held = []
+    with transaction.atomic(using=alias):
+        for job, result in finished:
+            held.append(_mark_succeeded(job, result, worker))
+            if held[-1] and job.group_id is not None:
+                release_final(job.group_id, alias)
+    return held
+
+
+def _mark_succeeded(job: Job, result: Any, worker: str) -> bool:
     # Every job passes here: one precompiled statement rather than a queryset built per call.
     connection = connections[job._state.db or "default"]
     quote = connection.ops.quote_name
@@ -120,11 +140,7 @@ def complete(job: Job, result: Any, worker: str) -> None:
                 worker,
             ],
         )
-        updated = cursor.rowcount
-    if updated != 1:
-        raise LeaseLost(job.pk)
-    if job.group_id is not None:
-        release_final(job.group_id, job._state.db or "default")
+        return bool(cursor.rowcount == 1)
 
 
 def fail(
