@@ -106,7 +106,7 @@ class Executor:
             logger.info(
                 "Worker %s stopped: %s",
                 self.worker,
-                dict(self.outcomes),
+                {outcome.value: count for outcome, count in self.outcomes.items()},
                 extra={"action": "stop_worker", "worker": self.worker},
             )
         return self.outcomes
