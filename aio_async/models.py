@@ -7,8 +7,6 @@ rows the table holds.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -105,16 +103,6 @@ class Job(models.Model):
     def done(self) -> bool:
         """True once the job has succeeded, failed for good or been cancelled."""
         return self.status in FINISHED
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-ready summary of the job, as ``health()`` and the CLI print it."""
-        return {
-            "id": self.pk,
-            "name": self.name,
-            "status": self.status,
-            "attempts": self.attempts,
-            "executed": self.executed.isoformat() if self.executed else None,
-        }
 
 
 class Error(models.Model):
