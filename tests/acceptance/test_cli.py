@@ -122,15 +122,19 @@ def test_run_works_until_a_signal_then_lets_the_running_job_finish_and_exits_0(
 def test_demo_runs_with_zero_set_up_on_embedded_sqlite(tmp_path: Path) -> None:
     env = environment()
     env.pop("AIO_ASYNC_TEST_DB_NAME")
-    result = subprocess.run(
-        [sys.executable, "-m", "aio_async", "demo"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+
+    def demo() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "aio_async", "demo"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    result = demo()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Jobs in the queue: 3 (not 4)" in result.stdout
     assert "flaky: succeeded after 3 attempt(s)" in result.stdout
@@ -138,15 +142,7 @@ def test_demo_runs_with_zero_set_up_on_embedded_sqlite(tmp_path: Path) -> None:
     assert "All done." in result.stdout
     assert (tmp_path / "aio_async.sqlite3").exists()
     # A second run on the same file works too (already migrated).
-    again = subprocess.run(
-        [sys.executable, "-m", "aio_async", "demo"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    again = demo()
     assert again.returncode == 0, again.stderr
 
 
