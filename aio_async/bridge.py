@@ -5,6 +5,11 @@ own work and its fenced completion write happen inside one ``transaction.atomic(
 sync function, because the next bridged call may land on another thread and connection
 (DESIGN promise 2). Connections are tidied with ``close_old_connections()`` before and after
 every job, so a broken or expired connection is never reused.
+
+The queue's own bookkeeping runs on Django's async ORM thread (``thread_sensitive=True``):
+rescue, release, recorded failures, and, where the database has no asyncio connection of
+the worker's own (SQLite), claims and leases too. On PostgreSQL, claims, lease renewals and
+coroutine jobs' completions go through that direct connection, on the loop.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import datetime
 import enum
 import logging
 import threading
@@ -20,8 +26,9 @@ from typing import Any, TypeVar
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.db import InterfaceError, OperationalError, connections, transaction
+from django.utils import timezone
 
-from aio_async import allow, store
+from aio_async import allow, dialects, store
 from aio_async.conf import QueueSettings
 from aio_async.errors import FunctionNotFound, ResultNotJSON, ScheduleError
 from aio_async.models import Job
@@ -249,7 +256,6 @@ class Bridge:
     settings: QueueSettings
     concurrency: int
     jobs_pool: concurrent.futures.ThreadPoolExecutor = dataclasses.field(init=False)
-    control_pool: concurrent.futures.ThreadPoolExecutor = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         self._finished: list[tuple[Job, Any, asyncio.Future[Outcome]]] = []
@@ -257,12 +263,13 @@ class Bridge:
         self.jobs_pool = concurrent.futures.ThreadPoolExecutor(
             self.concurrency, thread_name_prefix="aio_async-job"
         )
-        self.control_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aio_async-control")
+        connection = connections[self.alias]
+        self.direct = dialects.for_connection(connection).direct(connection)
 
     def _control(self, function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
-        # The control thread keeps one connection for claims and leases, whatever
+        # The async ORM's thread keeps its connection for the queue's bookkeeping, whatever
         # CONN_MAX_AGE says, and replaces it only once it is broken.
-        return sync_to_async(_discarding_broken(function), thread_sensitive=False, executor=self.control_pool)
+        return sync_to_async(_discarding_broken(function), thread_sensitive=True)
 
     def _in_job_thread(self, function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
         return sync_to_async(function, thread_sensitive=False, executor=self.jobs_pool)
@@ -271,6 +278,17 @@ class Bridge:
         self, limit: int, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
     ) -> list[Job]:
         """Lease up to ``limit`` due jobs to this worker."""
+        if self.direct is not None:
+            now = timezone.now()
+            return await self.direct.claim(
+                worker=self.worker,
+                queues=self.settings.queues,
+                limit=limit,
+                now=now,
+                lease_until=now + datetime.timedelta(seconds=self.settings.lease_seconds),
+                include=include,
+                exclude=exclude,
+            )
         return await self._control(store.claim)(
             self.alias,
             worker=self.worker,
@@ -283,6 +301,9 @@ class Bridge:
 
     async def heartbeat(self, job_ids: list[int]) -> int:
         """Extend this worker's leases on ``job_ids``."""
+        if self.direct is not None and job_ids:
+            until = timezone.now() + datetime.timedelta(seconds=self.settings.lease_seconds)
+            return await self.direct.heartbeat(job_ids, self.worker, until)
         return await self._control(store.heartbeat)(
             self.alias, job_ids, self.worker, self.settings.lease_seconds
         )
@@ -366,22 +387,49 @@ class Bridge:
     async def _record_finished(self) -> None:
         while self._finished:
             batch, self._finished = self._finished, []
-            try:
-                outcomes = await _in_async_orm_thread_complete(
-                    [(job, result) for job, result, _ in batch], self.worker
-                )
-            except Exception as exc:  # noqa: BLE001 - each job's task reports it
-                for _, _, outcome in batch:
-                    outcome.set_exception(exc)
+            # A group member's completion may release its group's final job, in the same
+            # transaction: that takes the ORM. The rest go in one statement where they can.
+            direct: list[tuple[Job, Any, asyncio.Future[Outcome]]] = []
+            through_orm: list[tuple[Job, Any, asyncio.Future[Outcome]]] = []
+            for item in batch:
+                (direct if self.direct is not None and item[0].group_id is None else through_orm).append(item)
+            for items, record in ((direct, self._complete_directly), (through_orm, self._complete_in_orm)):
+                if not items:
+                    continue
+                try:
+                    outcomes = await record([(job, result) for job, result, _ in items])
+                except Exception as exc:  # noqa: BLE001 - each job's task reports it
+                    for _, _, outcome in items:
+                        outcome.set_exception(exc)
+                    continue
+                for (_, _, outcome), value in zip(items, outcomes, strict=True):
+                    outcome.set_result(value)
+
+    async def _complete_in_orm(self, finished: list[tuple[Job, Any]]) -> list[Outcome]:
+        return await _in_async_orm_thread_complete(finished, self.worker)
+
+    async def _complete_directly(self, finished: list[tuple[Job, Any]]) -> list[Outcome]:
+        assert self.direct is not None
+        held = await self.direct.complete(finished, self.worker, timezone.now())
+        outcomes = []
+        for job, _ in finished:
+            if job.pk in held:
+                outcomes.append(Outcome.SUCCEEDED)
                 continue
-            for (_, _, outcome), value in zip(batch, outcomes, strict=True):
-                outcome.set_result(value)
+            logger.warning(
+                "Job %s finished, but its lease was taken over; its completion is not recorded",
+                job.pk,
+                extra={"action": "lease_lost", "job_id": job.pk, "worker": self.worker},
+            )
+            outcomes.append(Outcome.LEASE_LOST)
+        return outcomes
 
     async def close(self) -> None:
         """Close every thread's database connection and stop the pools."""
         if self._recorder is not None:
             await self._recorder
-        await self._control(_close_connections)()
+        if self.direct is not None:
+            await self.direct.close()
         await _close_async_orm_connection()
         # Each pool thread owns its own connection; a barrier gives every thread one close.
         barrier = threading.Barrier(self.concurrency)
@@ -396,4 +444,3 @@ class Bridge:
             return_exceptions=True,
         )
         self.jobs_pool.shutdown(wait=False)
-        self.control_pool.shutdown(wait=False)

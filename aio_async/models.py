@@ -58,7 +58,7 @@ class Job(models.Model):
     kwargs = models.JSONField(default=dict, blank=True)
     meta = models.JSONField(default=dict, blank=True)
     result = models.JSONField(null=True, blank=True)
-    identity = models.CharField(max_length=64, db_index=True)
+    identity = models.CharField(max_length=64)
 
     queue = models.CharField(max_length=255, default="default")
     priority = models.IntegerField(default=5)
@@ -77,7 +77,9 @@ class Job(models.Model):
     locked_by = models.CharField(max_length=255, blank=True, default="")
     locked_until = models.DateTimeField(null=True, blank=True)
 
-    group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    group = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs", db_index=False
+    )
 
     class Meta:
         indexes = [
@@ -91,7 +93,17 @@ class Job(models.Model):
                 name="aio_async_job_lease",
                 condition=Q(status="running"),
             ),
-            models.Index(fields=["status", "executed"], name="aio_async_job_status"),
+            # Every claim and completion rewrites the row, and each index without a condition
+            # gets a new entry each time; so the rest are partial, holding only the rows asked for.
+            models.Index(
+                fields=["identity"],
+                name="aio_async_job_pending",
+                condition=Q(status__in=["queued", "waiting"]),
+            ),
+            models.Index(fields=["group"], name="aio_async_job_group", condition=Q(group__isnull=False)),
+            models.Index(
+                fields=["executed"], name="aio_async_job_succeeded", condition=Q(status="succeeded")
+            ),
         ]
 
     def __str__(self) -> str:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from aio_async.models import Job
 
-__all__ = ["Dialect", "claim", "for_connection"]
+if TYPE_CHECKING:
+    from aio_async.dialects.postgresql import Direct
+
+__all__ = ["COLUMNS", "Dialect", "claim", "claim_statement", "for_connection", "in_queue_order"]
+
+#: The job table's columns, in the order ``Job.from_db`` takes them.
+COLUMNS = tuple(str(field.column) for field in Job._meta.concrete_fields)
 
 
 class Dialect(Protocol):
@@ -24,6 +30,9 @@ class Dialect(Protocol):
 
     def listen(self, connection: BaseDatabaseWrapper) -> AsyncIterator[str]:
         """Yield the queue name of every wake-up, on a connection of its own."""
+
+    def direct(self, connection: BaseDatabaseWrapper) -> Direct | None:
+        """An asyncio connection of the worker's own for claims and leases, if the database has one."""
 
 
 def for_connection(connection: BaseDatabaseWrapper) -> Dialect:
@@ -42,6 +51,51 @@ def for_connection(connection: BaseDatabaseWrapper) -> Dialect:
     )
 
 
+def claim_statement(
+    quote: Callable[[str], str],
+    lock_clause: str,
+    *,
+    queues: int,
+    include: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+) -> tuple[str, list[object]]:
+    """The claim UPDATE for ``queues`` queue names, and its filter parameters.
+
+    One UPDATE over the first due rows (priority descending, then ``run_after``, then id),
+    with the dialect's lock clause on the inner SELECT. Its parameters, in order: worker,
+    lease end, start time, the queue names, now, the ``include``/``exclude`` patterns
+    (returned here) and the limit. ``include`` and ``exclude`` keep or drop jobs whose name
+    contains one of the given strings.
+    """
+    table = quote(Job._meta.db_table)
+    where = [
+        "status = 'queued'",
+        f"queue IN ({', '.join(['%s'] * queues)})",
+        "run_after <= %s",
+    ]
+    patterns: list[object] = []
+    if include:
+        where.append("(" + " OR ".join(["name LIKE %s ESCAPE '\\'"] * len(include)) + ")")
+        patterns += [f"%{_like(text)}%" for text in include]
+    for text in exclude:
+        where.append("name NOT LIKE %s ESCAPE '\\'")
+        patterns.append(f"%{_like(text)}%")
+    # Only quoted identifiers and fixed clauses are interpolated; every value is a parameter.
+    sql = (
+        f"UPDATE {table} SET status = 'running', attempts = attempts + 1, "  # noqa: S608
+        "locked_by = %s, locked_until = %s, started = %s "
+        f"WHERE id IN (SELECT id FROM {table} WHERE {' AND '.join(where)} "
+        f"ORDER BY priority DESC, run_after, id LIMIT %s{lock_clause}) "
+        f"RETURNING {', '.join(quote(column) for column in COLUMNS)}"
+    )
+    return sql, patterns
+
+
+def in_queue_order(jobs: list[Job]) -> list[Job]:
+    """``jobs`` sorted as the claim chose them (RETURNING does not keep that order)."""
+    return sorted(jobs, key=lambda job: (-job.priority, job.run_after, job.pk))
+
+
 def claim(
     connection: BaseDatabaseWrapper,
     *,
@@ -53,41 +107,17 @@ def claim(
     include: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
 ) -> list[Job]:
-    """Atomically lease up to ``limit`` due queued jobs to ``worker``; return them in order.
-
-    One UPDATE over the first due rows (priority descending, then ``run_after``, then id),
-    with the dialect's lock clause on the inner SELECT. ``include`` and ``exclude`` keep or
-    drop jobs whose name contains one of the given strings.
-    """
-    quote = connection.ops.quote_name
-    table = quote(Job._meta.db_table)
-    columns = ", ".join(quote(str(field.column)) for field in Job._meta.concrete_fields)
+    """Atomically lease up to ``limit`` due queued jobs to ``worker``, through Django's ORM."""
+    sql, patterns = claim_statement(
+        connection.ops.quote_name,
+        for_connection(connection).lock_clause,
+        queues=len(queues),
+        include=include,
+        exclude=exclude,
+    )
     adapt = connection.ops.adapt_datetimefield_value
-    where = [
-        "status = 'queued'",
-        f"queue IN ({', '.join(['%s'] * len(queues))})",
-        "run_after <= %s",
-    ]
-    params: list[object] = [*queues, adapt(now)]
-    if include:
-        where.append("(" + " OR ".join(["name LIKE %s ESCAPE '\\'"] * len(include)) + ")")
-        params += [f"%{_like(text)}%" for text in include]
-    for text in exclude:
-        where.append("name NOT LIKE %s ESCAPE '\\'")
-        params.append(f"%{_like(text)}%")
-    lock = for_connection(connection).lock_clause
-    # Only quoted identifiers and fixed clauses are interpolated; every value is a parameter.
-    sql = (
-        f"UPDATE {table} SET status = 'running', attempts = attempts + 1, "  # noqa: S608
-        "locked_by = %s, locked_until = %s, started = %s "
-        f"WHERE id IN (SELECT id FROM {table} WHERE {' AND '.join(where)} "
-        f"ORDER BY priority DESC, run_after, id LIMIT %s{lock}) RETURNING {columns}"
-    )
-    jobs = list(
-        Job.objects.using(connection.alias).raw(sql, [worker, adapt(lease_until), adapt(now), *params, limit])
-    )
-    jobs.sort(key=lambda job: (-job.priority, job.run_after, job.pk))
-    return jobs
+    params = [worker, adapt(lease_until), adapt(now), *queues, adapt(now), *patterns, limit]
+    return in_queue_order(list(Job.objects.using(connection.alias).raw(sql, params)))
 
 
 def _like(text: str) -> str:

@@ -1,18 +1,42 @@
-"""PostgreSQL: ``FOR UPDATE SKIP LOCKED`` claims and LISTEN/NOTIFY wake-ups.
+"""PostgreSQL: ``FOR UPDATE SKIP LOCKED`` claims, LISTEN/NOTIFY wake-ups, and the worker's own
+asyncio connection.
 
 The NOTIFY itself is sent by a trigger on the job table (migration 0002), inside the
-transaction that queues the job.
+transaction that queues the job. A worker claims, renews leases and records coroutine jobs'
+completions on a psycopg ``AsyncConnection`` of its own, on the event loop: no thread hop
+and no ORM between a wake-up and a claimed job.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
+import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
+import psycopg
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-__all__ = ["CHANNEL", "DIALECT"]
+from aio_async.dialects import COLUMNS, claim_statement, in_queue_order
+from aio_async.models import Job, Status
+
+__all__ = ["CHANNEL", "DIALECT", "Direct"]
 
 CHANNEL = "aio_async"
+
+logger = logging.getLogger("aio_async.dialects")
+
+#: psycopg's own default: a statement run this many times is prepared on the server.
+PREPARE_THRESHOLD = 5
+
+
+def connection_params(connection: BaseDatabaseWrapper) -> dict[str, Any]:
+    """psycopg ``connect()`` arguments for a connection of our own to ``connection``'s database."""
+    params = connection.get_connection_params()
+    for django_only in ("cursor_factory", "context", "server_side_binding", "prepare_threshold"):
+        params.pop(django_only, None)
+    return params
 
 
 class PostgreSQL:
@@ -23,16 +47,114 @@ class PostgreSQL:
 
     async def listen(self, connection: BaseDatabaseWrapper) -> AsyncIterator[str]:
         """LISTEN on a dedicated autocommit psycopg connection and yield each payload."""
-        import psycopg
-
-        params = connection.get_connection_params()
-        for django_only in ("cursor_factory", "context", "server_side_binding", "prepare_threshold"):
-            params.pop(django_only, None)
+        params = connection_params(connection)
         async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as listener:
             await listener.execute(f"LISTEN {CHANNEL}")
             yield ""  # listening now: the caller may have missed wake-ups until this point
             async for notice in listener.notifies():
                 yield notice.payload
+
+    def direct(self, connection: BaseDatabaseWrapper) -> Direct:
+        """The worker's own asyncio connection to ``connection``'s database."""
+        return Direct(connection)
+
+
+class Direct:
+    """An autocommit ``AsyncConnection`` for claims, lease renewals and coroutine completions.
+
+    Opened on first use and dropped when it breaks; the next call opens a new one. Statements
+    are prepared on the server after a few runs, unless the database's ``OPTIONS`` set
+    ``prepare_threshold`` (``None`` turns preparing off, for a pooler that cannot keep them).
+    """
+
+    def __init__(self, connection: BaseDatabaseWrapper) -> None:
+        self.alias = connection.alias
+        self._params = connection_params(connection)
+        self._prepare_threshold = connection.settings_dict["OPTIONS"].get(
+            "prepare_threshold", PREPARE_THRESHOLD
+        )
+        self._quote = connection.ops.quote_name
+        self._table = self._quote(Job._meta.db_table)
+        self._connection: psycopg.AsyncConnection[Any] | None = None
+
+    async def _execute(self, sql: str, params: list[Any], *, retry: bool = False) -> list[tuple[Any, ...]]:
+        """Run one statement; with ``retry``, once more on a new connection if this one was dead."""
+        fresh = self._connection is None or self._connection.closed
+        if self._connection is None or self._connection.closed:
+            self._connection = await psycopg.AsyncConnection.connect(
+                **self._params, autocommit=True, prepare_threshold=self._prepare_threshold
+            )
+        try:
+            cursor = await self._connection.execute(sql, params)
+            return await cursor.fetchall()
+        except psycopg.Error as exc:
+            if not (self._connection.broken or self._connection.closed):
+                raise
+            await self.close()
+            if not retry or fresh:
+                raise
+            logger.info("Reconnecting after %s: %s", type(exc).__name__, exc, extra={"action": "reconnect"})
+            return await self._execute(sql, params)
+
+    async def claim(
+        self,
+        *,
+        worker: str,
+        queues: tuple[str, ...],
+        limit: int,
+        now: datetime.datetime,
+        lease_until: datetime.datetime,
+        include: tuple[str, ...] = (),
+        exclude: tuple[str, ...] = (),
+    ) -> list[Job]:
+        """Lease up to ``limit`` due jobs to ``worker`` in one statement; return them in order."""
+        sql, patterns = claim_statement(
+            self._quote, DIALECT.lock_clause, queues=len(queues), include=include, exclude=exclude
+        )
+        rows = await self._execute(sql, [worker, lease_until, now, *queues, now, *patterns, limit])
+        return in_queue_order([Job.from_db(self.alias, COLUMNS, row) for row in rows])
+
+    async def heartbeat(self, job_ids: list[int], worker: str, until: datetime.datetime) -> int:
+        """Extend ``worker``'s leases on ``job_ids`` to ``until``; return how many it still holds."""
+        rows = await self._execute(
+            f"UPDATE {self._table} SET locked_until = %s "  # noqa: S608 - a quoted identifier
+            "WHERE id = ANY(%s) AND status = 'running' AND locked_by = %s RETURNING id",
+            [until, job_ids, worker],
+        )
+        return len(rows)
+
+    async def complete(
+        self, finished: list[tuple[Job, Any]], worker: str, now: datetime.datetime
+    ) -> set[int]:
+        """Mark jobs succeeded with their results in one fenced statement; return the ids it held.
+
+        A job is marked only while it is still running under the attempt and worker that
+        claimed it, as ``store.complete`` marks a sync job.
+        """
+        rows = await self._execute(
+            f"UPDATE {self._table} AS job SET status = %s, result = done.result::jsonb, "  # noqa: S608
+            "executed = %s, locked_until = NULL "
+            "FROM unnest(%s::bigint[], %s::integer[], %s::text[]) AS done(id, attempts, result) "
+            "WHERE job.id = done.id AND job.attempts = done.attempts "
+            "AND job.status = %s AND job.locked_by = %s RETURNING job.id",
+            [
+                Status.SUCCEEDED.value,
+                now,
+                [job.pk for job, _ in finished],
+                [job.attempts for job, _ in finished],
+                [None if result is None else json.dumps(result) for _, result in finished],
+                Status.RUNNING.value,
+                worker,
+            ],
+            retry=True,  # fenced, so writing it twice cannot mark anything twice
+        )
+        return {row[0] for row in rows}
+
+    async def close(self) -> None:
+        """Close the connection, if open."""
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.closed:
+            await connection.close()
 
 
 DIALECT = PostgreSQL()

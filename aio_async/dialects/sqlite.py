@@ -20,5 +20,9 @@ class SQLite:
         return
         yield  # pragma: no cover - makes this an async generator
 
+    def direct(self, connection: BaseDatabaseWrapper) -> None:
+        """None: claims go through Django's connection, on the ORM's thread."""
+        return None
+
 
 DIALECT = SQLite()
