@@ -24,6 +24,7 @@ from aio_async.conf import get_settings
 from aio_async.errors import GroupClosed, InvalidArguments, InvalidOption
 from aio_async.models import FINISHED, Group, Job, Status
 from aio_async.payload import JSONError, identity, json_value, normalise_arguments
+from aio_async.store import cancel, insert, release_final
 
 __all__ = [
     "Task",
@@ -304,11 +305,11 @@ def schedule(
     if group is None:
         # One INSERT: in the caller's transaction, or a transaction of its own. On PostgreSQL
         # a trigger sends the NOTIFY inside that same transaction.
-        job.save(using=alias, force_insert=True)
+        insert([job], alias)
         return job
     with transaction.atomic(using=alias):
         job.group = _open_group(group, alias)
-        job.save(using=alias, force_insert=True)
+        insert([job], alias)
     return job
 
 
@@ -360,7 +361,8 @@ def schedule_many(
             joined = _open_group(group, alias)
             for job in jobs:
                 job.group = joined
-        return Job.objects.using(alias).bulk_create(jobs)
+        insert(jobs, alias)
+    return jobs
 
 
 def deschedule(
@@ -371,8 +373,6 @@ def deschedule(
     using: str | None = None,
 ) -> int:
     """Cancel every job with this name and arguments that has not started; return how many."""
-    from aio_async.store import cancel
-
     name = _name_of(function)
     job_args, job_kwargs = normalise_arguments(args, kwargs)
     alias = using or get_settings().database
@@ -381,8 +381,6 @@ def deschedule(
 
 def set_group_final(group: Group, job: Job) -> None:
     """Make ``job`` the group's final job: it waits until every other member has finished."""
-    from aio_async.store import release_final
-
     alias = job._state.db or get_settings().database
     if job.group_id != group.pk:
         raise InvalidOption(

@@ -32,6 +32,7 @@ __all__ = [
     "complete_many",
     "fail",
     "heartbeat",
+    "insert",
     "release",
     "release_final",
     "rescue",
@@ -96,6 +97,18 @@ def claim(
             include=include,
             exclude=exclude,
         )
+
+
+def insert(jobs: list[Job], alias: str) -> None:
+    """Write new jobs through the caller's connection, in one statement where the database allows.
+
+    Sets each job's id. Call it inside a transaction when it may take more than one statement.
+    """
+    connection = connections[alias]
+    dialects.for_connection(connection).insert(connection, jobs)
+    for job in jobs:
+        job._state.adding = False
+        job._state.db = alias
 
 
 def complete(job: Job, result: Any, worker: str) -> None:

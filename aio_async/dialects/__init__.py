@@ -14,10 +14,12 @@ from aio_async.models import Job
 if TYPE_CHECKING:
     from aio_async.dialects.postgresql import Direct
 
-__all__ = ["COLUMNS", "Dialect", "claim", "claim_statement", "for_connection", "in_queue_order"]
+__all__ = ["COLUMNS", "INSERTED", "Dialect", "claim", "claim_statement", "for_connection", "in_queue_order"]
 
 #: The job table's columns, in the order ``Job.from_db`` takes them.
 COLUMNS = tuple(str(field.column) for field in Job._meta.concrete_fields)
+#: The fields a new job is written with: all but the id, which the database assigns.
+INSERTED = tuple(field for field in Job._meta.concrete_fields if not field.primary_key)
 
 
 class Dialect(Protocol):
@@ -30,6 +32,9 @@ class Dialect(Protocol):
 
     def listen(self, connection: BaseDatabaseWrapper) -> AsyncIterator[str]:
         """Yield the queue name of every wake-up, on a connection of its own."""
+
+    def insert(self, connection: BaseDatabaseWrapper, jobs: list[Job]) -> None:
+        """INSERT new jobs through ``connection`` (in its transaction) and set their ids."""
 
     def direct(self, connection: BaseDatabaseWrapper) -> Direct | None:
         """An asyncio connection of the worker's own for claims and leases, if the database has one."""

@@ -17,8 +17,9 @@ from typing import Any
 
 import psycopg
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
-from aio_async.dialects import COLUMNS, claim_statement, in_queue_order
+from aio_async.dialects import COLUMNS, INSERTED, claim_statement, in_queue_order
 from aio_async.models import Job, Status
 
 __all__ = ["CHANNEL", "DIALECT", "Direct"]
@@ -45,6 +46,9 @@ class PostgreSQL:
     lock_clause = " FOR UPDATE SKIP LOCKED"
     can_notify = True
 
+    def __init__(self) -> None:
+        self._inserts: dict[bool, str] = {}
+
     async def listen(self, connection: BaseDatabaseWrapper) -> AsyncIterator[str]:
         """LISTEN on a dedicated autocommit psycopg connection and yield each payload."""
         params = connection_params(connection)
@@ -53,6 +57,49 @@ class PostgreSQL:
             yield ""  # listening now: the caller may have missed wake-ups until this point
             async for notice in listener.notifies():
                 yield notice.payload
+
+    def insert(self, connection: BaseDatabaseWrapper, jobs: list[Job]) -> None:
+        """One INSERT: of a VALUES row for one job, of unnest(one array per column) for many.
+
+        The statement's text is the same for two jobs or ten thousand, and its values travel
+        as bound arrays rather than as SQL text, so psycopg neither parses nor quotes a query
+        per job. It runs on Django's connection, inside the caller's transaction, and
+        through Django's cursor wrapper (query logging, execute wrappers, error translation).
+        """
+        many = len(jobs) > 1
+        columns: list[Any] = []
+        for field in INSERTED:
+            values = [getattr(job, field.attname) for job in jobs]
+            if field.get_internal_type() == "JSONField":  # sent as text, read as jsonb
+                values = [None if value is None else json.dumps(value) for value in values]
+            columns.append(values if many else values[0])
+        connection.ensure_connection()
+        connection.validate_thread_sharing()
+        # A server-side-binding cursor on Django's own connection: Django's default cursor
+        # binds on the client, which would quote every value into the SQL text.
+        raw = psycopg.Cursor(connection.connection)
+        wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
+        cursor = wrapper(raw, connection)
+        with cursor:
+            cursor.execute(self._insert_statement(connection, many), columns)
+            for job, (pk,) in zip(jobs, cursor.fetchall(), strict=True):
+                job.pk = pk
+
+    def _insert_statement(self, connection: BaseDatabaseWrapper, many: bool) -> str:
+        # Built once: column types and quoting are the same on every PostgreSQL connection.
+        if many not in self._inserts:
+            quote = connection.ops.quote_name
+            array = "[]" if many else ""
+            values = ", ".join(f"%s::{field.db_type(connection)}{array}" for field in INSERTED)
+            # unnest() costs more to plan than a VALUES row, so one job goes as a row. Only
+            # quoted names and column types are interpolated; every value is a parameter.
+            source = f"SELECT * FROM unnest({values})" if many else f"VALUES ({values})"  # noqa: S608
+            self._inserts[many] = (
+                f"INSERT INTO {quote(Job._meta.db_table)} "
+                f"({', '.join(quote(str(field.column)) for field in INSERTED)}) "
+                f"{source} RETURNING {quote('id')}"
+            )
+        return self._inserts[many]
 
     def direct(self, connection: BaseDatabaseWrapper) -> Direct:
         """The worker's own asyncio connection to ``connection``'s database."""

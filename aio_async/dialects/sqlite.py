@@ -6,6 +6,9 @@ from collections.abc import AsyncIterator
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from aio_async.dialects import INSERTED
+from aio_async.models import Job
+
 __all__ = ["DIALECT"]
 
 
@@ -19,6 +22,27 @@ class SQLite:
         """Never yields: SQLite has no notifications."""
         return
         yield  # pragma: no cover - makes this an async generator
+
+    def insert(self, connection: BaseDatabaseWrapper, jobs: list[Job]) -> None:
+        """Multi-row INSERT … RETURNING, in batches that fit SQLite's limit on parameters."""
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(str(field.column)) for field in INSERTED)
+        row = "(" + ", ".join(["%s"] * len(INSERTED)) + ")"
+        size = max(1, connection.ops.bulk_batch_size(list(INSERTED), jobs))
+        with connection.cursor() as cursor:
+            for start in range(0, len(jobs), size):
+                batch = jobs[start : start + size]
+                cursor.execute(
+                    f"INSERT INTO {quote(Job._meta.db_table)} ({columns}) "  # noqa: S608 - quoted names
+                    f"VALUES {', '.join([row] * len(batch))} RETURNING {quote('id')}",
+                    [
+                        field.get_db_prep_save(getattr(job, field.attname), connection)
+                        for job in batch
+                        for field in INSERTED
+                    ],
+                )
+                for job, (pk,) in zip(batch, cursor.fetchall(), strict=True):
+                    job.pk = pk
 
     def direct(self, connection: BaseDatabaseWrapper) -> None:
         """None: claims go through Django's connection, on the ORM's thread."""

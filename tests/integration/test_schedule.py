@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, transaction
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 import aio_async
@@ -280,6 +281,29 @@ def test_schedule_many_writes_every_call_in_the_callers_transaction() -> None:
         raise Rollback
     assert Job.objects.count() == 3
     assert aio_async.schedule_many(tasks.add, []) == []
+
+
+@pytest.mark.django_db
+def test_schedule_many_gives_each_job_its_own_row_however_many_statements_it_takes() -> None:
+    # 5,000 jobs exceed SQLite's parameters per statement, so there it takes several INSERTs.
+    jobs = aio_async.schedule_many(
+        tasks.add, [((index, 0), {}) for index in range(5000)], meta={"batch": 1}, run_after=None
+    )
+    stored = dict(Job.objects.values_list("pk", "args"))
+    assert len(stored) == 5000
+    assert all(stored[job.pk] == [index, 0] == job.args for index, job in enumerate(jobs))
+    assert not any(job._state.adding for job in jobs)
+    job = Job.objects.get(pk=jobs[4321].pk)
+    assert (job.meta, job.result, job.status, job.started) == ({"batch": 1}, None, Status.QUEUED, None)
+
+
+@pytest.mark.django_db
+def test_schedule_writes_through_djangos_cursor_so_query_capture_sees_it() -> None:
+    with CaptureQueriesContext(connection) as captured:
+        schedule(tasks.add, (1, 2))
+        aio_async.schedule_many(tasks.add, [((1, 2), None)] * 3)
+    inserts = [query["sql"] for query in captured.captured_queries if "INSERT" in query["sql"]]
+    assert len(inserts) == 2
 
 
 @pytest.mark.django_db
