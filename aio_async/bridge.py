@@ -316,14 +316,18 @@ class Bridge:
         """Give a job back to the queue without using up its attempt."""
         return await self._control(store.release)(job, self.worker)
 
-    async def run(self, job: Job) -> Outcome:
-        """Run one claimed job to the end of its attempt and record how it ended."""
+    async def run(self, job: Job, ran: Callable[[], None] = lambda: None) -> Outcome:
+        """Run one claimed job to the end of its attempt and record how it ended.
+
+        ``ran`` is called once a coroutine job's function has returned or raised, before its
+        outcome is written: the job no longer needs its slot.
+        """
         try:
             function, args, kwargs = prepare(job)
         except ScheduleError as exc:
             return await self._control(refuse)(job, exc, self.worker, self.settings)
         if iscoroutinefunction(function):
-            return await self._run_coroutine(job, function, args, kwargs)
+            return await self._run_coroutine(job, function, args, kwargs, ran)
         future = asyncio.ensure_future(
             self._in_job_thread(run_sync_job)(job, function, args, kwargs, self.worker, self.settings)
         )
@@ -361,7 +365,12 @@ class Bridge:
         return outcome
 
     async def _run_coroutine(
-        self, job: Job, function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]
+        self,
+        job: Job,
+        function: Callable[..., Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+        ran: Callable[[], None],
     ) -> Outcome:
         try:
             async with asyncio.timeout(job.timeout):
@@ -371,9 +380,11 @@ class Bridge:
             raise
         except BaseException as exc:  # noqa: BLE001 - recorded, the worker lives on
             error = store.ErrorInfo.from_exception(exc)
+            ran()
             return await asyncio.shield(
                 _in_async_orm_thread_fail(job, exc, error, self.worker, self.settings)
             )
+        ran()
         return await self._complete_coroutine(job, result)
 
     async def _complete_coroutine(self, job: Job, result: Any) -> Outcome:

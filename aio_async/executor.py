@@ -55,6 +55,9 @@ class Executor:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._running: dict[int, tuple[Job, asyncio.Task[Outcome]]] = {}
+        #: Jobs whose function is running: each holds one of the ``concurrency`` slots. A
+        #: coroutine job gives its slot back once it returns, before its completion is written.
+        self._busy: set[int] = set()
         self._ready: collections.deque[Job] = collections.deque()
         self._claimed = 0
 
@@ -132,7 +135,7 @@ class Executor:
         while not self._stop.is_set():
             self._wake.clear()
             self._fill_slots(bridge)
-            want = 2 * self.concurrency - len(self._running) - len(self._ready)
+            want = 2 * self.concurrency - len(self._busy) - len(self._ready)
             if self.max_jobs is not None:
                 want = min(want, self.max_jobs - self._claimed)
             jobs: list[Job] = []
@@ -172,7 +175,7 @@ class Executor:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     def _fill_slots(self, bridge: Bridge) -> None:
-        while self._ready and len(self._running) < self.concurrency and not self._stop.is_set():
+        while self._ready and len(self._busy) < self.concurrency and not self._stop.is_set():
             self._start(bridge, self._ready.popleft())
 
     def _start(self, bridge: Bridge, job: Job) -> None:
@@ -183,13 +186,18 @@ class Executor:
             job.attempts,
             extra={"action": "job_started", "job_id": job.pk, "worker": self.worker},
         )
-        task = asyncio.create_task(bridge.run(job), name=f"job-{job.pk}")
+        task = asyncio.create_task(bridge.run(job, lambda: self._ran(bridge, job)), name=f"job-{job.pk}")
         self._running[job.pk] = (job, task)
+        self._busy.add(job.pk)
         task.add_done_callback(lambda done: self._finished(bridge, job, done))
+
+    def _ran(self, bridge: Bridge, job: Job) -> None:
+        self._busy.discard(job.pk)
+        self._fill_slots(bridge)
 
     def _finished(self, bridge: Bridge, job: Job, task: asyncio.Task[Outcome]) -> None:
         self._running.pop(job.pk, None)
-        self._fill_slots(bridge)
+        self._ran(bridge, job)
         self._wake.set()
         if task.cancelled():
             return

@@ -203,34 +203,30 @@ def io() -> None:
 
 
 def latency() -> None:
-    """An idle worker on NOTIFY; jobs scheduled 0.2 s apart; start minus schedule time."""
-    p50, p95, every = [], [], []
-    for run in range(OPTIONS.runs):
-        reset()
-        stamps = Path(OPTIONS.logs) / f"aio_async-latency-{run}.txt"
-        stamps.unlink(missing_ok=True)
-        worker = Worker(f"latency-{run}", "--concurrency", "1", env={"BENCH_LAT_FILE": str(stamps)})
-        try:
-            schedule(tasks.stamp, [0.0])  # warm-up: the worker is up and listening
-            worker.wait_for(lambda: remaining() == 0, timeout=60)
-            time.sleep(0.5)
-            for _ in range(OPTIONS.n_lat):
-                schedule(tasks.stamp, [time.time()])
-                time.sleep(0.2)
-            worker.wait_for(lambda: remaining() == 0, timeout=60)
-        finally:
-            worker.stop()
-        delays = [
-            float(start) - float(enqueued)
-            for enqueued, start in (line.split() for line in stamps.read_text().splitlines())
-            if float(enqueued) > 0
-        ]
-        assert len(delays) == OPTIONS.n_lat, len(delays)
-        p50.append(_common.pct(delays, 0.5) * 1000)
-        p95.append(_common.pct(delays, 0.95) * 1000)
-        every += delays
-    record("latency_p50", "ms", p50)
-    record("latency_p95", "ms", p95, max_ms=round(max(every) * 1000, 2))
+    """An idle worker on NOTIFY; jobs scheduled 0.2 s apart; start minus the schedule's commit.
+
+    The coroutine stamp is the peers' shape; the sync one adds the hop to a job thread.
+    """
+
+    def start(log: str, stamps: str) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "aio_async", "--settings", "benchmarks.settings", "run"]
+        env = {"PYTHONPATH": str(ROOT), "BENCH_LAT_FILE": stamps}
+        return _common.spawn([*command, "--concurrency", "1"], log, env, str(ROOT))
+
+    for scenario, function, kind in (
+        ("latency", tasks.astamp, "async def"),
+        ("latency_sync", tasks.stamp, "sync def"),
+    ):
+        measured = _common.measure_latency(
+            OPTIONS,
+            f"aio_async-{scenario}",
+            reset,
+            remaining,
+            lambda enqueued, function=function: schedule(function, [enqueued]),
+            start,
+        )
+        how = {"n": OPTIONS.n_lat, "spacing_s": 0.2, "worker": "run --concurrency 1 (LISTEN/NOTIFY)"}
+        _common.emit_latency(record, measured, scenario, kind=kind, **how)
 
 
 CLAIM_EXPLAIN = (

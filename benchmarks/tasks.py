@@ -37,3 +37,11 @@ def stamp(enqueued: float) -> None:
     started = time.time()
     with open(os.environ["BENCH_LAT_FILE"], "a") as out:
         out.write(f"{enqueued!r} {started!r}\n")
+
+
+@task
+async def astamp(enqueued: float) -> None:
+    """``stamp`` as a coroutine, the shape of the peers' latency job."""
+    started = time.time()
+    with open(os.environ["BENCH_LAT_FILE"], "a") as out:  # noqa: ASYNC230 - one short line
+        out.write(f"{enqueued!r} {started!r}\n")

@@ -149,15 +149,11 @@ def wait_for(
     raise TimeoutError(f"condition not reached within {timeout:.0f} s, see {log_path}")
 
 
-def read_latency_file(path: str) -> list[float]:
-    """Read 'enqueue_time start_time' lines and return start - enqueue in seconds (warm-up lines skipped)."""
-    out = []
+def read_latency_file(path: str) -> list[tuple[float, float]]:
+    """Read 'enqueue_time start_time' lines into pairs (the warm-up line, enqueue 0, skipped)."""
     with open(path) as f:
-        for line in f:
-            enq, start = (float(x) for x in line.split())
-            if enq > 0:
-                out.append(start - enq)
-    return out
+        pairs = [tuple(float(x) for x in line.split()) for line in f]
+    return [(enq, start) for enq, start in pairs if enq > 0]
 
 
 def py_version() -> str:
@@ -202,9 +198,14 @@ def measure_latency(
     remaining: Callable[[], int],
     enqueue: Callable[[float], None],
     start_worker: Callable[[str, str], subprocess.Popen[bytes]],
-) -> tuple[list[float], list[float], float]:
-    """Measure pick-up latency of an idle worker args.runs times; return (p50s ms, p95s ms, max ms)."""
-    p50s, p95s, worst = [], [], 0.0
+) -> dict[str, list[float]]:
+    """Measure pick-up latency of an idle worker args.runs times, in ms per run.
+
+    Each job carries the time its enqueue call began; the time the call returned (its
+    transaction committed) is noted here. ``p50``/``p95`` are start minus that commit;
+    ``call_p50``/``call_p95`` start minus the call, so they include the enqueue itself.
+    """
+    out: dict[str, list[float]] = {"p50": [], "p95": [], "call_p50": [], "call_p95": [], "max": []}
     for r in range(args.runs):
         reset()
         log = os.path.join(args.logs, f"{label}-r{r}.log")
@@ -212,22 +213,44 @@ def measure_latency(
         if os.path.exists(lat_file):
             os.remove(lat_file)
         proc = start_worker(log, lat_file)
+        committed: dict[float, float] = {}
         try:
             enqueue(0.0)  # warm-up job, ignored by read_latency_file
             wait_for(lambda: remaining() == 0, 60, proc, log)
             time.sleep(0.5)
             for _ in range(args.n_lat):
-                enqueue(time.time())
+                called = time.time()
+                enqueue(called)
+                committed[called] = time.time()
                 time.sleep(0.2)
             wait_for(lambda: remaining() == 0, 60, proc, log)
         finally:
             stop(proc)
-        lat = read_latency_file(lat_file)
-        assert len(lat) == args.n_lat, (len(lat), args.n_lat)
-        p50s.append(pct(lat, 0.5) * 1000)
-        p95s.append(pct(lat, 0.95) * 1000)
-        worst = max(worst, max(lat) * 1000)
-    return p50s, p95s, worst
+        pairs = read_latency_file(lat_file)
+        assert len(pairs) == args.n_lat, (len(pairs), args.n_lat)
+        since_commit = [start - committed[enq] for enq, start in pairs]
+        since_call = [start - enq for enq, start in pairs]
+        out["p50"].append(pct(since_commit, 0.5) * 1000)
+        out["p95"].append(pct(since_commit, 0.95) * 1000)
+        out["call_p50"].append(pct(since_call, 0.5) * 1000)
+        out["call_p95"].append(pct(since_call, 0.95) * 1000)
+        out["max"].append(max(since_commit) * 1000)
+    return out
+
+
+def emit_latency(
+    emit: Callable[..., None], measured: dict[str, list[float]], scenario: str = "latency", **how: Any
+) -> None:
+    """Record p50 and p95 since commit, with the figures since the enqueue call beside them."""
+    emit(f"{scenario}_p50", "ms", measured["p50"], **how, since_call_ms=measured["call_p50"])
+    emit(
+        f"{scenario}_p95",
+        "ms",
+        measured["p95"],
+        **how,
+        since_call_ms=measured["call_p95"],
+        max_ms=round(max(measured["max"]), 3),
+    )
 
 
 def banner(msg: str) -> None:

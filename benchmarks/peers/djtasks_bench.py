@@ -18,6 +18,7 @@ sys.path.insert(0, PROJECT)
 
 from _common import (  # noqa: E402
     banner,
+    emit_latency,
     execute,
     fetchone,
     measure_drain,
@@ -143,7 +144,7 @@ def main() -> None:
 
     if wanted(only, "latency_p50", "latency_p95"):
         banner("django-tasks-db latency")
-        p50s, p95s, worst = measure_latency(
+        measured = measure_latency(
             args,
             "djtasks-latency",
             lambda: reset(dsn),
@@ -157,8 +158,7 @@ def main() -> None:
             "worker": f"db_worker --interval 0.1 (polling) --no-startup-delay, CONN_MAX_AGE={CONN_MAX_AGE}",
             "interval_s": 0.1,
         }
-        emit("latency_p50", "ms", p50s, **how)
-        emit("latency_p95", "ms", p95s, **how, max_ms=round(worst, 3))
+        emit_latency(emit, measured, **how)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ sys.path.insert(0, HERE)
 
 from _common import (  # noqa: E402
     banner,
+    emit_latency,
     execute,
     fetchone,
     measure_drain,
@@ -158,7 +159,7 @@ def main() -> None:
 
         if wanted(only, "latency_p50", "latency_p95"):
             banner("procrastinate latency")
-            p50s, p95s, worst = measure_latency(
+            measured = measure_latency(
                 args,
                 "procrastinate-latency",
                 lambda: reset(dsn),
@@ -167,8 +168,7 @@ def main() -> None:
                 lambda log, lat_file: worker(dsn, None, {"BENCH_LAT_FILE": lat_file})(log),
             )
             how = {"n": args.n_lat, "spacing_s": 0.2, "worker": "defaults: LISTEN/NOTIFY, concurrency 1"}
-            emit("latency_p50", "ms", p50s, **how)
-            emit("latency_p95", "ms", p95s, **how, max_ms=round(worst, 3))
+            emit_latency(emit, measured, **how)
 
 
 if __name__ == "__main__":

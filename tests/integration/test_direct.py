@@ -20,9 +20,17 @@ from tests.conftest import queue_settings
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
 
 
-def lease(seconds: float = 30) -> dict[str, datetime.datetime]:
+async def claim(
+    direct: Direct, worker: str, limit: int, queue: str = "default", seconds: float = 30
+) -> list[Job]:
     now = timezone.now()
-    return {"now": now, "lease_until": now + datetime.timedelta(seconds=seconds)}
+    return await direct.claim(
+        worker=worker,
+        queues=(queue,),
+        limit=limit,
+        now=now,
+        lease_until=now + datetime.timedelta(seconds=seconds),
+    )
 
 
 def terminate(pid: int) -> None:
@@ -36,7 +44,7 @@ async def test_a_direct_claim_gives_the_same_jobs_as_the_orms() -> None:
     await sync_to_async(schedule)(tasks.add, [9, 9], run_after=datetime.timedelta(hours=1))
     direct = Direct(connection)
     try:
-        claimed = await direct.claim(worker="w1", queues=("default",), limit=2, **lease())
+        claimed = await claim(direct, "w1", 2)
         assert [job.priority for job in claimed] == [3, 2]
         assert claimed[0].args == [3, {"k": [3]}]
         assert (claimed[0].status, claimed[0].attempts, claimed[0].locked_by) == (Status.RUNNING, 1, "w1")
@@ -44,9 +52,7 @@ async def test_a_direct_claim_gives_the_same_jobs_as_the_orms() -> None:
         assert not claimed[0]._state.adding
         stored = await Job.objects.aget(pk=claimed[0].pk)
         assert (stored.status, stored.attempts, stored.locked_by) == (Status.RUNNING, 1, "w1")
-        assert [
-            job.priority for job in await direct.claim(worker="w1", queues=("default",), limit=5, **lease())
-        ] == [1]
+        assert [job.priority for job in await claim(direct, "w1", 5)] == [1]
     finally:
         await direct.close()
 
@@ -56,8 +62,8 @@ async def test_direct_heartbeat_extends_only_this_workers_leases() -> None:
     await sync_to_async(schedule)(tasks.add, [2, 2])
     direct = Direct(connection)
     try:
-        [mine] = await direct.claim(worker="w1", queues=("default",), limit=1, **lease(1))
-        [theirs] = await direct.claim(worker="w2", queues=("default",), limit=1, **lease(1))
+        [mine] = await claim(direct, "w1", 1, seconds=1)
+        [theirs] = await claim(direct, "w2", 1, seconds=1)
         until = timezone.now() + datetime.timedelta(seconds=60)
         assert await direct.heartbeat([mine.pk, theirs.pk], "w1", until) == 1
         assert (await Job.objects.aget(pk=mine.pk)).locked_until == until
@@ -71,7 +77,7 @@ async def test_direct_completion_is_fenced_and_stores_results() -> None:
         await sync_to_async(schedule)(tasks.awrite, [key])
     direct = Direct(connection)
     try:
-        kept, none, taken = await direct.claim(worker="w1", queues=("default",), limit=3, **lease())
+        kept, none, taken = await claim(direct, "w1", 3)
         # The third job's lease expired and another worker holds it now.
         await Job.objects.filter(pk=taken.pk).aupdate(attempts=2, locked_by="w2")
         held = await direct.complete([(kept, {"n": [1, 2]}), (none, None), (taken, 3)], "w1", timezone.now())
@@ -89,7 +95,7 @@ async def test_a_killed_direct_connection_is_replaced() -> None:
     await sync_to_async(schedule)(tasks.awrite, ["a"])
     direct = Direct(connection)
     try:
-        [job] = await direct.claim(worker="w1", queues=("default",), limit=1, **lease())
+        [job] = await claim(direct, "w1", 1)
         assert direct._connection is not None
         pid = direct._connection.info.backend_pid
         await sync_to_async(terminate)(pid)
@@ -104,13 +110,13 @@ async def test_a_claim_on_a_killed_connection_fails_and_the_next_one_reconnects(
     await sync_to_async(schedule)(tasks.awrite, ["a"])
     direct = Direct(connection)
     try:
-        assert await direct.claim(worker="w1", queues=("nothing",), limit=1, **lease()) == []
+        assert await claim(direct, "w1", 1, "nothing") == []
         assert direct._connection is not None
         pid = direct._connection.info.backend_pid
         await sync_to_async(terminate)(pid)
         with pytest.raises(Exception, match=r"terminat|closed|connection"):
-            await direct.claim(worker="w1", queues=("default",), limit=1, **lease())
-        [job] = await direct.claim(worker="w1", queues=("default",), limit=1, **lease())
+            await claim(direct, "w1", 1)
+        [job] = await claim(direct, "w1", 1)
         assert job.args == ["a"]
     finally:
         await direct.close()
