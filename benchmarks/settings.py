@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from urllib.parse import urlparse
 
+_PREPARE = os.environ.get("BENCH_PREPARE_THRESHOLD", "5")
 _dsn = urlparse(os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/aio_async_bench"))
 
 SECRET_KEY = "benchmark-only"  # noqa: S105
@@ -19,6 +20,9 @@ DATABASES = {
         "USER": _dsn.username or "postgres",
         "PASSWORD": _dsn.password or "",
         "CONN_MAX_AGE": 600,
+        # psycopg prepares a statement on its fifth run (its own default; Django turns it off
+        # for connection poolers). BENCH_PREPARE_THRESHOLD=off measures without.
+        "OPTIONS": {"prepare_threshold": None if _PREPARE == "off" else int(_PREPARE)},
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

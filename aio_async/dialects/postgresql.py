@@ -28,9 +28,6 @@ CHANNEL = "aio_async"
 
 logger = logging.getLogger("aio_async.dialects")
 
-#: psycopg's own default: a statement run this many times is prepared on the server.
-PREPARE_THRESHOLD = 5
-
 
 def connection_params(connection: BaseDatabaseWrapper) -> dict[str, Any]:
     """psycopg ``connect()`` arguments for a connection of our own to ``connection``'s database."""
@@ -109,17 +106,16 @@ class PostgreSQL:
 class Direct:
     """An autocommit ``AsyncConnection`` for claims, lease renewals and coroutine completions.
 
-    Opened on first use and dropped when it breaks; the next call opens a new one. Statements
-    are prepared on the server after a few runs, unless the database's ``OPTIONS`` set
-    ``prepare_threshold`` (``None`` turns preparing off, for a pooler that cannot keep them).
+    Opened on first use and dropped when it breaks; the next call opens a new one. Like
+    Django's connections, it prepares statements on the server only when the database's
+    ``OPTIONS`` set ``prepare_threshold`` (Django leaves it off for connection poolers).
     """
 
     def __init__(self, connection: BaseDatabaseWrapper) -> None:
         self.alias = connection.alias
         self._params = connection_params(connection)
-        self._prepare_threshold = connection.settings_dict["OPTIONS"].get(
-            "prepare_threshold", PREPARE_THRESHOLD
-        )
+        # As Django's own connections do: off unless the database's OPTIONS turn it on.
+        self._prepare_threshold = connection.get_connection_params().get("prepare_threshold")
         self._quote = connection.ops.quote_name
         self._table = self._quote(Job._meta.db_table)
         self._connection: psycopg.AsyncConnection[Any] | None = None

@@ -25,6 +25,13 @@ DATABASES = {
         "PORT": str(_dsn.port or ""),
         # Django's default is 0 (a new connection per worker loop iteration); 600 is the fast, honest setting.
         "CONN_MAX_AGE": int(os.environ.get("DJ_CONN_MAX_AGE", "600")),
+        # The same prepared statements aio_async's benchmark uses (they need server-side
+        # binding: Django's default client-side cursor never prepares). DJ_PREPARE=off: without.
+        "OPTIONS": (
+            {}
+            if os.environ.get("DJ_PREPARE") == "off"
+            else {"server_side_binding": True, "prepare_threshold": 5}
+        ),
     }
 }
 
