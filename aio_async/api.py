@@ -215,27 +215,60 @@ def build_job(
     timeout: object = None,
 ) -> Job:
     """Check a schedule() call and return the unsaved Job it would write (no database)."""
+    make = job_maker(
+        function, priority, run_after, meta, queue=queue, max_attempts=max_attempts, timeout=timeout
+    )
+    return make(args, kwargs)
+
+
+#: Job's fields in the order ``Job(*values)`` takes them.
+_ATTNAMES = [field.attname for field in Job._meta.concrete_fields]
+
+
+def job_maker(
+    function: object,
+    priority: object = None,
+    run_after: object = None,
+    meta: object = None,
+    *,
+    queue: object = None,
+    max_attempts: object = None,
+    timeout: object = None,
+) -> Callable[[object, object], Job]:
+    """Check what every call shares, once; return a maker of unsaved Jobs from (args, kwargs)."""
     name = _name_of(function)
     allow.resolve(name)
     options = _tasks[name].options if name in _tasks else _Options()
-    job_args, job_kwargs = normalise_arguments(args, kwargs)
     now = timezone.now()
-    return Job(
-        name=name,
-        args=job_args,
-        kwargs=job_kwargs,
-        meta=_meta(meta),
-        identity=identity(name, job_args, job_kwargs),
-        queue=_queue(queue if queue is not None else options.queue or "default"),
-        priority=_priority(priority if priority is not None else (options.priority or DEFAULT_PRIORITY)),
-        max_attempts=_max_attempts(
+    shared_meta = _meta(meta)
+    fixed = {
+        "name": name,
+        "queue": _queue(queue if queue is not None else options.queue or "default"),
+        "priority": _priority(priority if priority is not None else (options.priority or DEFAULT_PRIORITY)),
+        "max_attempts": _max_attempts(
             max_attempts if max_attempts is not None else options.max_attempts or get_settings().max_attempts
         ),
-        timeout=_timeout(timeout if timeout is not None else options.timeout),
-        added=now,
-        run_after=run_after_value(run_after, now),
-        status=Status.QUEUED,
-    )
+        "timeout": _timeout(timeout if timeout is not None else options.timeout),
+        "added": now,
+        "run_after": run_after_value(run_after, now),
+        "status": Status.QUEUED,
+    }
+    template = [
+        fixed[attname] if attname in fixed else field.get_default()
+        for attname, field in zip(_ATTNAMES, Job._meta.concrete_fields, strict=True)
+    ]
+    at = {attname: _ATTNAMES.index(attname) for attname in ("args", "kwargs", "identity", "meta")}
+
+    def make(args: object, kwargs: object) -> Job:
+        job_args, job_kwargs = normalise_arguments(args, kwargs)
+        values = template.copy()
+        values[at["args"]] = job_args
+        values[at["kwargs"]] = job_kwargs
+        values[at["identity"]] = identity(name, job_args, job_kwargs)
+        values[at["meta"]] = dict(shared_meta)
+        return Job(*values)  # type: ignore[misc]  # positional, in field order, as from_db builds
+
+    return make
 
 
 def _open_group(group: Group | str, alias: str) -> Group:
@@ -331,6 +364,9 @@ def schedule_many(
     Every call is checked as ``schedule()`` checks it before anything is written; one bad
     call writes nothing at all. The jobs join the caller's transaction like ``schedule()``'s.
     """
+    make = job_maker(
+        function, priority, run_after, meta, queue=queue, max_attempts=max_attempts, timeout=timeout
+    )
     jobs = []
     for index, call in enumerate(calls):
         if not isinstance(call, tuple | list) or len(call) != 2:
@@ -338,19 +374,7 @@ def schedule_many(
                 f"call {index} must be an (args, kwargs) pair such as ((1, 2), {{}}), got {call!r:.80}"
             )
         try:
-            jobs.append(
-                build_job(
-                    function,
-                    call[0],
-                    call[1],
-                    priority,
-                    run_after,
-                    meta,
-                    queue=queue,
-                    max_attempts=max_attempts,
-                    timeout=timeout,
-                )
-            )
+            jobs.append(make(call[0], call[1]))
         except InvalidArguments as exc:
             raise InvalidArguments(f"call {index}: {exc}") from None
     alias = _queue_database(group, using)

@@ -87,7 +87,7 @@ class PostgreSQL:
         if many not in self._inserts:
             quote = connection.ops.quote_name
             array = "[]" if many else ""
-            values = ", ".join(f"%s::{field.db_type(connection)}{array}" for field in INSERTED)
+            values = ", ".join(f"%b::{field.db_type(connection)}{array}" for field in INSERTED)
             # unnest() costs more to plan than a VALUES row, so one job goes as a row. Only
             # quoted names and column types are interpolated; every value is a parameter.
             source = f"SELECT * FROM unnest({values})" if many else f"VALUES ({values})"  # noqa: S608
