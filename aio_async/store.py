@@ -134,13 +134,14 @@ def complete_many(finished: list[tuple[Job, Any]], worker: str) -> list[bool]:
 def _mark_succeeded(job: Job, result: Any, worker: str) -> bool:
     # Every job passes here: one precompiled statement rather than a queryset built per call.
     connection = connections[job._state.db or "default"]
+    cursor = dialects.for_connection(connection).cursor(connection)
     quote = connection.ops.quote_name
     sql = (
         f"UPDATE {quote(Job._meta.db_table)} SET status = %s, result = %s, executed = %s, "  # noqa: S608
         "locked_until = NULL WHERE id = %s AND status = %s AND attempts = %s AND locked_by = %s"
     )
     result_field = Job._meta.get_field("result")
-    with connection.cursor() as cursor:
+    with cursor:
         cursor.execute(
             sql,
             [

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
 
 from aio_async.models import Job
 
@@ -32,6 +33,9 @@ class Dialect(Protocol):
 
     def listen(self, connection: BaseDatabaseWrapper) -> AsyncIterator[str]:
         """Yield the queue name of every wake-up, on a connection of its own."""
+
+    def cursor(self, connection: BaseDatabaseWrapper) -> CursorWrapper:
+        """A cursor on ``connection`` for the queue's own statements, prepared where possible."""
 
     def insert(self, connection: BaseDatabaseWrapper, jobs: list[Job]) -> None:
         """INSERT new jobs through ``connection`` (in its transaction) and set their ids."""

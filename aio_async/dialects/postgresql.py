@@ -70,17 +70,23 @@ class PostgreSQL:
             if field.get_internal_type() == "JSONField":  # sent as text, read as jsonb
                 values = [None if value is None else json.dumps(value) for value in values]
             columns.append(values if many else values[0])
-        connection.ensure_connection()
-        connection.validate_thread_sharing()
-        # A server-side-binding cursor on Django's own connection: Django's default cursor
-        # binds on the client, which would quote every value into the SQL text.
-        raw = psycopg.Cursor(connection.connection)
-        wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
-        cursor = wrapper(raw, connection)
-        with cursor:
+        with self.cursor(connection) as cursor:
             cursor.execute(self._insert_statement(connection, many), columns)
             for job, (pk,) in zip(jobs, cursor.fetchall(), strict=True):
                 job.pk = pk
+
+    def cursor(self, connection: BaseDatabaseWrapper) -> CursorWrapper:
+        """A cursor on Django's connection (its transaction) that binds values on the server.
+
+        Django's default cursor binds on the client, quoting every value into the SQL text,
+        and so can never run a prepared statement. This one is wrapped as Django wraps its own
+        (query logging, execute wrappers, Django's exceptions), and psycopg prepares its
+        statements when the database's ``OPTIONS`` set ``prepare_threshold``.
+        """
+        connection.ensure_connection()
+        connection.validate_thread_sharing()
+        wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
+        return wrapper(psycopg.Cursor(connection.connection), connection)
 
     def _insert_statement(self, connection: BaseDatabaseWrapper, many: bool) -> str:
         # Built once: column types and quoting are the same on every PostgreSQL connection.

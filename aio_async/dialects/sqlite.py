@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
 
 from aio_async.dialects import INSERTED
 from aio_async.models import Job
@@ -22,6 +23,10 @@ class SQLite:
         """Never yields: SQLite has no notifications."""
         return
         yield  # pragma: no cover - makes this an async generator
+
+    def cursor(self, connection: BaseDatabaseWrapper) -> CursorWrapper:
+        """Django's own cursor."""
+        return connection.cursor()
 
     def insert(self, connection: BaseDatabaseWrapper, jobs: list[Job]) -> None:
         """Multi-row INSERT … RETURNING, in batches that fit SQLite's limit on parameters."""
