@@ -19,6 +19,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import enum
+import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -238,6 +239,10 @@ def refuse(job: Job, exc: ScheduleError, worker: str, settings: QueueSettings) -
     return fail_job(job, store.ErrorInfo.from_exception(exc), worker, settings, final)
 
 
+#: Whether an allowed callable is a coroutine function, asked once per callable.
+_is_coroutine = functools.cache(iscoroutinefunction)
+
+
 def _close_connections() -> None:
     connections.close_all()
 
@@ -326,7 +331,7 @@ class Bridge:
             function, args, kwargs = prepare(job)
         except ScheduleError as exc:
             return await self._control(refuse)(job, exc, self.worker, self.settings)
-        if iscoroutinefunction(function):
+        if _is_coroutine(function):
             return await self._run_coroutine(job, function, args, kwargs, ran)
         future = asyncio.ensure_future(
             self._in_job_thread(run_sync_job)(job, function, args, kwargs, self.worker, self.settings)
@@ -373,8 +378,11 @@ class Bridge:
         ran: Callable[[], None],
     ) -> Outcome:
         try:
-            async with asyncio.timeout(job.timeout):
+            if job.timeout is None:
                 value = await function(*args, **kwargs)
+            else:
+                async with asyncio.timeout(job.timeout):
+                    value = await function(*args, **kwargs)
             result = _result(value)
         except asyncio.CancelledError:
             raise
@@ -393,7 +401,7 @@ class Bridge:
         self._finished.append((job, result, outcome))
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.create_task(self._record_finished(), name="record-completions")
-        return await asyncio.shield(outcome)
+        return await outcome  # cancelled with its job: the batch then leaves it alone
 
     async def _record_finished(self) -> None:
         while self._finished:
@@ -411,10 +419,12 @@ class Bridge:
                     outcomes = await record([(job, result) for job, result, _ in items])
                 except Exception as exc:  # noqa: BLE001 - each job's task reports it
                     for _, _, outcome in items:
-                        outcome.set_exception(exc)
+                        if not outcome.done():
+                            outcome.set_exception(exc)
                     continue
                 for (_, _, outcome), value in zip(items, outcomes, strict=True):
-                    outcome.set_result(value)
+                    if not outcome.done():
+                        outcome.set_result(value)
 
     async def _complete_in_orm(self, finished: list[tuple[Job, Any]]) -> list[Outcome]:
         return await _in_async_orm_thread_complete(finished, self.worker)

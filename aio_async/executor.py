@@ -179,13 +179,14 @@ class Executor:
             self._start(bridge, self._ready.popleft())
 
     def _start(self, bridge: Bridge, job: Job) -> None:
-        logger.debug(
-            "Job %s (%s) started, attempt %s",
-            job.pk,
-            job.name,
-            job.attempts,
-            extra={"action": "job_started", "job_id": job.pk, "worker": self.worker},
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "Job %s (%s) started, attempt %s",
+                job.pk,
+                job.name,
+                job.attempts,
+                extra={"action": "job_started", "job_id": job.pk, "worker": self.worker},
+            )
         task = asyncio.create_task(bridge.run(job, lambda: self._ran(bridge, job)), name=f"job-{job.pk}")
         self._running[job.pk] = (job, task)
         self._busy.add(job.pk)

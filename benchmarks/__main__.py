@@ -228,6 +228,9 @@ def main() -> None:
         "--only", default="", help="scenario families: enqueue,drain,io,latency,scale,memory,floor"
     )
     parser.add_argument("--peers", default=",".join(PEERS), help="peers to measure (none: --peers '')")
+    parser.add_argument(
+        "--no-sqlite", dest="sqlite", action="store_false", help="skip aio_async's figures on SQLite"
+    )
     options = parser.parse_args()
     ensure_postgres(options.dsn)
     results = ROOT / "bench-results" / time.strftime("%Y%m%d-%H%M%S")
@@ -265,6 +268,23 @@ def main() -> None:
         ],
         cwd=ROOT,
     )
+    sqlite_families = ({"enqueue", "drain", "io"} & only) if only else {"enqueue", "drain", "io"}
+    if options.sqlite and sqlite_families:
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.aio",
+                "--dsn",
+                options.dsn,
+                *common,
+                "--sqlite",
+                str(results / "aio_async.sqlite3"),
+                "--only",
+                ",".join(sorted(sqlite_families)),
+            ],
+            cwd=ROOT,
+        )
     peers_dsn = psycopg.conninfo.make_conninfo(
         options.dsn, dbname=f"{psycopg.conninfo.conninfo_to_dict(options.dsn)['dbname']}_peers"
     )

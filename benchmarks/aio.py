@@ -34,18 +34,23 @@ def _options() -> argparse.Namespace:
     parser.add_argument("--out", required=True)
     parser.add_argument("--logs", required=True)
     parser.add_argument("--only", default="", help="families: enqueue,drain,io,latency,scale,memory")
+    parser.add_argument("--sqlite", default="", help="measure on this SQLite file instead of PostgreSQL")
     return parser.parse_args()
 
 
 OPTIONS = _options()
 os.environ["BENCH_PG_DSN"] = OPTIONS.dsn
+if OPTIONS.sqlite:
+    os.environ["BENCH_SQLITE"] = OPTIONS.sqlite  # read by benchmarks.settings, here and in workers
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
 django.setup()
 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
+from django.db.models import Count, Max, Min  # noqa: E402
 
 from aio_async import schedule, schedule_many  # noqa: E402
+from aio_async.models import Job, Status  # noqa: E402
 from benchmarks import tasks  # noqa: E402
 from benchmarks.peers import _common  # noqa: E402
 
@@ -63,7 +68,8 @@ def wanted(family: str) -> bool:
 
 def record(scenario: str, unit: str, runs: list[float], **extra: Any) -> None:
     """Append one figure (the median of its runs) to the results file."""
-    _common.record(OPTIONS.out, SYSTEM, VERSION, scenario, unit, runs, extra)
+    prefix = "sqlite_" if OPTIONS.sqlite else ""
+    _common.record(OPTIONS.out, SYSTEM, VERSION, f"{prefix}{scenario}", unit, runs, extra)
 
 
 def sql(statement: str, params: tuple[Any, ...] = ()) -> Any:
@@ -76,7 +82,11 @@ def sql(statement: str, params: tuple[Any, ...] = ()) -> Any:
 
 def reset() -> None:
     """Empty the queue's tables."""
-    sql("TRUNCATE aio_async_error, aio_async_job, aio_async_group RESTART IDENTITY CASCADE")
+    if connection.vendor == "postgresql":
+        sql("TRUNCATE aio_async_error, aio_async_job, aio_async_group RESTART IDENTITY CASCADE")
+        return
+    for table in ("aio_async_error", "aio_async_job", "aio_async_group"):
+        sql(f"DELETE FROM {table}")
 
 
 def remaining(due_only: bool = False) -> int:
@@ -146,15 +156,12 @@ def fill(function: Any, count: int, args: tuple[Any, ...] = ()) -> None:
         schedule_many(function, [(args, None)] * min(5000, count - start))
 
 
-def window() -> tuple[float, float, int]:
-    """First start, last completion (epoch seconds) and jobs succeeded, from the table itself."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT extract(epoch FROM min(started)), extract(epoch FROM max(executed)), count(*) "
-            "FROM aio_async_job WHERE status = 'succeeded'"
-        )
-        first, last, done = cursor.fetchone()
-    return float(first), float(last), int(done)
+def window(after: int = 0) -> tuple[float, float, int]:
+    """First start, last completion (epoch seconds) and jobs succeeded, of jobs with ids above ``after``."""
+    done = Job.objects.filter(status=Status.SUCCEEDED, pk__gt=after).aggregate(
+        first=Min("started"), last=Max("executed"), count=Count("pk")
+    )
+    return done["first"].timestamp(), done["last"].timestamp(), done["count"]
 
 
 def drain(
@@ -280,16 +287,10 @@ def scale() -> None:
             worker.wait_for(lambda: remaining(due_only=True) == 0, timeout=900, every=0.5)
         finally:
             worker.stop()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT extract(epoch FROM min(started)), extract(epoch FROM max(executed)), count(*) "
-                "FROM aio_async_job WHERE status = 'succeeded' AND id > %s",
-                [before],
-            )
-            first, last, done = cursor.fetchone()
+        first, last, done = window(after=before)
         assert done == OPTIONS.n, (done, OPTIONS.n)
-        steady.append(OPTIONS.n / (float(last) - float(first)))
-        total.append(OPTIONS.n / (float(last) - worker.spawned))
+        steady.append(OPTIONS.n / (last - first))
+        total.append(OPTIONS.n / (last - worker.spawned))
     record("scale_drain_noop_c10", "jobs/s", steady, spawn_to_done=total, claim_plan=plan)
 
 

@@ -25,6 +25,19 @@ DATABASES = {
         "OPTIONS": {"prepare_threshold": None if _PREPARE == "off" else int(_PREPARE)},
     }
 }
+if os.environ.get("BENCH_SQLITE"):  # the embedded settings' SQLite, on a file of the benchmark's
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ["BENCH_SQLITE"],
+            "CONN_MAX_AGE": None,
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL",
+            },
+        }
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AIO_ASYNC = {"POLL_INTERVAL": 1.0, "MAX_ATTEMPTS": 1}
 LOGGING = {

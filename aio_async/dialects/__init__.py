@@ -15,10 +15,13 @@ from aio_async.models import Job
 if TYPE_CHECKING:
     from aio_async.dialects.postgresql import Direct
 
-__all__ = ["COLUMNS", "INSERTED", "Dialect", "claim", "claim_statement", "for_connection", "in_queue_order"]
+__all__ = ["CLAIMED", "INSERTED", "Dialect", "claim", "claim_statement", "for_connection", "in_queue_order"]
 
-#: The job table's columns, in the order ``Job.from_db`` takes them.
-COLUMNS = tuple(str(field.column) for field in Job._meta.concrete_fields)
+#: The columns a claim returns: all but ``meta`` and ``result``, which a worker never reads
+#: (``Job.from_db`` leaves them deferred).
+CLAIMED = tuple(
+    str(field.column) for field in Job._meta.concrete_fields if field.name not in ("meta", "result")
+)
 #: The fields a new job is written with: all but the id, which the database assigns.
 INSERTED = tuple(field for field in Job._meta.concrete_fields if not field.primary_key)
 
@@ -95,7 +98,7 @@ def claim_statement(
         "locked_by = %s, locked_until = %s, started = %s "
         f"WHERE id IN (SELECT id FROM {table} WHERE {' AND '.join(where)} "
         f"ORDER BY priority DESC, run_after, id LIMIT %s{lock_clause}) "
-        f"RETURNING {', '.join(quote(column) for column in COLUMNS)}"
+        f"RETURNING {', '.join(quote(column) for column in CLAIMED)}"
     )
     return sql, patterns
 

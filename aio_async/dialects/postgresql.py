@@ -19,7 +19,7 @@ import psycopg
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
-from aio_async.dialects import COLUMNS, INSERTED, claim_statement, in_queue_order
+from aio_async.dialects import CLAIMED, INSERTED, claim_statement, in_queue_order
 from aio_async.models import Job, Status
 
 __all__ = ["CHANNEL", "DIALECT", "Direct"]
@@ -161,7 +161,7 @@ class Direct:
             self._quote, DIALECT.lock_clause, queues=len(queues), include=include, exclude=exclude
         )
         rows = await self._execute(sql, [worker, lease_until, now, *queues, now, *patterns, limit])
-        return in_queue_order([Job.from_db(self.alias, COLUMNS, row) for row in rows])
+        return in_queue_order([Job.from_db(self.alias, CLAIMED, row) for row in rows])
 
     async def heartbeat(self, job_ids: list[int], worker: str, until: datetime.datetime) -> int:
         """Extend ``worker``'s leases on ``job_ids`` to ``until``; return how many it still holds."""
