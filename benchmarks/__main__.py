@@ -44,7 +44,9 @@ PEERS: dict[str, dict[str, Any]] = {
 
 def _run(command: list[str], **kwargs: Any) -> None:
     print("+", " ".join(command), file=sys.stderr, flush=True)
+    started = time.monotonic()
     subprocess.run(command, check=True, **kwargs)
+    print(f"+ {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
 
 
 def ensure_postgres(dsn: str) -> None:

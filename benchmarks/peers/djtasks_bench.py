@@ -37,7 +37,6 @@ VERSION = (
     f"django-tasks {version('django-tasks')}, psycopg {version('psycopg')}, py {py_version()}"
 )
 CONN_MAX_AGE = "600"  # the worker's best honest setting (Django's default 0 reconnects every loop)
-IO_MAX = 100  # one job at a time at 50 ms each: cap the I/O scenario to keep it short
 
 
 def reset(dsn: str) -> None:
@@ -88,7 +87,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from peertasks.tasks import noop, sleep50, stamp
+    from peertasks.tasks import noop, stamp
 
     def emit(scenario: str, unit: str, runs: list[float], **extra: Any) -> None:
         """Record one figure if --only selects it."""
@@ -113,11 +112,8 @@ def main() -> None:
     # enqueue_bulk: skipped, django.tasks / django-tasks-db offer no bulk enqueue.
 
     # drain_noop_c10, drain_async_c10, io_async_c100/c200: skipped, db_worker runs one task at a time
-    # (no concurrency option); the single-worker figures below are what it can do.
-    for key, task, size, task_desc in (
-        ("drain_noop_c1", noop, n, "def noop (sync)"),
-        ("io_async_c1", sleep50, min(args.n_io, IO_MAX), "async def: await asyncio.sleep(0.05)"),
-    ):
+    # (no concurrency option); the single-worker drain below is what it can do.
+    for key, task, size, task_desc in (("drain_noop_c1", noop, n, "def noop (sync)"),):
         if wanted(only, key):
             banner(f"django-tasks-db {key}")
             steady, from_spawn = measure_drain(
@@ -138,8 +134,6 @@ def main() -> None:
                 "spawn_to_done": round(statistics.median(from_spawn), 3),
                 "spawn_to_done_runs": [round(x, 3) for x in from_spawn],
             }
-            if key.startswith("io"):
-                extra["ideal"] = 1 / 0.05
             emit(key, "jobs/s", steady, **extra)
 
     if wanted(only, "latency_p50", "latency_p95"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 
@@ -18,12 +17,6 @@ def _append_line(path: str, line: str) -> None:
 @task
 def noop() -> None:
     """Do nothing."""
-
-
-@task
-async def sleep50() -> None:
-    """Wait 50 ms without blocking the event loop."""
-    await asyncio.sleep(0.05)
 
 
 @task
