@@ -297,9 +297,15 @@ def scale() -> None:
 
 
 def memory() -> None:
-    """The worker's resident memory after 10 % of a long drain and at its end."""
+    """The worker's resident memory after 10 % of a long drain and at its end.
+
+    Sync and coroutine no-ops alternate in blocks of 1,000, so both paths (job threads and
+    their connections, the loop and its batched completions) run all the way through.
+    """
     reset()
-    fill(tasks.noop, OPTIONS.n_memory)
+    for start in range(0, OPTIONS.n_memory, 1000):
+        block = min(1000, OPTIONS.n_memory - start)
+        schedule_many(tasks.noop if start // 1000 % 2 == 0 else tasks.anoop, [((), None)] * block)
     worker = Worker("memory", "--concurrency", "10")
     samples: list[tuple[int, int]] = []
 
@@ -324,6 +330,7 @@ def memory() -> None:
         rss_at_end_kib=end,
         peak_kib=peak,
         jobs=OPTIONS.n_memory,
+        kind="sync and async def no-ops, alternating in blocks of 1,000",
     )
 
 

@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--n", type=int, default=5000)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--out", required=True)
     options = parser.parse_args()
     pgbench(options.dsn, options.runs, options.seconds, options.out)
