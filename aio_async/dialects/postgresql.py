@@ -9,6 +9,7 @@ and no ORM between a wake-up and a claimed job.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
@@ -125,22 +126,31 @@ class Direct:
         self._quote = connection.ops.quote_name
         self._table = self._quote(Job._meta.db_table)
         self._connection: psycopg.AsyncConnection[Any] | None = None
+        # Claims, heartbeats and completions share the connection (psycopg serialises their
+        # statements); the lock keeps two of them from opening a replacement each.
+        self._connecting = asyncio.Lock()
+
+    async def _connected(self) -> psycopg.AsyncConnection[Any]:
+        async with self._connecting:
+            if self._connection is None or self._connection.closed:
+                self._connection = await psycopg.AsyncConnection.connect(
+                    **self._params, autocommit=True, prepare_threshold=self._prepare_threshold
+                )
+            return self._connection
 
     async def _execute(self, sql: str, params: list[Any], *, retry: bool = False) -> list[tuple[Any, ...]]:
         """Run one statement; with ``retry``, once more on a new connection if this one was dead."""
-        fresh = self._connection is None or self._connection.closed
-        if self._connection is None or self._connection.closed:
-            self._connection = await psycopg.AsyncConnection.connect(
-                **self._params, autocommit=True, prepare_threshold=self._prepare_threshold
-            )
+        connection = await self._connected()
         try:
-            cursor = await self._connection.execute(sql, params)
+            cursor = await connection.execute(sql, params)
             return await cursor.fetchall()
         except psycopg.Error as exc:
-            if not (self._connection.broken or self._connection.closed):
+            if not (connection.broken or connection.closed):
                 raise
-            await self.close()
-            if not retry or fresh:
+            if self._connection is connection:  # not yet replaced by another statement's retry
+                self._connection = None
+            await connection.close()
+            if not retry:
                 raise
             logger.info("Reconnecting after %s: %s", type(exc).__name__, exc, extra={"action": "reconnect"})
             return await self._execute(sql, params)
@@ -183,7 +193,7 @@ class Direct:
         rows = await self._execute(
             f"UPDATE {self._table} AS job SET status = %s, result = done.result::jsonb, "  # noqa: S608
             "executed = %s, locked_until = NULL "
-            "FROM unnest(%s::bigint[], %s::integer[], %s::text[]) AS done(id, attempts, result) "
+            "FROM unnest(%b::bigint[], %b::integer[], %b::text[]) AS done(id, attempts, result) "
             "WHERE job.id = done.id AND job.attempts = done.attempts "
             "AND job.status = %s AND job.locked_by = %s RETURNING job.id",
             [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 
 import pytest
@@ -33,9 +34,20 @@ async def claim(
     )
 
 
-def terminate(pid: int) -> None:
+def terminate(pid: int) -> datetime.datetime:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        cursor.execute("SELECT pg_terminate_backend(%s), clock_timestamp()", [pid])
+        killed_at: datetime.datetime = cursor.fetchone()[1]
+    return killed_at
+
+
+def backends_since(moment: datetime.datetime) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_start > %s",
+            [moment],
+        )
+        return int(cursor.fetchone()[0])
 
 
 async def test_a_direct_claim_gives_the_same_jobs_as_the_orms() -> None:
@@ -102,6 +114,21 @@ async def test_a_killed_direct_connection_is_replaced() -> None:
         # A completion is retried once on a new connection (fencing makes that safe).
         assert await direct.complete([(job, 1)], "w1", timezone.now()) == {job.pk}
         assert direct._connection.info.backend_pid != pid
+    finally:
+        await direct.close()
+
+
+async def test_completions_that_find_the_connection_dead_share_one_replacement() -> None:
+    for key in ("a", "b", "c"):
+        await sync_to_async(schedule)(tasks.awrite, [key])
+    direct = Direct(connection)
+    try:
+        jobs = await claim(direct, "w1", 3)
+        assert direct._connection is not None
+        killed_at = await sync_to_async(terminate)(direct._connection.info.backend_pid)
+        held = await asyncio.gather(*(direct.complete([(job, None)], "w1", timezone.now()) for job in jobs))
+        assert set().union(*held) == {job.pk for job in jobs}
+        assert await sync_to_async(backends_since)(killed_at) == 1
     finally:
         await direct.close()
 
