@@ -285,14 +285,10 @@ class Bridge:
         """Lease up to ``limit`` due jobs to this worker."""
         if self.direct is not None:
             now = timezone.now()
+            lease_until = now + datetime.timedelta(seconds=self.settings.lease_seconds)
+            queues = self.settings.queues
             return await self.direct.claim(
-                worker=self.worker,
-                queues=self.settings.queues,
-                limit=limit,
-                now=now,
-                lease_until=now + datetime.timedelta(seconds=self.settings.lease_seconds),
-                include=include,
-                exclude=exclude,
+                dialects.Claim(self.worker, queues, limit, now, lease_until, include, exclude)
             )
         return await self._control(store.claim)(
             self.alias,

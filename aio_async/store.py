@@ -84,19 +84,11 @@ def claim(
     exclude: tuple[str, ...] = (),
 ) -> list[Job]:
     """Lease up to ``limit`` due jobs of ``queues`` to ``worker``, in queue order."""
-    connection = connections[alias]
     now = timezone.now()
+    lease_until = now + datetime.timedelta(seconds=lease_seconds)
+    request = dialects.Claim(worker, queues, limit, now, lease_until, include, exclude)
     with transaction.atomic(using=alias):
-        return dialects.claim(
-            connection,
-            worker=worker,
-            queues=queues,
-            limit=limit,
-            now=now,
-            lease_until=now + datetime.timedelta(seconds=lease_seconds),
-            include=include,
-            exclude=exclude,
-        )
+        return dialects.claim(connections[alias], request)
 
 
 def insert(jobs: list[Job], alias: str) -> None:

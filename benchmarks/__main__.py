@@ -255,38 +255,12 @@ def main() -> None:
         str(logs),
     ]
     started = time.monotonic()
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.aio",
-            "--dsn",
-            options.dsn,
-            *common,
-            "--n-memory",
-            str(options.n_memory),
-            "--only",
-            options.only,
-        ],
-        cwd=ROOT,
-    )
+    aio = [sys.executable, "-m", "benchmarks.aio", "--dsn", options.dsn, *common]
+    _run([*aio, "--n-memory", str(options.n_memory), "--only", options.only], cwd=ROOT)
     sqlite_families = ({"enqueue", "drain", "io"} & only) if only else {"enqueue", "drain", "io"}
     if options.sqlite and sqlite_families:
-        _run(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.aio",
-                "--dsn",
-                options.dsn,
-                *common,
-                "--sqlite",
-                str(results / "aio_async.sqlite3"),
-                "--only",
-                ",".join(sorted(sqlite_families)),
-            ],
-            cwd=ROOT,
-        )
+        sqlite = ["--sqlite", str(results / "aio_async.sqlite3"), "--only", ",".join(sorted(sqlite_families))]
+        _run([*aio, *sqlite], cwd=ROOT)
     peers_dsn = psycopg.conninfo.make_conninfo(
         options.dsn, dbname=f"{psycopg.conninfo.conninfo_to_dict(options.dsn)['dbname']}_peers"
     )

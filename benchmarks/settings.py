@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from urllib.parse import urlparse
 
+from aio_async import embedded
+
 _PREPARE = os.environ.get("BENCH_PREPARE_THRESHOLD", "5")
 _dsn = urlparse(os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/aio_async_bench"))
 
@@ -25,19 +27,8 @@ DATABASES = {
         "OPTIONS": {"prepare_threshold": None if _PREPARE == "off" else int(_PREPARE)},
     }
 }
-if os.environ.get("BENCH_SQLITE"):  # the embedded settings' SQLite, on a file of the benchmark's
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": os.environ["BENCH_SQLITE"],
-            "CONN_MAX_AGE": None,
-            "OPTIONS": {
-                "timeout": 30,
-                "transaction_mode": "IMMEDIATE",
-                "init_command": "PRAGMA journal_mode=WAL",
-            },
-        }
-    }
+if os.environ.get("BENCH_SQLITE"):  # the embedded settings' SQLite, on the benchmark's file
+    DATABASES = {"default": {**embedded.DATABASES["default"], "NAME": os.environ["BENCH_SQLITE"]}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AIO_ASYNC = {"POLL_INTERVAL": 1.0, "MAX_ATTEMPTS": 1}
 LOGGING = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Protocol
@@ -15,7 +16,7 @@ from aio_async.models import Job
 if TYPE_CHECKING:
     from aio_async.dialects.postgresql import Direct
 
-__all__ = ["CLAIMED", "INSERTED", "Dialect", "claim", "claim_statement", "for_connection", "in_queue_order"]
+__all__ = ["CLAIMED", "INSERTED", "Claim", "Dialect", "claim", "for_connection", "in_queue_order"]
 
 #: The columns a claim returns: all but ``meta`` and ``result``, which a worker never reads
 #: (``Job.from_db`` leaves them deferred).
@@ -63,44 +64,60 @@ def for_connection(connection: BaseDatabaseWrapper) -> Dialect:
     )
 
 
-def claim_statement(
-    quote: Callable[[str], str],
-    lock_clause: str,
-    *,
-    queues: int,
-    include: tuple[str, ...] = (),
-    exclude: tuple[str, ...] = (),
-) -> tuple[str, list[object]]:
-    """The claim UPDATE for ``queues`` queue names, and its filter parameters.
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One claim: lease up to ``limit`` due jobs of ``queues`` to ``worker`` until ``lease_until``.
 
-    One UPDATE over the first due rows (priority descending, then ``run_after``, then id),
-    with the dialect's lock clause on the inner SELECT. Its parameters, in order: worker,
-    lease end, start time, the queue names, now, the ``include``/``exclude`` patterns
-    (returned here) and the limit. ``include`` and ``exclude`` keep or drop jobs whose name
-    contains one of the given strings.
+    ``include`` and ``exclude`` keep or drop jobs whose name contains one of the given strings.
     """
-    table = quote(Job._meta.db_table)
-    where = [
-        "status = 'queued'",
-        f"queue IN ({', '.join(['%s'] * queues)})",
-        "run_after <= %s",
-    ]
-    patterns: list[object] = []
-    if include:
-        where.append("(" + " OR ".join(["name LIKE %s ESCAPE '\\'"] * len(include)) + ")")
-        patterns += [f"%{_like(text)}%" for text in include]
-    for text in exclude:
-        where.append("name NOT LIKE %s ESCAPE '\\'")
-        patterns.append(f"%{_like(text)}%")
-    # Only quoted identifiers and fixed clauses are interpolated; every value is a parameter.
-    sql = (
-        f"UPDATE {table} SET status = 'running', attempts = attempts + 1, "  # noqa: S608
-        "locked_by = %s, locked_until = %s, started = %s "
-        f"WHERE id IN (SELECT id FROM {table} WHERE {' AND '.join(where)} "
-        f"ORDER BY priority DESC, run_after, id LIMIT %s{lock_clause}) "
-        f"RETURNING {', '.join(quote(column) for column in CLAIMED)}"
-    )
-    return sql, patterns
+
+    worker: str
+    queues: tuple[str, ...]
+    limit: int
+    now: datetime.datetime
+    lease_until: datetime.datetime
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def statement(
+        self,
+        quote: Callable[[str], str],
+        lock_clause: str,
+        adapt: Callable[[datetime.datetime], object] = lambda moment: moment,
+    ) -> tuple[str, list[object]]:
+        """The claim's UPDATE and its parameters, with datetimes passed through ``adapt``.
+
+        One UPDATE over the first due rows (priority descending, then ``run_after``, then
+        id), with the dialect's lock clause on the inner SELECT.
+        """
+        table = quote(Job._meta.db_table)
+        where = [
+            "status = 'queued'",
+            f"queue IN ({', '.join(['%s'] * len(self.queues))})",
+            "run_after <= %s",
+        ]
+        params: list[object] = [
+            self.worker,
+            adapt(self.lease_until),
+            adapt(self.now),
+            *self.queues,
+            adapt(self.now),
+        ]
+        if self.include:
+            where.append("(" + " OR ".join(["name LIKE %s ESCAPE '\\'"] * len(self.include)) + ")")
+            params += [f"%{_like(text)}%" for text in self.include]
+        for text in self.exclude:
+            where.append("name NOT LIKE %s ESCAPE '\\'")
+            params.append(f"%{_like(text)}%")
+        # Only quoted identifiers and fixed clauses are interpolated; every value is a parameter.
+        sql = (
+            f"UPDATE {table} SET status = 'running', attempts = attempts + 1, "  # noqa: S608
+            "locked_by = %s, locked_until = %s, started = %s "
+            f"WHERE id IN (SELECT id FROM {table} WHERE {' AND '.join(where)} "
+            f"ORDER BY priority DESC, run_after, id LIMIT %s{lock_clause}) "
+            f"RETURNING {', '.join(quote(column) for column in CLAIMED)}"
+        )
+        return sql, [*params, self.limit]
 
 
 def in_queue_order(jobs: list[Job]) -> list[Job]:
@@ -108,27 +125,13 @@ def in_queue_order(jobs: list[Job]) -> list[Job]:
     return sorted(jobs, key=lambda job: (-job.priority, job.run_after, job.pk))
 
 
-def claim(
-    connection: BaseDatabaseWrapper,
-    *,
-    worker: str,
-    queues: tuple[str, ...],
-    limit: int,
-    now: datetime.datetime,
-    lease_until: datetime.datetime,
-    include: tuple[str, ...] = (),
-    exclude: tuple[str, ...] = (),
-) -> list[Job]:
-    """Atomically lease up to ``limit`` due queued jobs to ``worker``, through Django's ORM."""
-    sql, patterns = claim_statement(
+def claim(connection: BaseDatabaseWrapper, request: Claim) -> list[Job]:
+    """Atomically lease the jobs ``request`` asks for, through Django's ORM; return them in order."""
+    sql, params = request.statement(
         connection.ops.quote_name,
         for_connection(connection).lock_clause,
-        queues=len(queues),
-        include=include,
-        exclude=exclude,
+        connection.ops.adapt_datetimefield_value,
     )
-    adapt = connection.ops.adapt_datetimefield_value
-    params = [worker, adapt(lease_until), adapt(now), *queues, adapt(now), *patterns, limit]
     return in_queue_order(list(Job.objects.using(connection.alias).raw(sql, params)))
 
 

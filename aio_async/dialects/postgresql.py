@@ -20,7 +20,7 @@ import psycopg
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
-from aio_async.dialects import CLAIMED, INSERTED, claim_statement, in_queue_order
+from aio_async.dialects import CLAIMED, INSERTED, Claim, in_queue_order
 from aio_async.models import Job, Status
 
 __all__ = ["CHANNEL", "DIALECT", "Direct"]
@@ -155,22 +155,9 @@ class Direct:
             logger.info("Reconnecting after %s: %s", type(exc).__name__, exc, extra={"action": "reconnect"})
             return await self._execute(sql, params)
 
-    async def claim(
-        self,
-        *,
-        worker: str,
-        queues: tuple[str, ...],
-        limit: int,
-        now: datetime.datetime,
-        lease_until: datetime.datetime,
-        include: tuple[str, ...] = (),
-        exclude: tuple[str, ...] = (),
-    ) -> list[Job]:
-        """Lease up to ``limit`` due jobs to ``worker`` in one statement; return them in order."""
-        sql, patterns = claim_statement(
-            self._quote, DIALECT.lock_clause, queues=len(queues), include=include, exclude=exclude
-        )
-        rows = await self._execute(sql, [worker, lease_until, now, *queues, now, *patterns, limit])
+    async def claim(self, request: Claim) -> list[Job]:
+        """Lease the jobs ``request`` asks for in one statement; return them in queue order."""
+        rows = await self._execute(*request.statement(self._quote, DIALECT.lock_clause))
         return in_queue_order([Job.from_db(self.alias, CLAIMED, row) for row in rows])
 
     async def heartbeat(self, job_ids: list[int], worker: str, until: datetime.datetime) -> int:

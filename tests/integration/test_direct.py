@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from aio_async import schedule
 from aio_async.bridge import Outcome
+from aio_async.dialects import Claim
 from aio_async.dialects.postgresql import Direct
 from aio_async.executor import Executor
 from aio_async.models import Group, Job, Status
@@ -25,13 +26,7 @@ async def claim(
     direct: Direct, worker: str, limit: int, queue: str = "default", seconds: float = 30
 ) -> list[Job]:
     now = timezone.now()
-    return await direct.claim(
-        worker=worker,
-        queues=(queue,),
-        limit=limit,
-        now=now,
-        lease_until=now + datetime.timedelta(seconds=seconds),
-    )
+    return await direct.claim(Claim(worker, (queue,), limit, now, now + datetime.timedelta(seconds=seconds)))
 
 
 def terminate(pid: int) -> datetime.datetime:
