@@ -202,25 +202,6 @@ def _name_of(function: object) -> str:
     )
 
 
-def build_job(
-    function: object,
-    args: object = None,
-    kwargs: object = None,
-    priority: object = None,
-    run_after: object = None,
-    meta: object = None,
-    *,
-    queue: object = None,
-    max_attempts: object = None,
-    timeout: object = None,
-) -> Job:
-    """Check a schedule() call and return the unsaved Job it would write (no database)."""
-    make = job_maker(
-        function, priority, run_after, meta, queue=queue, max_attempts=max_attempts, timeout=timeout
-    )
-    return make(args, kwargs)
-
-
 #: Job's fields in the order ``Job(*values)`` takes them.
 _ATTNAMES = [field.attname for field in Job._meta.concrete_fields]
 
@@ -235,7 +216,11 @@ def job_maker(
     max_attempts: object = None,
     timeout: object = None,
 ) -> Callable[[object, object], Job]:
-    """Check what every call shares, once; return a maker of unsaved Jobs from (args, kwargs)."""
+    """Check what every call shares, once; return a maker of unsaved Jobs from (args, kwargs).
+
+    No database is touched: ``job_maker(...)(args, kwargs)`` is a ``schedule()`` call's Job,
+    checked, before it is written.
+    """
     name = _name_of(function)
     allow.resolve(name)
     options = _tasks[name].options if name in _tasks else _Options()
@@ -323,17 +308,10 @@ def schedule(
     using: str | None = None,
 ) -> Job:
     """Put a call of ``function`` in the queue, inside the caller's transaction."""
-    job = build_job(
-        function,
-        args,
-        kwargs,
-        priority,
-        run_after,
-        meta,
-        queue=queue,
-        max_attempts=max_attempts,
-        timeout=timeout,
+    make = job_maker(
+        function, priority, run_after, meta, queue=queue, max_attempts=max_attempts, timeout=timeout
     )
+    job = make(args, kwargs)
     alias = _queue_database(group, using)
     if group is None:
         # One INSERT: in the caller's transaction, or a transaction of its own. On PostgreSQL

@@ -9,7 +9,7 @@ import pytest
 from django.db import OperationalError, connection
 from django.db.models import Count
 
-from aio_async.api import build_job
+from aio_async.api import job_maker
 from aio_async.models import Job, Status
 from tests.acceptance.workers import Worker, environment, wait_until
 from tests.app import tasks
@@ -30,10 +30,8 @@ def worker_connections() -> int:
 
 
 def test_connections_stay_bounded_do_not_grow_and_broken_ones_are_replaced() -> None:
-    Job.objects.bulk_create(
-        build_job(tasks.write if index % 2 else tasks.awrite, [f"c{index}"], max_attempts=10)
-        for index in range(JOBS)
-    )
+    write, awrite = job_maker(tasks.write, max_attempts=10), job_maker(tasks.awrite, max_attempts=10)
+    Job.objects.bulk_create((write if index % 2 else awrite)([f"c{index}"], None) for index in range(JOBS))
     env = environment(
         str(connection.settings_dict["NAME"]),
         {"LEASE_SECONDS": 3, "RESCUE_INTERVAL": 0.5},

@@ -13,6 +13,7 @@ from django.utils import timezone
 from aio_async import schedule, store
 from aio_async.bridge import Outcome, run_sync_job
 from aio_async.conf import QueueSettings
+from aio_async.dialects.postgresql import connection_params
 from aio_async.models import Error, Job, Status
 from tests.app import tasks
 from tests.app.models import Record
@@ -152,12 +153,7 @@ def test_claim_skips_rows_locked_by_another_connection() -> None:
 
 @pytest.mark.postgres_only
 def test_notify_is_sent_inside_the_scheduling_transaction_and_delivered_on_commit() -> None:
-    params = {
-        key: value
-        for key, value in connection.get_connection_params().items()
-        if key not in ("cursor_factory", "context", "server_side_binding", "prepare_threshold")
-    }
-    with psycopg.connect(**params, autocommit=True) as listener:
+    with psycopg.connect(**connection_params(connection), autocommit=True) as listener:
         listener.execute("LISTEN aio_async")
         with transaction.atomic():
             schedule(tasks.add, [1, 1], queue="mail")
