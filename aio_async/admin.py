@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from aio_async.models import FINISHED, Error, Group, Job, Status
-from aio_async.store import cancel
+from aio_async.api import cancel_pending
 
 
 def _traceback(error: Error) -> str:
@@ -43,7 +43,7 @@ class ErrorInline(admin.TabularInline):  # type: ignore[type-arg]
 class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """Jobs by status, queue and name; retry now or cancel."""
 
-    list_display = ("id", "name", "status", "queue", "priority", "attempts", "run_after", "executed")
+    list_display = ("id", "name", "status", "queue", "priority", "attempts", "run_after", "finished")
     list_filter = ("status", "queue", "name")
     search_fields = ("name", "identity")
     date_hierarchy = "added"
@@ -51,9 +51,10 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "identity",
         "added",
         "started",
-        "executed",
-        "cancelled",
+        "finished",
         "attempts",
+        "excused",
+        "isolated",
         "locked_by",
         "locked_until",
         "result",
@@ -67,15 +68,15 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         retried = queryset.filter(status__in=(Status.QUEUED, Status.FAILED, Status.CANCELLED)).update(
             status=Status.QUEUED,
             run_after=timezone.now(),
-            cancelled=None,
-            max_attempts=Greatest(F("max_attempts"), F("attempts") + 1),
+            finished=None,
+            max_attempts=Greatest(F("max_attempts"), F("attempts") - F("excused") + 1),
         )
         self.message_user(request, f"{retried} job(s) queued to run now.", messages.SUCCESS)
 
     @admin.action(description="Cancel (jobs that have not started)")
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         """Cancel the selected jobs that are queued or waiting for their group."""
-        cancelled = cancel(queryset)
+        cancelled = cancel_pending(queryset)
         self.message_user(request, f"{cancelled} job(s) cancelled.", messages.SUCCESS)
 
 
@@ -83,7 +84,7 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 class GroupAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """Groups with how many of their jobs have finished."""
 
-    list_display = ("id", "reference", "created", "executed_jobs", "unexecuted_jobs", "final")
+    list_display = ("id", "reference", "created", "finished_jobs", "unfinished_jobs", "final")
     search_fields = ("reference",)
     raw_id_fields = ("final",)
 
@@ -93,21 +94,21 @@ class GroupAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             super()
             .get_queryset(request)
             .annotate(
-                executed_count=Count("jobs", filter=Q(jobs__status__in=FINISHED)),
-                unexecuted_count=Count("jobs", filter=~Q(jobs__status__in=FINISHED)),
+                finished_count=Count("jobs", filter=Q(jobs__status__in=FINISHED)),
+                unfinished_count=Count("jobs", filter=~Q(jobs__status__in=FINISHED)),
             )
         )
         return groups
 
-    @admin.display(description="executed", ordering="executed_count")
-    def executed_jobs(self, group: Group) -> int:
+    @admin.display(description="finished", ordering="finished_count")
+    def finished_jobs(self, group: Group) -> int:
         """Members that have finished (succeeded, failed or cancelled)."""
-        return int(getattr(group, "executed_count", 0))
+        return int(getattr(group, "finished_count", 0))
 
-    @admin.display(description="unexecuted", ordering="unexecuted_count")
-    def unexecuted_jobs(self, group: Group) -> int:
+    @admin.display(description="unfinished", ordering="unfinished_count")
+    def unfinished_jobs(self, group: Group) -> int:
         """Members still to run."""
-        return int(getattr(group, "unexecuted_count", 0))
+        return int(getattr(group, "unfinished_count", 0))
 
 
 @admin.register(Error)

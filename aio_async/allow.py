@@ -1,4 +1,4 @@
-"""Which code a job may run (DESIGN promise 7), and how a job's name becomes a callable.
+"""Which code a job may run (DESIGN promise 7), and the registry of tasks with their options.
 
 A name is allowed when it is a registered task (the ``aio_async.task`` decorator) or lies
 under an allowed module prefix: ``AIO_ASYNC["ALLOWED_MODULES"]``, by default the project's
@@ -9,31 +9,68 @@ and the object found is checked again by the module that defined it, so that
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 import re
 import types
 from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction
 from django.apps import apps
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from aio_async.conf import get_settings
 from aio_async.errors import FunctionNotFound, InvalidOption, NotCallable, TaskNotAllowed
+from aio_async.payload import TaskOptions
 
-__all__ = ["allowed_modules", "dotted_name", "register", "resolve"]
+__all__ = ["Target", "allowed_modules", "check_name", "dotted_name", "register", "resolve"]
 
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 _MAX_NAME = 1024
-_registry: dict[str, Callable[..., Any]] = {}
-_resolved: dict[str, Callable[..., Any]] = {}
 
 
-def register(name: str, function: Callable[..., Any]) -> None:
-    """Allow ``function`` to run under ``name`` whatever the module prefixes say."""
-    _registry[name] = function
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What a job's name resolves to: the callable, how it runs, and its task's options."""
+
+    name: str
+    function: Callable[..., Any]
+    is_coroutine: bool
+    options: TaskOptions = TaskOptions()
+    #: The parameters the callable takes, to check a call before it is written; None when
+    #: the callable hides them (a C function, a ``*args`` wrapper).
+    signature: inspect.Signature | None = None
+
+    @classmethod
+    def of(cls, name: str, function: Callable[..., Any], options: TaskOptions = TaskOptions()) -> Target:
+        """The target for ``function``, with its signature read once."""
+        try:
+            signature: inspect.Signature | None = inspect.signature(function)
+        except (TypeError, ValueError):
+            signature = None
+        return cls(name, function, iscoroutinefunction(function), options, signature)
+
+
+#: Tasks registered with ``@aio_async.task``: allowed whatever the module prefixes say.
+_registry: dict[str, Target] = {}
+#: Names resolved under the module prefixes, until the settings change.
+_resolved: dict[str, Target] = {}
+
+
+def register(name: str, function: Callable[..., Any], options: TaskOptions) -> Target:
+    """Allow ``function`` to run under ``name``, with ``options`` as its defaults."""
+    target = Target.of(name, function, options)
+    _registry[name] = target
     _resolved.pop(name, None)
+    return target
+
+
+def registered() -> dict[str, Target]:
+    """Every task registered with ``@aio_async.task``, by name."""
+    return dict(_registry)
 
 
 def dotted_name(function: object) -> str:
@@ -71,9 +108,9 @@ def _under(name: str, prefixes: tuple[str, ...]) -> bool:
 
 def check_name(name: object) -> str:
     """Check ``name`` looks like a dotted path (``package.module.function``) and return it."""
-    if not isinstance(name, str) or not _DOTTED.match(name) or len(name) > _MAX_NAME:
+    if not isinstance(name, str) or len(name) > _MAX_NAME or not _DOTTED.match(name):
         raise InvalidOption(
-            f"function must be a callable or a dotted path such as 'app.tasks.send', got {name!r}"
+            f"function must be a callable or a dotted path such as 'app.tasks.send', got {name!r:.80}"
         )
     return name
 
@@ -94,12 +131,11 @@ def _import_longest_module(name: str) -> tuple[types.ModuleType, list[str]]:
     raise FunctionNotFound(f"no module of {name!r} can be imported")
 
 
-def resolve(name: str) -> Callable[..., Any]:
-    """Return the callable that ``name`` allows, or raise the ScheduleError that says why not."""
-    if name in _registry:
-        return _registry[name]
-    if name in _resolved:
-        return _resolved[name]
+def resolve(name: str) -> Target:
+    """Return the target that ``name`` allows, or raise the ScheduleError that says why not."""
+    found = _registry.get(name) or _resolved.get(name)
+    if found is not None:
+        return found
     check_name(name)
     prefixes = allowed_modules()
     if not _under(name, prefixes):
@@ -130,9 +166,9 @@ def resolve(name: str) -> Callable[..., Any]:
             f"{name} is defined in module {home}, which is not allowed; only callables "
             f"defined under {list(prefixes)} or decorated with @aio_async.task may run"
         )
-    function: Callable[..., Any] = target
-    _resolved[name] = function
-    return function
+    resolved = Target.of(name, target)
+    _resolved[name] = resolved
+    return resolved
 
 
 @receiver(setting_changed)

@@ -8,61 +8,61 @@ made through the caller's connection and so inside the caller's transaction (DES
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
+import asyncio
 import functools
+import json
+import os
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, NoReturn, ParamSpec, TypeVar, overload
 
 from asgiref.sync import sync_to_async
-from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured, SynchronousOnlyOperation
 from django.db import connections, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from aio_async import allow, dialects
+from aio_async import allow, sql
 from aio_async.conf import get_settings
-from aio_async.errors import GroupClosed, InvalidArguments, InvalidOption
-from aio_async.models import FINISHED, Group, Job, Status
-from aio_async.payload import JSONError, identity, json_value, normalise_arguments
-from aio_async.store import cancel, insert, release_final
+from aio_async.errors import InvalidArguments, InvalidOption
+from aio_async.models import Group, Job, Status
+from aio_async.payload import (
+    DEFAULT_PRIORITY,
+    TaskOptions,
+    check_max_attempts,
+    check_meta,
+    check_priority,
+    check_queue,
+    check_text,
+    check_timeout,
+    identity,
+    normalise_arguments,
+    run_after_value,
+)
 
 __all__ = [
     "Task",
+    "acancel_pending",
     "adeschedule",
     "aschedule",
     "aschedule_many",
+    "cancel_pending",
     "deschedule",
     "schedule",
     "schedule_many",
-    "set_group_final",
     "task",
 ]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-PRIORITY_LIMIT = 1_000_000
-DEFAULT_PRIORITY = 5
-
-
-@dataclasses.dataclass(frozen=True)
-class _Options:
-    queue: str | None = None
-    priority: int | None = None
-    max_attempts: int | None = None
-    timeout: float | None = None
-
-
-_tasks: dict[str, Task[Any, Any]] = {}
-
 
 class Task(Generic[P, R]):
     """A callable registered with ``@aio_async.task``: allowed to run, and schedulable."""
 
-    def __init__(self, function: Callable[P, R], name: str, options: _Options) -> None:
+    def __init__(self, function: Callable[P, R], target: allow.Target) -> None:
         self.function = function
-        self.name = name
-        self.options = options
+        self.name = target.name
+        self.options = target.options
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -90,6 +90,24 @@ class Task(Generic[P, R]):
         """Schedule a call of this task from async code."""
         return await aschedule(self, args, kwargs, **options)
 
+    def __getattr__(self, name: str) -> NoReturn:
+        hint = _FAMILIAR.get(name)
+        if hint is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        raise AttributeError(f"aio_async tasks have no .{name}(): {hint}")
+
+
+_FAMILIAR = {
+    "delay": "use .schedule([arg, ...], {'key': value}) (or await .aschedule(...))",
+    "apply_async": "use .schedule(args, kwargs, run_after=..., priority=...)",
+    "defer": "use .schedule(args, kwargs) (or await .aschedule(...))",
+    "enqueue": (
+        "use .schedule(args, kwargs); for Django's Tasks API, decorate with django.tasks.task and "
+        "set TASKS to aio_async.backends.AioAsyncBackend"
+    ),
+    "aenqueue": "use await .aschedule(args, kwargs)",
+}
+
 
 @overload
 def task(function: Callable[P, R], /) -> Task[P, R]: ...
@@ -113,81 +131,13 @@ def task(
     timeout: float | None = None,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Register a sync or ``async def`` function as allowed to run, with default options."""
-    options = _Options(
-        queue=None if queue is None else _queue(queue),
-        priority=None if priority is None else _priority(priority),
-        max_attempts=None if max_attempts is None else _max_attempts(max_attempts),
-        timeout=_timeout(timeout),
-    )
+    options = TaskOptions.checked(queue=queue, priority=priority, max_attempts=max_attempts, timeout=timeout)
 
     def decorate(function: Callable[P, R]) -> Task[P, R]:
         task_name = allow.check_name(name) if name is not None else allow.dotted_name(function)
-        wrapped = Task(function, task_name, options)
-        _tasks[task_name] = wrapped
-        allow.register(task_name, function)
-        return wrapped
+        return Task(function, allow.register(task_name, function, options))
 
     return decorate if function is None else decorate(function)
-
-
-def _priority(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > PRIORITY_LIMIT:
-        raise InvalidOption(
-            f"priority must be an integer between -{PRIORITY_LIMIT} and {PRIORITY_LIMIT} "
-            f"(higher runs first), got {value!r}"
-        )
-    return value
-
-
-def _max_attempts(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-        raise InvalidOption(f"max_attempts must be an integer from 1 to 1000, got {value!r}")
-    return value
-
-
-def _queue(value: object) -> str:
-    if not isinstance(value, str) or not value or len(value) > 255:
-        raise InvalidOption(f"queue must be a non-empty string of at most 255 characters, got {value!r}")
-    return value
-
-
-def _timeout(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise InvalidOption(f"timeout must be a positive number of seconds or None, got {value!r}")
-    return float(value)
-
-
-def _meta(value: object) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidOption(f"meta must be a dict, got {type(value).__name__}")
-    try:
-        normalised: dict[str, Any] = json_value(value, "meta")
-    except JSONError as exc:
-        raise InvalidOption(f"{exc}; meta must be JSON") from None
-    return normalised
-
-
-def run_after_value(value: object, now: datetime.datetime) -> datetime.datetime:
-    """When a job becomes due: ``None`` (now), a timedelta from now, or a datetime.
-
-    A naive datetime under ``USE_TZ = True`` is read in the current time zone, as Django's
-    forms read it; an aware one under ``USE_TZ = False`` is converted to local naive time.
-    """
-    if value is None:
-        return now
-    if isinstance(value, datetime.timedelta):
-        return now + value
-    if not isinstance(value, datetime.datetime):
-        raise InvalidOption(f"run_after must be a datetime, a timedelta or None, got {type(value).__name__}")
-    if django_settings.USE_TZ and timezone.is_naive(value):
-        return timezone.make_aware(value)
-    if not django_settings.USE_TZ and timezone.is_aware(value):
-        return timezone.make_naive(value)
-    return value
 
 
 def _name_of(function: object) -> str:
@@ -198,12 +148,20 @@ def _name_of(function: object) -> str:
     if callable(function):
         return allow.dotted_name(function)
     raise InvalidOption(
-        f"function must be a callable or a dotted path such as 'app.tasks.send', got {function!r}"
+        f"function must be a callable or a dotted path such as 'app.tasks.send', got {function!r:.80}"
     )
 
 
+def _first(*values: Any) -> Any:
+    """The first value that is not None (0 and "" are values)."""
+    return next((value for value in values if value is not None), None)
+
+
 #: Job's fields in the order ``Job(*values)`` takes them.
-_ATTNAMES = [field.attname for field in Job._meta.concrete_fields]
+_FIELDS = Job._meta.concrete_fields
+_ATTNAMES = [field.attname for field in _FIELDS]
+#: The fields a new job is written with: all but the id, which the database assigns.
+_INSERTED = tuple(field for field in _FIELDS if not field.primary_key)
 
 
 def job_maker(
@@ -222,30 +180,34 @@ def job_maker(
     checked, before it is written.
     """
     name = _name_of(function)
-    allow.resolve(name)
-    options = _tasks[name].options if name in _tasks else _Options()
+    target = allow.resolve(name)
+    options = target.options
     now = timezone.now()
-    shared_meta = _meta(meta)
+    shared_meta = check_meta(meta)
     fixed = {
         "name": name,
-        "queue": _queue(queue if queue is not None else options.queue or "default"),
-        "priority": _priority(priority if priority is not None else (options.priority or DEFAULT_PRIORITY)),
-        "max_attempts": _max_attempts(
-            max_attempts if max_attempts is not None else options.max_attempts or get_settings().max_attempts
-        ),
-        "timeout": _timeout(timeout if timeout is not None else options.timeout),
+        "queue": check_queue(_first(queue, options.queue, "default")),
+        "priority": check_priority(_first(priority, options.priority, DEFAULT_PRIORITY)),
+        "max_attempts": check_max_attempts(_first(max_attempts, options.max_attempts, get_settings().max_attempts)),
+        "timeout": check_timeout(_first(timeout, options.timeout)),
         "added": now,
         "run_after": run_after_value(run_after, now),
         "status": Status.QUEUED,
     }
     template = [
         fixed[attname] if attname in fixed else field.get_default()
-        for attname, field in zip(_ATTNAMES, Job._meta.concrete_fields, strict=True)
+        for attname, field in zip(_ATTNAMES, _FIELDS, strict=True)
     ]
     at = {attname: _ATTNAMES.index(attname) for attname in ("args", "kwargs", "identity", "meta")}
+    signature = target.signature
 
     def make(args: object, kwargs: object) -> Job:
         job_args, job_kwargs = normalise_arguments(args, kwargs)
+        if signature is not None:
+            try:
+                signature.bind(*job_args, **job_kwargs)
+            except TypeError as exc:
+                raise InvalidArguments(f"the arguments do not fit {name}{signature}: {exc}") from None
         values = template.copy()
         values[at["args"]] = job_args
         values[at["kwargs"]] = job_kwargs
@@ -256,41 +218,64 @@ def job_maker(
     return make
 
 
-def _open_group(group: Group | str, alias: str) -> Group:
-    """The group a new member joins: the given one if still open, or by reference."""
-    if isinstance(group, Group):
-        locked = Group.objects.using(alias).select_for_update().filter(pk=group.pk).first()
-        if locked is None:
-            raise InvalidOption(f"group {group.pk} does not exist (was it saved?)")
-        if locked.jobs.filter(status__in=FINISHED).exists():
-            raise GroupClosed(
-                f"group {locked.reference!r} (id {locked.pk}) already has a finished job, so it "
-                "takes no new one; schedule with group=<reference> to start a new generation"
-            )
-        return locked
-    if not isinstance(group, str) or not group or len(group) > 255:
-        raise InvalidOption(f"group must be a Group or a reference string, got {group!r}")
-    latest = (
-        Group.objects.using(alias)
-        .select_for_update()
-        .filter(reference=group)
-        .order_by("-created", "-id")
-        .first()
-    )
-    if latest is not None and not latest.jobs.filter(status__in=FINISHED).exists():
-        return latest
-    return Group.objects.using(alias).create(
-        reference=group, description=latest.description if latest else ""
+def _not_in_async_code(name: str) -> None:
+    """Refuse a sync call from a running event loop, with the async twin's name."""
+    if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise SynchronousOnlyOperation(
+        f"{name}() was called from async code (an ASGI view or a coroutine), where Django's "
+        f"database connections may not be used: use `await a{name}(...)` instead"
     )
 
 
 def _queue_database(group: object, using: str | None) -> str:
     """The alias to write to, once the group's type and the database's vendor are checked."""
-    if group is not None and not isinstance(group, Group | str):
-        raise InvalidOption(f"group must be a Group or a reference string, got {group!r}")
+    if group is not None and not isinstance(group, Group):
+        check_text(group, "group")
     alias = using or get_settings().database
-    dialects.for_connection(connections[alias])  # a clear error on an unsupported database
+    if alias not in connections:
+        raise InvalidOption(f"using={alias!r} is not a database alias of DATABASES")
+    try:
+        sql.for_vendor(connections[alias].vendor)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{exc}: point AIO_ASYNC['DATABASE'] at a supported alias") from None
     return alias
+
+
+def _insert(jobs: list[Job], alias: str) -> None:
+    """Write new jobs through the caller's connection, in one statement where the database allows."""
+    connection = connections[alias]
+    arrays = connection.vendor == "postgresql" and sql.psycopg3()
+    columns = tuple((str(field.column), str(field.db_type(connection))) for field in _INSERTED)
+    with sql.cursor(connection) as cursor:
+        if arrays:
+            # One statement whatever the count: one value per column, or one array per column.
+            values: list[Any] = []
+            for field in _INSERTED:
+                column = [getattr(job, field.attname) for job in jobs]
+                if field.get_internal_type() == "JSONField":  # sent as text, read as jsonb
+                    column = [None if value is None else json.dumps(value) for value in column]
+                values.append(column if len(jobs) > 1 else column[0])
+            cursor.execute(sql.insert_jobs(columns, len(jobs), arrays=True), values)
+            ids = [pk for (pk,) in cursor.fetchall()]
+        else:
+            size = max(1, connection.ops.bulk_batch_size(list(_INSERTED), jobs))
+            ids = []
+            for start in range(0, len(jobs), size):
+                batch = jobs[start : start + size]
+                cursor.execute(
+                    sql.insert_jobs(columns, len(batch), arrays=False),
+                    [field.get_db_prep_save(getattr(job, field.attname), connection) for job in batch for field in _INSERTED],
+                )
+                ids += [pk for (pk,) in cursor.fetchall()]
+    for job, pk in zip(jobs, ids, strict=True):
+        job.pk = pk
+        job._state.adding = False
+        job._state.db = alias
 
 
 def schedule(
@@ -298,7 +283,7 @@ def schedule(
     args: list[Any] | tuple[Any, ...] | None = None,
     kwargs: dict[str, Any] | None = None,
     priority: int | None = None,
-    run_after: datetime.datetime | datetime.timedelta | None = None,
+    run_after: Any = None,
     group: Group | str | None = None,
     meta: dict[str, Any] | None = None,
     *,
@@ -308,19 +293,18 @@ def schedule(
     using: str | None = None,
 ) -> Job:
     """Put a call of ``function`` in the queue, inside the caller's transaction."""
-    make = job_maker(
-        function, priority, run_after, meta, queue=queue, max_attempts=max_attempts, timeout=timeout
-    )
-    job = make(args, kwargs)
+    _not_in_async_code("schedule")
+    make = job_maker(function, priority, run_after, meta, queue=queue, max_attempts=max_attempts, timeout=timeout)
     alias = _queue_database(group, using)
+    job = make(args, kwargs)
     if group is None:
         # One INSERT: in the caller's transaction, or a transaction of its own. On PostgreSQL
         # a trigger sends the NOTIFY inside that same transaction.
-        insert([job], alias)
+        _insert([job], alias)
         return job
     with transaction.atomic(using=alias):
-        job.group = _open_group(group, alias)
-        insert([job], alias)
+        job.group = Group.objects.using(alias).join(group)
+        _insert([job], alias)
     return job
 
 
@@ -328,7 +312,7 @@ def schedule_many(
     function: Callable[..., Any] | str,
     calls: Iterable[tuple[list[Any] | tuple[Any, ...] | None, dict[str, Any] | None]],
     priority: int | None = None,
-    run_after: datetime.datetime | datetime.timedelta | None = None,
+    run_after: Any = None,
     group: Group | str | None = None,
     meta: dict[str, Any] | None = None,
     *,
@@ -342,9 +326,8 @@ def schedule_many(
     Every call is checked as ``schedule()`` checks it before anything is written; one bad
     call writes nothing at all. The jobs join the caller's transaction like ``schedule()``'s.
     """
-    make = job_maker(
-        function, priority, run_after, meta, queue=queue, max_attempts=max_attempts, timeout=timeout
-    )
+    _not_in_async_code("schedule_many")
+    make = job_maker(function, priority, run_after, meta, queue=queue, max_attempts=max_attempts, timeout=timeout)
     jobs = []
     for index, call in enumerate(calls):
         if not isinstance(call, tuple | list) or len(call) != 2:
@@ -360,11 +343,23 @@ def schedule_many(
         return []
     with transaction.atomic(using=alias):
         if group is not None:
-            joined = _open_group(group, alias)
+            joined = Group.objects.using(alias).join(group)
             for job in jobs:
                 job.group = joined
-        insert(jobs, alias)
+        _insert(jobs, alias)
     return jobs
+
+
+def cancel_pending(jobs: QuerySet[Job]) -> int:
+    """Cancel the jobs in ``jobs`` that have not started, releasing group finals they held back."""
+    alias = jobs.db
+    with transaction.atomic(using=alias):
+        pending = jobs.filter(status__in=(Status.QUEUED, Status.WAITING))
+        groups = set(pending.exclude(group=None).values_list("group_id", flat=True))
+        cancelled: int = pending.update(status=Status.CANCELLED, finished=timezone.now())
+        for group_id in sorted(groups):
+            Group.objects.using(alias).release_final(group_id)
+    return cancelled
 
 
 def deschedule(
@@ -375,28 +370,11 @@ def deschedule(
     using: str | None = None,
 ) -> int:
     """Cancel every job with this name and arguments that has not started; return how many."""
+    _not_in_async_code("deschedule")
     name = _name_of(function)
     job_args, job_kwargs = normalise_arguments(args, kwargs)
-    alias = using or get_settings().database
-    return cancel(Job.objects.using(alias).filter(identity=identity(name, job_args, job_kwargs)))
-
-
-def set_group_final(group: Group, job: Job) -> None:
-    """Make ``job`` the group's final job: it waits until every other member has finished."""
-    alias = job._state.db or get_settings().database
-    if job.group_id != group.pk:
-        raise InvalidOption(
-            f"job {job.pk} is not a member of group {group.reference!r}; schedule it with "
-            "group=<the group> first"
-        )
-    with transaction.atomic(using=alias):
-        Group.objects.using(alias).select_for_update().filter(pk=group.pk).first()
-        if not Job.objects.using(alias).filter(pk=job.pk, status=Status.QUEUED).update(status=Status.WAITING):
-            raise InvalidOption(f"job {job.pk} has already started, so it cannot be a final job")
-        Group.objects.using(alias).filter(pk=group.pk).update(final=job)
-        release_final(group.pk, alias)
-    group.final = job
-    job.refresh_from_db(using=alias, fields=["status"])
+    alias = _queue_database(None, using)
+    return cancel_pending(Job.objects.using(alias).filter(identity=identity(name, job_args, job_kwargs)))
 
 
 aschedule = sync_to_async(schedule, thread_sensitive=True)
@@ -405,3 +383,5 @@ aschedule_many = sync_to_async(schedule_many, thread_sensitive=True)
 aschedule_many.__doc__ = "Schedule many calls of ``function`` in one INSERT, from async code."
 adeschedule = sync_to_async(deschedule, thread_sensitive=True)
 adeschedule.__doc__ = "Cancel matching jobs that have not started, from async code."
+acancel_pending = sync_to_async(cancel_pending, thread_sensitive=True)
+acancel_pending.__doc__ = "Cancel the jobs of a queryset that have not started, from async code."

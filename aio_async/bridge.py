@@ -1,89 +1,66 @@
-"""Everything that crosses the line between the asyncio loop and Django's sync ORM.
+"""What crosses the line from the loop to Django's sync ORM: a sync job's attempt in a thread.
 
-A sync job runs in a worker thread through ``sync_to_async(thread_sensitive=False)``: its
-own work and its fenced completion write happen inside one ``transaction.atomic()`` in one
-sync function, because the next bridged call may land on another thread and connection
-(DESIGN promise 2). Connections are tidied with ``close_old_connections()`` before and after
-every job, so a broken or expired connection is never reused.
+A sync job runs in a worker thread (``sync_to_async(thread_sensitive=False)``): its own work
+and its fenced completion write happen inside one ``transaction.atomic()`` in one sync
+function, because the next bridged call may land on another thread and connection (DESIGN
+promise 2). A failure is recorded after the rollback, in a new transaction, on the same
+thread and connection.
 
-The queue's own bookkeeping runs on Django's async ORM thread (``thread_sensitive=True``):
-rescue, release, recorded failures, and, where the database has no asyncio connection of
-the worker's own (SQLite), claims and leases too. On PostgreSQL, claims, lease renewals and
-coroutine jobs' completions go through that direct connection, on the loop.
+A worker thread is not a request: its connection stays open from job to job whatever
+``CONN_MAX_AGE`` says (that setting is for web processes, where connections come and go with
+requests), and is closed only when it broke or, after a long idle spell, fails its health
+check. A connection is never shared between threads.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import dataclasses
 import datetime
-import enum
-import functools
-import logging
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+import time
+from collections.abc import Callable
+from typing import Any
 
-from asgiref.sync import iscoroutinefunction, sync_to_async
-from django.db import InterfaceError, OperationalError, connections, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
-from aio_async import allow, dialects, store
+from aio_async import operations, sql
 from aio_async.conf import QueueSettings
-from aio_async.errors import FunctionNotFound, ResultNotJSON, ScheduleError
-from aio_async.models import Job
-from aio_async.payload import JSONError, json_value, normalise_arguments
+from aio_async.errors import ResultNotJSON
+from aio_async.operations import Attempt, ErrorInfo, Outcome
+from aio_async.payload import JSONError, json_value
 
-__all__ = ["Bridge", "Outcome"]
+__all__ = ["JobThread", "NoConnection", "connection_lost", "result_value", "tidy_connections"]
 
-logger = logging.getLogger("aio_async.bridge")
+#: A job thread's connection idle for longer than this is checked before it is used again.
+HEALTH_CHECK_AFTER = 30.0
 
-T = TypeVar("T")
-
-
-class Outcome(enum.Enum):
-    """How one attempt of a job ended."""
-
-    SUCCEEDED = "succeeded"
-    RETRYING = "retrying"
-    FAILED = "failed"
-    LEASE_LOST = "lease_lost"
-    RELEASED = "released"
+_idle_since = threading.local()
 
 
-def close_old_connections() -> None:
-    """Django's ``close_old_connections()``, sparing a connection inside a caller's transaction.
+class NoConnection(Exception):
+    """The job's thread could not reach the database before the job started."""
 
-    Closes connections that are broken or past ``CONN_MAX_AGE``, as the end of a request
-    would. A connection in an atomic block (a test running jobs inside its transaction) is
-    the caller's to manage.
+
+class _NotCommitted(Exception):
+    """The job returned past its deadline, or its lease was taken over: its work rolls back."""
+
+
+def tidy_connections() -> None:
+    """Close this thread's connections that broke, or that fail a check after a long idle spell.
+
+    Django's ``close_old_connections()`` would also close them when they outlive
+    ``CONN_MAX_AGE``, which is 0 by default: a new connection per job. A worker keeps them.
     """
+    idle = time.monotonic() - getattr(_idle_since, "moment", time.monotonic())
     for connection in connections.all(initialized_only=True):
-        if not connection.in_atomic_block:
-            connection.close_if_unusable_or_obsolete()
-
-
-def discard_broken_connections() -> None:
-    """Close connections that raised and are no longer usable (the database restarted)."""
-    for connection in connections.all(initialized_only=True):
-        if connection.errors_occurred and not connection.in_atomic_block and not connection.is_usable():
-            connection.close()
-
-
-def _discarding_broken(function: Callable[..., T]) -> Callable[..., T]:
-    def call(*args: Any, **kwargs: Any) -> T:
-        discard_broken_connections()
-        return function(*args, **kwargs)
-
-    return call
-
-
-def _result(value: object) -> Any:
-    try:
-        return json_value(value, "the result")
-    except JSONError as exc:
-        raise ResultNotJSON(f"{exc}; return JSON (or nothing) from a job") from None
+        if connection.connection is None or connection.in_atomic_block:
+            continue
+        connection.close_at = None  # a worker thread is not a request: CONN_MAX_AGE is not for it
+        if idle > HEALTH_CHECK_AFTER:
+            connection.errors_occurred = True  # have Django check it with a round trip
+        connection.close_if_unusable_or_obsolete()
+    _idle_since.moment = time.monotonic()
 
 
 def connection_lost(exc: BaseException, alias: str) -> bool:
@@ -94,370 +71,82 @@ def connection_lost(exc: BaseException, alias: str) -> bool:
     return connection.connection is None or not connection.is_usable()
 
 
-def _reconnecting(job: Job, write: Callable[[], T]) -> T:
-    """Run ``write``; if the connection turns out to be dead (killed while idle), reconnect once."""
+def result_value(value: object) -> Any:
+    """A job's return value as stored JSON, or ResultNotJSON."""
     try:
-        return write()
-    except (OperationalError, InterfaceError) as exc:
-        if not connection_lost(exc, job._state.db or "default"):
-            raise
-        logger.info(
-            "Reconnecting to record job %s: %s", job.pk, exc, extra={"action": "reconnect", "job_id": job.pk}
-        )
-        connections[job._state.db or "default"].close()
-        return write()
+        return json_value(value, "the result")
+    except JSONError as exc:
+        raise ResultNotJSON(f"{exc}; return JSON (or nothing) from a job") from None
 
 
-def _record_failure(
-    job: Job,
-    error: store.ErrorInfo,
-    worker: str,
-    settings: QueueSettings,
-    *,
-    final: bool = False,
-    retry_now: bool = False,
-) -> Outcome:
-    close_old_connections()
-    try:
-        status = store.fail(job, error, worker, settings, final=final, retry_now=retry_now)
-    except store.LeaseLost:
-        logger.warning(
-            "Job %s failed, but its lease was lost; the failure is not recorded",
-            job.pk,
-            extra={"action": "lease_lost", "job_id": job.pk, "worker": worker},
-        )
-        return Outcome.LEASE_LOST
-    logger.info(
-        "Job %s (%s) attempt %s failed: %s: %s",
-        job.pk,
-        job.name,
-        job.attempts,
-        error.exception,
-        error.message,
-        extra={"action": "job_failed" if status == "failed" else "job_retrying", "job_id": job.pk},
-    )
-    return Outcome.FAILED if status == "failed" else Outcome.RETRYING
-
-
-def _complete_or_lose(job: Job, worker: str, work: Callable[[], Any]) -> Outcome:
-    """Run ``work`` and the fenced completion write in one transaction."""
-    alias = job._state.db or "default"
-    try:
-        with transaction.atomic(using=alias):
-            result = _result(work())
-            store.complete(job, result, worker)
-    except store.LeaseLost:
-        logger.warning(
-            "Job %s finished, but its lease was taken over; its transaction rolled back",
-            job.pk,
-            extra={"action": "lease_lost", "job_id": job.pk, "worker": worker},
-        )
-        return Outcome.LEASE_LOST
-    logger.debug("Job %s succeeded", job.pk, extra={"action": "job_succeeded", "job_id": job.pk})
-    return Outcome.SUCCEEDED
-
-
-def run_sync_job(
-    job: Job,
-    function: Callable[..., Any],
-    args: list[Any],
-    kwargs: dict[str, Any],
-    worker: str,
-    settings: QueueSettings,
-) -> Outcome:
-    """Run a sync job and its completion atomically in this thread; record a failure after."""
-    close_old_connections()
-    try:
-        try:
-            return _complete_or_lose(job, worker, lambda: function(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - SystemExit in a job must not stop the worker
-            error = store.ErrorInfo.from_exception(exc)
-            lost = connection_lost(exc, job._state.db or "default")
-        # A connection that died under the job (a database restart, a killed backend) is not
-        # the job's fault: it is retried at once, on a new connection.
-        return _record_failure(job, error, worker, settings, retry_now=lost)
-    finally:
-        close_old_connections()
-
-
-def complete_coroutine_jobs(finished: list[tuple[Job, Any]], worker: str) -> list[Outcome]:
-    """Write finished coroutine jobs' completions, each fenced, in one transaction.
-
-    Runs on the thread of Django's async ORM (``thread_sensitive=True``), whose connection
-    the jobs themselves used, and tidies it first, as the end of a request would.
-    """
-    close_old_connections()
-    held = _reconnecting(finished[0][0], lambda: store.complete_many(finished, worker))
-    for (job, _), kept in zip(finished, held, strict=True):
-        if not kept:
-            logger.warning(
-                "Job %s finished, but its lease was taken over; its completion is not recorded",
-                job.pk,
-                extra={"action": "lease_lost", "job_id": job.pk, "worker": worker},
-            )
-    return [Outcome.SUCCEEDED if kept else Outcome.LEASE_LOST for kept in held]
-
-
-def fail_coroutine_job(
-    job: Job, exc: BaseException, error: store.ErrorInfo, worker: str, settings: QueueSettings
-) -> Outcome:
-    """Record a coroutine job's failed attempt, on the async ORM's thread, whose connection it used."""
-    lost = connection_lost(exc, job._state.db or "default")
-    return fail_job(job, error, worker, settings, False, retry_now=lost)
-
-
-def fail_job(
-    job: Job,
-    error: store.ErrorInfo,
-    worker: str,
-    settings: QueueSettings,
-    final: bool,
-    retry_now: bool = False,
-) -> Outcome:
-    """Record a failed attempt from the loop's side (coroutine jobs, refused rows)."""
-    close_old_connections()
-    try:
-        return _reconnecting(
-            job, lambda: _record_failure(job, error, worker, settings, final=final, retry_now=retry_now)
-        )
-    finally:
-        close_old_connections()
-
-
-def prepare(job: Job) -> tuple[Callable[..., Any], list[Any], dict[str, Any]]:
-    """The callable and arguments a claimed row names, checked again (rows can be forged)."""
-    function = allow.resolve(job.name)
-    args, kwargs = normalise_arguments(job.args, job.kwargs)
-    return function, args, kwargs
-
-
-def refuse(job: Job, exc: ScheduleError, worker: str, settings: QueueSettings) -> Outcome:
-    """Record a row that cannot run: retried if its name does not import, else failed now."""
-    # A name that does not import may be a deploy in progress, so it is retried; a callable
-    # that is not allowed or not callable, or arguments that are not JSON, never will run.
-    final = not isinstance(exc, FunctionNotFound)
-    return fail_job(job, store.ErrorInfo.from_exception(exc), worker, settings, final)
-
-
-#: Whether an allowed callable is a coroutine function, asked once per callable.
-_is_coroutine = functools.cache(iscoroutinefunction)
-
-
-def _close_connections() -> None:
-    connections.close_all()
-
-
-_in_async_orm_thread_complete = sync_to_async(complete_coroutine_jobs, thread_sensitive=True)
-_in_async_orm_thread_fail = sync_to_async(fail_coroutine_job, thread_sensitive=True)
-_close_async_orm_connection = sync_to_async(_close_connections, thread_sensitive=True)
-
-
-@dataclasses.dataclass
-class Bridge:
-    """The worker's side of the line: thread pools and the bridged queue operations."""
+@dataclasses.dataclass(frozen=True)
+class JobThread:
+    """Runs sync jobs' attempts in the calling thread, for one worker."""
 
     alias: str
-    worker: str
+    worker_id: str
     settings: QueueSettings
-    concurrency: int
-    jobs_pool: concurrent.futures.ThreadPoolExecutor = dataclasses.field(init=False)
 
-    def __post_init__(self) -> None:
-        self._finished: list[tuple[Job, Any, asyncio.Future[Outcome]]] = []
-        self._recorder: asyncio.Task[None] | None = None
-        self.jobs_pool = concurrent.futures.ThreadPoolExecutor(
-            self.concurrency, thread_name_prefix="aio_async-job"
-        )
-        connection = connections[self.alias]
-        self.direct = dialects.for_connection(connection).direct(connection)
+    def run(
+        self, attempt: Attempt, call: Callable[[], Any], returned: Callable[[], None] = lambda: None
+    ) -> tuple[Outcome, ErrorInfo | None]:
+        """Run ``call`` and the attempt's completion in one transaction; record a failure after.
 
-    def _control(self, function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
-        # The async ORM's thread keeps its connection for the queue's bookkeeping, whatever
-        # CONN_MAX_AGE says, and replaces it only once it is broken.
-        return sync_to_async(_discarding_broken(function), thread_sensitive=True)
-
-    def _in_job_thread(self, function: Callable[..., T]) -> Callable[..., Awaitable[T]]:
-        return sync_to_async(function, thread_sensitive=False, executor=self.jobs_pool)
-
-    async def claim(
-        self, limit: int, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
-    ) -> list[Job]:
-        """Lease up to ``limit`` due jobs to this worker."""
-        if self.direct is not None:
-            now = timezone.now()
-            lease_until = now + datetime.timedelta(seconds=self.settings.lease_seconds)
-            queues = self.settings.queues
-            return await self.direct.claim(
-                dialects.Claim(self.worker, queues, limit, now, lease_until, include, exclude)
-            )
-        return await self._control(store.claim)(
-            self.alias,
-            worker=self.worker,
-            queues=self.settings.queues,
-            limit=limit,
-            lease_seconds=self.settings.lease_seconds,
-            include=include,
-            exclude=exclude,
-        )
-
-    async def heartbeat(self, job_ids: list[int]) -> int:
-        """Extend this worker's leases on ``job_ids``."""
-        if self.direct is not None and job_ids:
-            until = timezone.now() + datetime.timedelta(seconds=self.settings.lease_seconds)
-            return await self.direct.heartbeat(job_ids, self.worker, until)
-        return await self._control(store.heartbeat)(
-            self.alias, job_ids, self.worker, self.settings.lease_seconds
-        )
-
-    async def rescue(self) -> list[int]:
-        """Requeue jobs whose lease expired (their worker is gone)."""
-        return await self._control(store.rescue)(self.alias, self.worker, self.settings)
-
-    async def release(self, job: Job) -> bool:
-        """Give a job back to the queue without using up its attempt."""
-        return await self._control(store.release)(job, self.worker)
-
-    async def run(self, job: Job, ran: Callable[[], None] = lambda: None) -> Outcome:
-        """Run one claimed job to the end of its attempt and record how it ended.
-
-        ``ran`` is called once a coroutine job's function has returned or raised, before its
-        outcome is written: the job no longer needs its slot.
+        ``returned`` is called as soon as the job's function returned or raised, before the
+        commit: the worker may claim the next job for this slot meanwhile. A job that returns
+        past its deadline (``started + timeout``) is not committed: the worker has failed it
+        already. NoConnection is raised, with nothing written, when the database cannot be
+        reached before the job starts.
         """
+        tidy_connections()
+        connection = connections[self.alias]
         try:
-            function, args, kwargs = prepare(job)
-        except ScheduleError as exc:
-            return await self._control(refuse)(job, exc, self.worker, self.settings)
-        if _is_coroutine(function):
-            return await self._run_coroutine(job, function, args, kwargs, ran)
-        future = asyncio.ensure_future(
-            self._in_job_thread(run_sync_job)(job, function, args, kwargs, self.worker, self.settings)
-        )
+            connection.ensure_connection()
+        except DatabaseError as exc:
+            raise NoConnection(str(exc)) from exc
+        dialect = sql.for_vendor(connection.vendor)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), job.timeout)
-        except TimeoutError:
-            return await self._overran(job, future)
-        except asyncio.CancelledError:
-            # A thread cannot be stopped: let the job and its own records finish first.
-            await future
-            raise
-
-    async def _overran(self, job: Job, future: asyncio.Future[Outcome]) -> Outcome:
-        """Fail a sync job past its timeout now; fencing refuses its thread's late completion."""
-        error = store.ErrorInfo(
-            exception="TimeoutError",
-            message=(
-                f"the job ran past its timeout of {job.timeout:g} s; its thread cannot be "
-                "stopped, so whatever it commits later is rolled back by the lease check"
-            ),
-            traceback="",
-        )
-        outcome = await self._control(fail_job)(job, error, self.worker, self.settings, False)
-
-        def late(done: asyncio.Future[Outcome]) -> None:
-            if not done.cancelled() and done.exception() is None:
-                logger.warning(
-                    "Job %s finished after its timeout: %s",
-                    job.pk,
-                    done.result().value,
-                    extra={"action": "job_finished_late", "job_id": job.pk},
-                )
-
-        future.add_done_callback(late)
-        return outcome
-
-    async def _run_coroutine(
-        self,
-        job: Job,
-        function: Callable[..., Any],
-        args: list[Any],
-        kwargs: dict[str, Any],
-        ran: Callable[[], None],
-    ) -> Outcome:
-        try:
-            if job.timeout is None:
-                value = await function(*args, **kwargs)
+            try:
+                with transaction.atomic(using=self.alias):
+                    try:
+                        result = result_value(call())
+                    finally:
+                        returned()
+                    if self._overran(attempt):
+                        raise _NotCommitted
+                    now = timezone.now()
+                    held = sql.run_on(connection, operations.complete(dialect, [(attempt, result)], self.worker_id, now))
+                    if not held:
+                        raise _NotCommitted  # the lease was taken over
+            except _NotCommitted:
+                return Outcome.LEASE_LOST, None
+            except BaseException as exc:  # noqa: BLE001 - SystemExit in a job must not stop the worker
+                error = ErrorInfo.from_exception(exc)
+                lost = connection_lost(exc, self.alias)
             else:
-                async with asyncio.timeout(job.timeout):
-                    value = await function(*args, **kwargs)
-            result = _result(value)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - recorded, the worker lives on
-            error = store.ErrorInfo.from_exception(exc)
-            ran()
-            return await asyncio.shield(
-                _in_async_orm_thread_fail(job, exc, error, self.worker, self.settings)
-            )
-        ran()
-        return await self._complete_coroutine(job, result)
+                return Outcome.SUCCEEDED, None
+            # A connection that died under the job (a database restart, a killed backend) is
+            # not the job's fault: it is retried at once, on a new connection.
+            return self.record_failure(attempt, error, retry_now=lost), error
+        finally:
+            tidy_connections()
 
-    async def _complete_coroutine(self, job: Job, result: Any) -> Outcome:
-        """Queue the completion; completions that pile up while one is written go in one batch."""
-        outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._finished.append((job, result, outcome))
-        if self._recorder is None or self._recorder.done():
-            self._recorder = asyncio.create_task(self._record_finished(), name="record-completions")
-        return await outcome  # cancelled with its job: the batch then leaves it alone
+    def _overran(self, attempt: Attempt) -> bool:
+        if attempt.timeout is None or attempt.started is None:
+            return False
+        return timezone.now() > attempt.started + datetime.timedelta(seconds=attempt.timeout)
 
-    async def _record_finished(self) -> None:
-        while self._finished:
-            batch, self._finished = self._finished, []
-            # A group member's completion may release its group's final job, in the same
-            # transaction: that takes the ORM. The rest go in one statement where they can.
-            direct: list[tuple[Job, Any, asyncio.Future[Outcome]]] = []
-            through_orm: list[tuple[Job, Any, asyncio.Future[Outcome]]] = []
-            for item in batch:
-                (direct if self.direct is not None and item[0].group_id is None else through_orm).append(item)
-            for items, record in ((direct, self._complete_directly), (through_orm, self._complete_in_orm)):
-                if not items:
-                    continue
-                try:
-                    outcomes = await record([(job, result) for job, result, _ in items])
-                except Exception as exc:  # noqa: BLE001 - each job's task reports it
-                    for _, _, outcome in items:
-                        if not outcome.done():
-                            outcome.set_exception(exc)
-                    continue
-                for (_, _, outcome), value in zip(items, outcomes, strict=True):
-                    if not outcome.done():
-                        outcome.set_result(value)
-
-    async def _complete_in_orm(self, finished: list[tuple[Job, Any]]) -> list[Outcome]:
-        return await _in_async_orm_thread_complete(finished, self.worker)
-
-    async def _complete_directly(self, finished: list[tuple[Job, Any]]) -> list[Outcome]:
-        assert self.direct is not None
-        held = await self.direct.complete(finished, self.worker, timezone.now())
-        outcomes = []
-        for job, _ in finished:
-            if job.pk in held:
-                outcomes.append(Outcome.SUCCEEDED)
-                continue
-            logger.warning(
-                "Job %s finished, but its lease was taken over; its completion is not recorded",
-                job.pk,
-                extra={"action": "lease_lost", "job_id": job.pk, "worker": self.worker},
-            )
-            outcomes.append(Outcome.LEASE_LOST)
-        return outcomes
-
-    async def close(self) -> None:
-        """Close every thread's database connection and stop the pools."""
-        if self._recorder is not None:
-            await self._recorder
-        if self.direct is not None:
-            await self.direct.close()
-        await _close_async_orm_connection()
-        # Each pool thread owns its own connection; a barrier gives every thread one close.
-        barrier = threading.Barrier(self.concurrency)
-
-        def close_here() -> None:
-            barrier.wait(timeout=30)
-            connections.close_all()
-
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(self.jobs_pool, close_here) for _ in range(self.concurrency)),
-            return_exceptions=True,
-        )
-        self.jobs_pool.shutdown(wait=False)
+    def record_failure(
+        self, attempt: Attempt, error: ErrorInfo, *, final: bool = False, retry_now: bool = False
+    ) -> Outcome:
+        """Record a failed attempt in a new transaction on this thread's connection."""
+        tidy_connections()
+        now = timezone.now()
+        decided = operations.verdict(attempt, self.settings, now, final=final, retry_now=retry_now)
+        connection = connections[self.alias]
+        op = operations.fail(sql.for_vendor(connection.vendor), attempt, error, self.worker_id, decided, now)
+        with transaction.atomic(using=self.alias):
+            recorded = sql.run_on(connection, op)
+        if not recorded:
+            return Outcome.LEASE_LOST
+        return Outcome.FAILED if decided.give_up else Outcome.RETRYING

@@ -8,7 +8,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
-from aio_async import dialects
+from aio_async import sql
 from aio_async.conf import get_settings
 
 
@@ -17,7 +17,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     """AIO_ASYNC is valid and its DATABASE is PostgreSQL or SQLite."""
     try:
         settings = get_settings()
-        dialects.for_connection(connections[settings.database])
-    except ImproperlyConfigured as exc:
+        sql.for_vendor(connections[settings.database].vendor)
+    except (ImproperlyConfigured, ValueError) as exc:
         return [checks.Error(str(exc), id="aio_async.E001")]
     return []

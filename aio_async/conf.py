@@ -46,6 +46,7 @@ class QueueSettings:
     heartbeat_interval: float | None = None
     rescue_interval: float | None = None
     shutdown_timeout: float = 30.0
+    prepared: bool = True
 
     @property
     def heartbeat_every(self) -> float:
@@ -121,6 +122,10 @@ def parse_settings(raw: object) -> QueueSettings:
             values[name] = _names(key, value)
         elif key in ("MAX_ATTEMPTS", "CONCURRENCY"):
             values[name] = _integer(key, value, minimum=1)
+        elif key == "PREPARED":
+            if not isinstance(value, bool):
+                raise ImproperlyConfigured(f"AIO_ASYNC['PREPARED'] must be True or False, got {value!r}.")
+            values[name] = value
         elif key == "BACKOFF":
             values[name] = _backoff(value)
         elif key == "DATABASE":

@@ -10,9 +10,12 @@ The hierarchy::
     │   ├── InvalidArguments           args or kwargs are not JSON (or not a list / a dict)
     │   ├── InvalidOption              priority, max_attempts, queue, timeout, meta, run_after
     │   └── GroupClosed                the group already has a finished member
-    └── JobFailure                     raised inside the worker; recorded as an Error row
+    └── JobFailure                     recorded as an Error row by the worker
         ├── ResultNotJSON              the job returned a value that is not JSON
-        └── JobRefused                 the row names a callable the worker may not run
+        ├── JobRefused                 the row cannot run: a callable that is not allowed,
+        │                              arguments that do not decode or do not fit
+        └── WorkerLost                 the job's worker stopped renewing its lease (killed,
+                                       crashed, stalled) while the job ran
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ __all__ = [
     "ResultNotJSON",
     "ScheduleError",
     "TaskNotAllowed",
+    "WorkerLost",
 ]
 
 
@@ -73,4 +77,8 @@ class ResultNotJSON(JobFailure):
 
 
 class JobRefused(JobFailure):
-    """The worker refused to run the row's callable."""
+    """The worker refused to run the row: its callable, arguments or options cannot run."""
+
+
+class WorkerLost(JobFailure):
+    """The job's worker stopped renewing its lease while the job ran; another worker rescued it."""

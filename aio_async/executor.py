@@ -1,10 +1,17 @@
-"""The worker: one asyncio loop that waits, claims, dispatches and keeps leases alive.
+"""The worker: one asyncio loop that waits, claims, runs and keeps leases alive.
 
-It knows nothing of SQL: every database operation is a named call on the Bridge, and the
-wake-up channel comes from the database's dialect. Shutdown is a small state machine: a stop
-request stops claiming; running jobs get ``shutdown_timeout`` seconds to finish; coroutine
-jobs still running then are cancelled and their leases released, so they are requeued
-without losing an attempt.
+It knows nothing of SQL or of database dialects: every database operation is a call on the
+``Store``. A worker claims only for its free slots, so it never holds a job it cannot start
+while another worker could: a slot is free once its job's function has returned (the
+completion may still be committing), and a claim takes every free slot in one statement.
+
+How one attempt runs: a coroutine job is awaited on the loop (cancelled at its timeout); a
+sync job runs in a job thread with its completion in the same transaction (``bridge``); a
+sync job past its timeout is failed at once and its late commit refused.
+
+Shutdown is a small state machine: a stop request stops claiming; running jobs get
+``shutdown_timeout`` seconds to finish; coroutine jobs still running then are cancelled and
+released, their attempt excused; sync jobs, which cannot be interrupted, are waited for.
 """
 
 from __future__ import annotations
@@ -13,21 +20,24 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from asgiref.sync import iscoroutinefunction
-from django.db import connections
-
-from aio_async import allow, dialects
-from aio_async.bridge import Bridge, Outcome
+from aio_async import allow
+from aio_async.bridge import NoConnection, result_value
 from aio_async.conf import QueueSettings, get_settings
-from aio_async.models import Job
+from aio_async.errors import FunctionNotFound, JobRefused
+from aio_async.log import job_event, job_finished
+from aio_async.operations import Attempt, ErrorInfo, Outcome
+from aio_async.store import Store, open_store
 
-__all__ = ["Executor", "worker_id"]
+__all__ = ["Executor", "new_worker_id"]
 
 logger = logging.getLogger("aio_async.executor")
 
@@ -35,9 +45,16 @@ logger = logging.getLogger("aio_async.executor")
 MAX_BACKOFF = 30.0
 
 
-def worker_id() -> str:
-    """This process's worker id: host, pid and a random part."""
+def new_worker_id() -> str:
+    """A worker id for this process: host, pid and a random part."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclasses.dataclass
+class _Running:
+    attempt: Attempt
+    task: asyncio.Task[Outcome]
+    coroutine: bool = False
 
 
 @dataclasses.dataclass
@@ -45,20 +62,24 @@ class Executor:
     """Runs queued jobs until stopped (``run``) or until none is due (``run(until_empty=True)``)."""
 
     settings: QueueSettings = dataclasses.field(default_factory=get_settings)
-    worker: str = dataclasses.field(default_factory=worker_id)
+    worker_id: str = dataclasses.field(default_factory=new_worker_id)
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     max_jobs: int | None = None
+    #: The store to use; by default the one for the queue's database.
+    store: Store | None = None
 
     def __post_init__(self) -> None:
         self.outcomes: collections.Counter[Outcome] = collections.Counter()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
-        self._running: dict[int, tuple[Job, asyncio.Task[Outcome]]] = {}
-        #: Jobs whose function is running: each holds one of the ``concurrency`` slots. A
-        #: coroutine job gives its slot back once it returns, before its completion is written.
-        self._busy: set[int] = set()
-        self._ready: collections.deque[Job] = collections.deque()
+        self._running: dict[int, _Running] = {}
+        #: Jobs whose function is running, with their attempt number: each holds a slot.
+        self._busy: dict[int, int] = {}
+        #: An isolated job runs: nothing else is claimed until it has finished.
+        self._isolating = False
+        #: Slots this worker may fill: the concurrency, lowered while connections are short.
+        self.capacity = self.settings.concurrency
         self._claimed = 0
 
     @property
@@ -69,49 +90,48 @@ class Executor:
     def stop(self) -> None:
         """Ask the worker to stop claiming and finish (safe to call more than once)."""
         if not self._stop.is_set():
-            logger.info("Stopping worker %s", self.worker, extra={"action": "stopping_worker"})
+            logger.info("Stopping worker %s", self.worker_id, extra={"action": "stopping_worker"})
         self._stop.set()
         self._wake.set()
 
     async def run(self, *, until_empty: bool = False) -> collections.Counter[Outcome]:
         """Run jobs until stopped, or until no job is due when ``until_empty``; count outcomes."""
-        bridge = Bridge(
-            alias=self.settings.database,
-            worker=self.worker,
-            settings=self.settings,
-            concurrency=self.concurrency,
+        store = self.store or open_store(
+            self.settings, self.worker_id, include=self.include, exclude=self.exclude
         )
-        logger.info(
-            "Worker %s started on queues %s (concurrency %s)",
-            self.worker,
-            ",".join(self.settings.queues),
-            self.concurrency,
-            extra={"action": "start_worker", "worker": self.worker},
-        )
-        side_tasks = [
-            asyncio.create_task(
-                self._every(self.settings.heartbeat_every, self._heartbeat, bridge), name="heartbeat"
-            ),
-            asyncio.create_task(self._every(self.settings.rescue_every, self._rescue, bridge), name="rescue"),
-        ]
-        if not until_empty:
-            side_tasks.append(asyncio.create_task(self._listen(), name="listen"))
-        for side in side_tasks:
-            side.add_done_callback(self._side_task_done)
         try:
-            await self._loop(bridge, until_empty)
-            await self._drain(bridge)
-        finally:
-            for side in side_tasks:
-                side.cancel()
-            await asyncio.gather(*side_tasks, return_exceptions=True)
-            await bridge.close()
+            for problem in await store.check():
+                logger.warning("%s", problem, extra={"action": "worker_check"})
             logger.info(
-                "Worker %s stopped: %s",
-                self.worker,
-                {outcome.value: count for outcome, count in self.outcomes.items()},
-                extra={"action": "stop_worker", "worker": self.worker},
+                "Worker %s started on queues %s (concurrency %s)",
+                self.worker_id,
+                ",".join(self.settings.queues),
+                self.concurrency,
+                extra={"action": "start_worker", "worker_id": self.worker_id},
             )
+            side_tasks = [
+                asyncio.create_task(self._every(self.settings.heartbeat_every, self._heartbeat, store), name="heartbeat"),
+                asyncio.create_task(self._every(self.settings.rescue_every, self._rescue, store), name="rescue"),
+            ]
+            if not until_empty:
+                side_tasks.append(asyncio.create_task(self._listen(store), name="listen"))
+            for side in side_tasks:
+                side.add_done_callback(self._side_task_done)
+            try:
+                await self._loop(store, until_empty)
+                await self._drain(store)
+            finally:
+                for side in side_tasks:
+                    side.cancel()
+                await asyncio.gather(*side_tasks, return_exceptions=True)
+        finally:
+            await store.close()
+        logger.info(
+            "Worker %s stopped: %s",
+            self.worker_id,
+            {outcome.value: count for outcome, count in self.outcomes.items()},
+            extra={"action": "stop_worker", "worker_id": self.worker_id},
+        )
         return self.outcomes
 
     def _side_task_done(self, task: asyncio.Task[None]) -> None:
@@ -124,24 +144,20 @@ class Executor:
             )
             self.stop()
 
-    async def _loop(self, bridge: Bridge, until_empty: bool) -> None:
-        """Claim in batches into a small buffer; finished jobs refill their slot from it.
+    # Claiming ---------------------------------------------------------------------------
 
-        Up to ``concurrency`` jobs wait in the buffer beside the ``concurrency`` running ones,
-        so one claim serves many jobs and a slot never waits for a round trip. Buffered jobs
-        are leased like running ones (heartbeat, release on stop, rescue if the worker dies).
-        """
+    async def _loop(self, store: Store, until_empty: bool) -> None:
+        """Claim for the free slots whenever one frees up, a job is due, or the poll says so."""
         failures = 0
         while not self._stop.is_set():
             self._wake.clear()
-            self._fill_slots(bridge)
-            want = 2 * self.concurrency - len(self._busy) - len(self._ready)
+            free = self.capacity - len(self._busy)
             if self.max_jobs is not None:
-                want = min(want, self.max_jobs - self._claimed)
-            jobs: list[Job] = []
-            if want > 0 and len(self._ready) <= self.concurrency // 2:
+                free = min(free, self.max_jobs - self._claimed)
+            attempts: list[Attempt] = []
+            if free > 0 and not self._isolating:
                 try:
-                    jobs = await bridge.claim(want, self.include, self.exclude)
+                    attempts = await store.claim(free, alone=not self._busy)
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - the database may come back
                     failures += 1
@@ -151,54 +167,51 @@ class Executor:
                         type(exc).__name__,
                         exc,
                         delay,
-                        extra={"action": "claim_failed", "worker": self.worker},
+                        extra={"action": "claim_failed", "worker_id": self.worker_id},
                     )
-                    await self._sleep(delay)
+                    await self._pause(delay)
                     continue
-                self._claimed += len(jobs)
-                self._ready.extend(jobs)
-                self._fill_slots(bridge)
-            idle = not self._running and not self._ready
+                self._claimed += len(attempts)
+                for attempt in attempts:
+                    self._start(store, attempt)
+            idle = not self._running
             if idle and self.max_jobs is not None and self._claimed >= self.max_jobs:
                 return
             # A job that finished while the claim was in flight may have queued more work
             # (a retry due now, a group's final job): then the wake-up is set; claim again.
-            if idle and until_empty and not jobs and not self._wake.is_set():
+            if idle and until_empty and not attempts and not self._wake.is_set():
                 return
-            if jobs and len(jobs) == want:
-                continue  # a full batch: there may be more due jobs to claim right away
-            # With jobs in hand, the next event is a job finishing; otherwise poll.
-            await self._sleep(None if self._running or self._ready else self.settings.poll_interval)
+            if attempts and len(attempts) == free:
+                continue  # every free slot filled: more may be due as soon as one frees up
+            await self._sleep(self.settings.poll_interval)
 
     async def _sleep(self, timeout: float | None) -> None:  # noqa: ASYNC109 - waits on an event
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    def _fill_slots(self, bridge: Bridge) -> None:
-        while self._ready and len(self._busy) < self.concurrency and not self._stop.is_set():
-            self._start(bridge, self._ready.popleft())
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` whatever wakes the worker, unless it is stopped."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
 
-    def _start(self, bridge: Bridge, job: Job) -> None:
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "Job %s (%s) started, attempt %s",
-                job.pk,
-                job.name,
-                job.attempts,
-                extra={"action": "job_started", "job_id": job.pk, "worker": self.worker},
-            )
-        task = asyncio.create_task(bridge.run(job, lambda: self._ran(bridge, job)), name=f"job-{job.pk}")
-        self._running[job.pk] = (job, task)
-        self._busy.add(job.pk)
-        task.add_done_callback(lambda done: self._finished(bridge, job, done))
+    def _start(self, store: Store, attempt: Attempt) -> None:
+        task = asyncio.create_task(self._attempt(store, attempt), name=f"job-{attempt.job_id}")
+        self._running[attempt.job_id] = _Running(attempt, task)
+        self._busy[attempt.job_id] = attempt.number
+        if attempt.isolated:
+            self._isolating = True
+        task.add_done_callback(functools.partial(self._finished, attempt))
 
-    def _ran(self, bridge: Bridge, job: Job) -> None:
-        self._busy.discard(job.pk)
-        self._fill_slots(bridge)
+    def _free(self, attempt: Attempt) -> None:
+        """The job's function returned (its completion may still be committing): its slot is free."""
+        if self._busy.get(attempt.job_id) == attempt.number:
+            del self._busy[attempt.job_id]
+            self._wake.set()
 
-    def _finished(self, bridge: Bridge, job: Job, task: asyncio.Task[Outcome]) -> None:
-        self._running.pop(job.pk, None)
-        self._ran(bridge, job)
+    def _finished(self, attempt: Attempt, task: asyncio.Task[Outcome]) -> None:
+        self._running.pop(attempt.job_id, None)
+        if attempt.isolated:
+            self._isolating = False
         self._wake.set()
         if task.cancelled():
             return
@@ -206,71 +219,192 @@ class Executor:
         if exc is not None:
             # The attempt could not be recorded (the database is away); the lease will expire
             # and the job will be rescued.
-            logger.error(
-                "Job %s could not be recorded: %r",
-                job.pk,
-                exc,
-                extra={"action": "job_unrecorded", "job_id": job.pk},
+            job_event(
+                logging.ERROR, "job_unrecorded", attempt, self.worker_id, "could not be recorded: %r", exc
             )
             return
         self.outcomes[task.result()] += 1
 
-    async def _drain(self, bridge: Bridge) -> None:
-        while self._ready:  # claimed but not started: back to the queue, attempt unused
-            await self._release(bridge, self._ready.popleft())
+    # Running one attempt ----------------------------------------------------------------
+
+    async def _attempt(self, store: Store, attempt: Attempt) -> Outcome:
+        """Run one attempt to its end and record how it ended."""
+        began = time.monotonic()
+        error: ErrorInfo | None = None
+        try:
+            try:
+                target, args, kwargs = attempt.resolve()
+            except JobRefused as exc:
+                error = ErrorInfo.from_exception(exc)
+                # A name that does not import may be a deploy in progress, so it is retried;
+                # anything else about the row will never run.
+                retry = isinstance(exc.__cause__, FunctionNotFound)
+                self._free(attempt)
+                outcome = await asyncio.shield(store.fail(attempt, error, final=not retry))
+            else:
+                call = functools.partial(target.function, *args, **kwargs)
+                if target.is_coroutine:
+                    self._running[attempt.job_id].coroutine = True
+                    outcome, error = await self._run_coroutine(store, attempt, call)
+                else:
+                    outcome, error = await self._run_sync(store, attempt, call)
+        finally:
+            running = self._running.get(attempt.job_id)
+            if running is None or running.coroutine:
+                self._free(attempt)  # a sync job's slot is freed once its thread is done with it
+        job_finished(attempt, self.worker_id, outcome, time.monotonic() - began, error)
+        return outcome
+
+    async def _run_coroutine(
+        self, store: Store, attempt: Attempt, call: Callable[[], Any]
+    ) -> tuple[Outcome, ErrorInfo | None]:
+        try:
+            if attempt.timeout is None:
+                value = await call()
+            else:
+                async with asyncio.timeout(attempt.timeout):
+                    value = await call()
+            result = result_value(value)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - recorded; the worker lives on
+            self._free(attempt)
+            error = ErrorInfo.from_exception(exc)
+            return await asyncio.shield(store.fail(attempt, error, cause=exc)), error
+        self._free(attempt)
+        return await asyncio.shield(store.complete(attempt, result)), None
+
+    async def _run_sync(
+        self, store: Store, attempt: Attempt, call: Callable[[], Any]
+    ) -> tuple[Outcome, ErrorInfo | None]:
+        loop = asyncio.get_running_loop()
+
+        def returned() -> None:
+            loop.call_soon_threadsafe(self._free, attempt)
+
+        future = asyncio.ensure_future(store.run_sync(attempt, call, returned))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), attempt.timeout)
+        except TimeoutError:
+            return await self._overran(store, attempt, future)
+        except NoConnection as exc:
+            return await self._no_connection(store, attempt, exc)
+        except asyncio.CancelledError:
+            # A thread cannot be stopped: let the job and its own records finish first.
+            await future
+            raise
+        finally:
+            if future.done():
+                self._free(attempt)
+
+    async def _overran(
+        self, store: Store, attempt: Attempt, future: asyncio.Future[tuple[Outcome, ErrorInfo | None]]
+    ) -> tuple[Outcome, ErrorInfo | None]:
+        """Fail a sync job past its timeout now; its thread's late completion will be refused."""
+        error = ErrorInfo.from_exception(
+            TimeoutError(
+                f"the job ran past its timeout of {attempt.timeout:g} s; its thread cannot be "
+                "stopped, so whatever it does later is rolled back instead of committed"
+            )
+        )
+        outcome = await store.fail(attempt, error)
+
+        def late(done: asyncio.Future[tuple[Outcome, ErrorInfo | None]]) -> None:
+            self._free(attempt)
+            if not done.cancelled() and done.exception() is None:
+                job_event(
+                    logging.WARNING,
+                    "job_finished_late",
+                    attempt,
+                    self.worker_id,
+                    "its thread returned after the timeout: %s",
+                    done.result()[0].value,
+                )
+
+        future.add_done_callback(late)
+        return outcome, error
+
+    async def _no_connection(
+        self, store: Store, attempt: Attempt, exc: NoConnection
+    ) -> tuple[Outcome, ErrorInfo | None]:
+        """Give back a job whose thread could not connect, and run fewer jobs for a while."""
+        self.capacity = max(1, len(self._busy))
+        logger.warning(
+            "A job thread cannot connect to the database (%s); running at most %s job(s) at once "
+            "until connections free up (the concurrency is %s)",
+            exc,
+            self.capacity,
+            self.concurrency,
+            extra={"action": "connections_short", "worker_id": self.worker_id},
+        )
+        released = await asyncio.shield(store.release(attempt))
+        return (Outcome.RELEASED if released else Outcome.LEASE_LOST), None
+
+    # Stopping ---------------------------------------------------------------------------
+
+    async def _drain(self, store: Store) -> None:
         if not self._running:
             return
         logger.info(
             "Waiting up to %s s for %s running job(s)",
             self.settings.shutdown_timeout,
             len(self._running),
-            extra={"action": "draining", "worker": self.worker},
+            extra={"action": "draining", "worker_id": self.worker_id},
         )
-        tasks = [task for _, task in self._running.values()]
+        tasks = [running.task for running in self._running.values()]
         _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout)
-        for job, task in list(self._running.values()):
-            if task in pending and iscoroutinefunction(allow.resolve(job.name)):
-                task.cancel()
+        for running in list(self._running.values()):
+            if running.task in pending and running.coroutine:
+                running.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                await self._release(bridge, job)
+                    await running.task
+                await self._release(store, running.attempt)
         # Sync jobs cannot be interrupted; wait for them (their thread holds the job's transaction).
-        remaining = [task for _, task in self._running.values()]
+        remaining = [running.task for running in self._running.values()]
         if remaining:
             await asyncio.wait(remaining)
 
-    async def _release(self, bridge: Bridge, job: Job) -> None:
-        if await bridge.release(job):
+    async def _release(self, store: Store, attempt: Attempt) -> None:
+        if await store.release(attempt):
             self.outcomes[Outcome.RELEASED] += 1
-            logger.info(
-                "Job %s released back to the queue",
-                job.pk,
-                extra={"action": "job_released", "job_id": job.pk},
-            )
+            job_finished(attempt, self.worker_id, Outcome.RELEASED, 0.0)
 
-    async def _every(
-        self, seconds: float, action: Callable[[Bridge], Awaitable[None]], bridge: Bridge
-    ) -> None:
+    # Side tasks ---------------------------------------------------------------------------
+
+    async def _every(self, seconds: float, action: Callable[[Store], Awaitable[None]], store: Store) -> None:
         while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), seconds)
+            await self._pause(seconds)
+            if self._stop.is_set():
                 return
             try:
-                await action(bridge)
+                await action(store)
             except Exception as exc:  # noqa: BLE001 - transient database trouble
+                name = action.__name__.strip("_")
                 logger.warning(
-                    "%s failed: %s: %s",
-                    action.__name__.strip("_"),
-                    type(exc).__name__,
-                    exc,
-                    extra={"action": f"{action.__name__.strip('_')}_failed"},
+                    "%s failed: %s: %s", name, type(exc).__name__, exc, extra={"action": f"{name}_failed"}
                 )
 
-    async def _heartbeat(self, bridge: Bridge) -> None:
-        await bridge.heartbeat([*self._running, *(job.pk for job in self._ready)])
+    async def _heartbeat(self, store: Store) -> None:
+        running = list(self._running.values())
+        held = await store.heartbeat([item.attempt for item in running])
+        for item in running:
+            if item.attempt.job_id in held or item.attempt.job_id not in self._busy:
+                continue
+            job_event(
+                logging.WARNING,
+                "lease_lost",
+                item.attempt,
+                self.worker_id,
+                "its lease was taken over while it ran; nothing it writes will commit",
+            )
+            if item.coroutine:
+                item.task.cancel()
+        if self.capacity < self.concurrency:
+            self.capacity += 1  # try one more slot: connections may have freed up
+            self._wake.set()
 
-    async def _rescue(self, bridge: Bridge) -> None:
-        rescued = await bridge.rescue()
+    async def _rescue(self, store: Store) -> None:
+        rescued = await store.rescue()
         if rescued:
             logger.warning(
                 "Rescued %s job(s) whose worker was lost: %s",
@@ -280,17 +414,19 @@ class Executor:
             )
             self._wake.set()
 
-    async def _listen(self) -> None:
-        connection = connections[self.settings.database]
-        dialect = dialects.for_connection(connection)
-        if not dialect.can_notify:
-            return
+    def _serves(self, queue: str) -> bool:
+        return not queue or queue in self.settings.queues or "*" in self.settings.queues
+
+    async def _listen(self, store: Store) -> None:
         failures = 0
         while not self._stop.is_set():
+            wakeups = store.listen()
+            if wakeups is None:
+                return
             try:
-                async for queue in dialect.listen(connection):
+                async for queue in wakeups:
                     failures = 0
-                    if not queue or queue in self.settings.queues:
+                    if self._serves(queue):
                         self._wake.set()
             except Exception as exc:  # noqa: BLE001 - reconnect after a database restart
                 failures += 1
@@ -302,8 +438,4 @@ class Executor:
                     delay,
                     extra={"action": "listen_failed"},
                 )
-                await self._sleep_unless_stopped(delay)
-
-    async def _sleep_unless_stopped(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+                await self._pause(delay)

@@ -6,7 +6,7 @@ import datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from aio_async.conf import get_settings
@@ -49,30 +49,30 @@ def health(*, using: str | None = None) -> dict[str, Any]:
             remaining=Count("pk", filter=Q(status__in=_REMAINING)),
             failed=Count("pk", filter=Q(status=Status.FAILED)),
             cancelled=Count("pk", filter=Q(status=Status.CANCELLED)),
-            error_count=Count("errors"),
         )
         .order_by("name")
     )
+    # Errors are counted apart: joined to the jobs, each job would count once per error.
+    errors = {
+        row["job__name"]: row["n"] for row in Error.objects.using(alias).values("job__name").annotate(n=Count("pk"))
+    }
     report["by_name"] = {
-        str(row["name"]): {
-            **{k: v for k, v in row.items() if k not in ("name", "error_count")},
-            "errors": row["error_count"],
-        }
+        str(row["name"]): {**{k: v for k, v in row.items() if k != "name"}, "errors": errors.get(row["name"], 0)}
         for row in by_name
     }
+    known = [status.value for status in Status]
+    report["unknown_status"] = jobs.exclude(status__in=known).count()
     oldest = jobs.filter(status=Status.QUEUED, run_after__lte=now).aggregate(due=Min("run_after"))
     report["oldest_due_age_seconds"] = (
         round((now - oldest["due"]).total_seconds(), 3) if oldest["due"] else None
     )
-    last = jobs.filter(status=Status.SUCCEEDED).order_by("-executed", "-pk").first()
+    last = jobs.filter(status=Status.SUCCEEDED).order_by("-finished", "-pk").first()
     report["most_recent_executed"] = (
-        {"id": last.pk, "name": last.name, "executed": last.executed.isoformat() if last.executed else None}
+        {"id": last.pk, "name": last.name, "executed": last.finished.isoformat() if last.finished else None}
         if last
         else None
     )
-    recent = jobs.filter(status=Status.SUCCEEDED, executed__gte=now - RATE_WINDOW).aggregate(
-        count=Count("pk"), first=Min("executed"), last=Max("executed")
-    )
+    recent = jobs.filter(status=Status.SUCCEEDED, finished__gte=now - RATE_WINDOW).aggregate(count=Count("pk"))
     rate = recent["count"] / RATE_WINDOW.total_seconds()
     report["executed_per_second"] = round(rate, 3)
     due = jobs.filter(status__in=_REMAINING, run_after__lte=now).count()

@@ -1,17 +1,24 @@
-"""The queue's three tables: Job, Error and Group.
+"""The queue's three tables, Job, Error and Group, and the rules of a group.
 
 The claim query reads queued jobs by queue, priority and ``run_after``; a partial index on
 exactly those columns, limited to queued rows, keeps it an index scan however many finished
 rows the table holds.
+
+This is the ground layer: it imports Django, ``errors`` and ``sql`` only.
 """
 
 from __future__ import annotations
 
-from django.db import models
+import datetime
+
+from django.db import connections, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-__all__ = ["Error", "Group", "Job", "Status"]
+from aio_async import sql
+from aio_async.errors import GroupClosed, InvalidOption
+
+__all__ = ["FINISHED", "UNFINISHED", "Error", "Group", "Job", "Status", "release_final"]
 
 
 class Status(models.TextChoices):
@@ -27,6 +34,56 @@ class Status(models.TextChoices):
 
 #: States a job never leaves.
 FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+#: States of a job that may still run.
+UNFINISHED = (Status.WAITING, Status.QUEUED, Status.RUNNING)
+
+
+class GroupQuerySet(models.QuerySet["Group"]):
+    """Opening a group for a new member, and releasing a group's final job."""
+
+    def join(self, group: Group | str) -> Group:
+        """The group a new member joins, locked until the caller's transaction ends.
+
+        A ``Group`` must still be open (no member finished); a reference string names the
+        newest open group with that reference, or a new one.
+        """
+        if isinstance(group, Group):
+            locked = self.select_for_update().filter(pk=group.pk).first()
+            if locked is None:
+                raise InvalidOption(f"group {group.pk} does not exist (was it saved?)")
+            if locked.jobs.filter(status__in=FINISHED).exists():
+                raise GroupClosed(
+                    f"group {locked.reference!r} (id {locked.pk}) already has a finished job, so it "
+                    "takes no new one; schedule with group=<reference> to start a new generation"
+                )
+            return locked
+        latest = self.select_for_update().filter(reference=group).order_by("-created", "-id").first()
+        if latest is not None and not latest.jobs.filter(status__in=FINISHED).exists():
+            return latest
+        return self.create(reference=group, description=latest.description if latest else "")
+
+    def release_final(self, group_id: int) -> bool:
+        """Queue the group's final job once every other member has finished; True if it did.
+
+        Call it inside a transaction: it locks the group's row (see ``release_final``).
+        """
+        connection = connections[self.db]
+        return sql.run_on(connection, release_final(sql.for_vendor(connection.vendor), group_id, timezone.now()))
+
+
+def release_final(dialect: sql.Dialect, group_id: int, now: datetime.datetime) -> sql.Op[bool]:
+    """The group rule, as statements: queue the final job once every other member has finished.
+
+    The group's row is locked first, so that two members finishing at once in two
+    transactions cannot each see the other unfinished and both leave the final job waiting.
+    Every writer that finishes a group member runs this in the member's transaction.
+    """
+    rows = yield sql.lock_group(dialect), [group_id]
+    if not rows or rows[0][0] is None:
+        return False
+    final = rows[0][0]
+    released = yield sql.release_final(dialect), [now, final, group_id, final]
+    return bool(released)
 
 
 class Group(models.Model):
@@ -37,6 +94,8 @@ class Group(models.Model):
     created = models.DateTimeField(default=timezone.now)
     final = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="ends")
 
+    objects = GroupQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created", "-id"]
 
@@ -44,10 +103,26 @@ class Group(models.Model):
         return self.reference
 
     def on_completion(self, job: Job) -> None:
-        """Make ``job`` (a member of this group) run only once every other member has finished."""
-        from aio_async import api  # models is the ground layer; the rule lives with schedule
+        """Make ``job`` (a member of this group) run only once every other member has finished.
 
-        api.set_group_final(self, job)
+        Call it in the transaction that schedules ``job``, so that no worker takes the job
+        before it is marked.
+        """
+        alias = job._state.db or self._state.db or "default"
+        if job.group_id != self.pk:
+            raise InvalidOption(
+                f"job {job.pk} is not a member of group {self.reference!r}; schedule it with "
+                "group=<the group> first"
+            )
+        groups = Group.objects.using(alias)
+        with transaction.atomic(using=alias):
+            groups.select_for_update().filter(pk=self.pk).first()
+            if not Job.objects.using(alias).filter(pk=job.pk, status=Status.QUEUED).update(status=Status.WAITING):
+                raise InvalidOption(f"job {job.pk} has already started, so it cannot be a final job")
+            groups.filter(pk=self.pk).update(final=job)
+            groups.release_final(self.pk)
+        self.final = job
+        job.refresh_from_db(using=alias, fields=["status"])
 
 
 class Job(models.Model):
@@ -66,14 +141,22 @@ class Job(models.Model):
 
     added = models.DateTimeField(default=timezone.now)
     run_after = models.DateTimeField(default=timezone.now)
+    #: When the current (or last) attempt started.
     started = models.DateTimeField(null=True, blank=True)
-    executed = models.DateTimeField(null=True, blank=True)
-    cancelled = models.DateTimeField(null=True, blank=True)
+    #: When the job reached its final status: succeeded, failed or cancelled.
+    finished = models.DateTimeField(null=True, blank=True)
 
+    #: Attempts started so far. Each claim adds one: it is the fencing token (DESIGN promise 4).
     attempts = models.PositiveIntegerField(default=0)
+    #: Attempts that do not count against ``max_attempts``: a worker lost while the job shared
+    #: it with others, an attempt interrupted by a clean shutdown.
+    excused = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=5)
     timeout = models.FloatField(null=True, blank=True)
-    #: The lease: who holds the job and until when. ``attempts`` is the fencing token.
+    #: Its last attempt was lost with a worker it shared: run it alone, so that a second loss
+    #: is charged to it and not to the jobs beside it.
+    isolated = models.BooleanField(default=False)
+    #: The lease: who holds the job and until when.
     locked_by = models.CharField(max_length=255, blank=True, default="")
     locked_until = models.DateTimeField(null=True, blank=True)
 
@@ -102,7 +185,7 @@ class Job(models.Model):
             ),
             models.Index(fields=["group"], name="aio_async_job_group", condition=Q(group__isnull=False)),
             models.Index(
-                fields=["executed"], name="aio_async_job_succeeded", condition=Q(status="succeeded")
+                fields=["finished"], name="aio_async_job_succeeded", condition=Q(status="succeeded")
             ),
         ]
 
@@ -115,6 +198,11 @@ class Job(models.Model):
     def done(self) -> bool:
         """True once the job has succeeded, failed for good or been cancelled."""
         return self.status in FINISHED
+
+    @property
+    def charged(self) -> int:
+        """Attempts that count against ``max_attempts``."""
+        return self.attempts - self.excused
 
 
 class Error(models.Model):
@@ -133,3 +221,4 @@ class Error(models.Model):
 
     def __str__(self) -> str:
         return f"{self.exception}: {self.message}"[:200]
+

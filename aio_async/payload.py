@@ -1,15 +1,50 @@
-"""Pure checks of what a job carries: JSON values, arguments and the job's identity."""
+"""Pure checks of what a job carries: its arguments, its options and its identity.
+
+Nothing here touches a database: ``schedule()`` runs every check before its one write, so bad
+input is refused with a specific ``ScheduleError`` and never reaches the caller's transaction
+(a value PostgreSQL would refuse, such as a NUL character, would abort that transaction).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import hashlib
 import json
 import math
+import re
 from typing import Any
 
-from aio_async.errors import InvalidArguments
+from django.conf import settings as django_settings
+from django.utils import timezone
 
-__all__ = ["JSONError", "identity", "json_value", "normalise_arguments"]
+from aio_async.errors import InvalidArguments, InvalidOption
+
+__all__ = [
+    "DEFAULT_PRIORITY",
+    "PRIORITY_LIMIT",
+    "JSONError",
+    "TaskOptions",
+    "check_max_attempts",
+    "check_meta",
+    "check_priority",
+    "check_queue",
+    "check_text",
+    "check_timeout",
+    "identity",
+    "json_value",
+    "normalise_arguments",
+    "run_after_value",
+]
+
+PRIORITY_LIMIT = 1_000_000
+DEFAULT_PRIORITY = 5
+#: Deeper values are refused: decoding them again would exhaust Python's recursion limit.
+MAX_DEPTH = 100
+#: Integers beyond this many bits (about 3,900 digits) cannot be written as JSON by Python.
+MAX_INT_BITS = 13_000
+#: A NUL character or a lone surrogate: no PostgreSQL text or jsonb value can hold them.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class JSONError(ValueError):
@@ -20,28 +55,43 @@ class JSONError(ValueError):
         self.path = path
 
 
-def json_value(value: object, path: str = "value") -> Any:
+def _text(value: str, path: str) -> str:
+    found = _UNSTORABLE.search(value)
+    if found is not None:
+        raise JSONError(path, f"holds the character {found.group()!r}, which a database cannot store")
+    return value
+
+
+def json_value(value: object, path: str = "value", depth: int = 0) -> Any:
     """Return ``value`` as JSON would give it back (tuples become lists), or raise JSONError.
 
-    Only what survives a round trip unchanged is accepted: no NaN or infinity, no non-str
-    dict keys (json would turn ``1`` into ``"1"``), no sets, dates or model instances.
+    Only what survives a round trip through the database unchanged is accepted: no NaN or
+    infinity, no non-str dict keys (json would turn ``1`` into ``"1"``), no sets, dates or
+    model instances, no NUL characters or lone surrogates, nothing nested deeper than
+    ``MAX_DEPTH`` and no integer too long to print.
     """
-    if value is None or isinstance(value, bool | str):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return _text(value, path)
     if isinstance(value, int):
+        if value.bit_length() > MAX_INT_BITS:
+            raise JSONError(path, f"is an integer of {value.bit_length()} bits, too long for JSON")
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise JSONError(path, f"is {value!r}, which JSON cannot hold")
         return float(value)
+    if depth >= MAX_DEPTH:
+        raise JSONError(path, f"is nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, list | tuple):
-        return [json_value(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        return [json_value(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)]
     if isinstance(value, dict):
         result = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise JSONError(path, f"has the key {key!r}; JSON object keys must be str")
-            result[key] = json_value(item, f"{path}[{key!r}]")
+            result[_text(key, f"{path} key")] = json_value(item, f"{path}[{key!r}]", depth + 1)
         return result
     raise JSONError(path, f"is a {type(value).__name__} ({value!r:.80}), which is not JSON")
 
@@ -69,3 +119,106 @@ def identity(name: str, args: list[Any], kwargs: dict[str, Any]) -> str:
     """A stable hash of a call: the same name and arguments give the same identity."""
     text = json.dumps([name, args, kwargs], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOptions:
+    """A task's default options; ``None`` means "not set here": the next default applies."""
+
+    queue: str | None = None
+    priority: int | None = None
+    max_attempts: int | None = None
+    timeout: float | None = None
+
+    @classmethod
+    def checked(
+        cls,
+        *,
+        queue: object = None,
+        priority: object = None,
+        max_attempts: object = None,
+        timeout: object = None,
+    ) -> TaskOptions:
+        """Options after the same checks ``schedule()`` makes; ``None`` stays unset."""
+        return cls(
+            queue=None if queue is None else check_queue(queue),
+            priority=None if priority is None else check_priority(priority),
+            max_attempts=None if max_attempts is None else check_max_attempts(max_attempts),
+            timeout=check_timeout(timeout),
+        )
+
+
+def check_text(value: object, what: str, *, limit: int = 255) -> str:
+    """A non-empty string of at most ``limit`` characters that a database can store."""
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise InvalidOption(f"{what} must be a non-empty string of at most {limit} characters, got {value!r:.80}")
+    try:
+        return _text(value, what)
+    except JSONError as exc:
+        raise InvalidOption(str(exc)) from None
+
+
+def check_queue(value: object) -> str:
+    """A queue name."""
+    return check_text(value, "queue")
+
+
+def check_priority(value: object) -> int:
+    """An integer within ±PRIORITY_LIMIT; higher runs first."""
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > PRIORITY_LIMIT:
+        raise InvalidOption(
+            f"priority must be an integer between -{PRIORITY_LIMIT} and {PRIORITY_LIMIT} "
+            f"(higher runs first), got {value!r:.80}"
+        )
+    return value
+
+
+def check_max_attempts(value: object) -> int:
+    """An integer from 1 to 1000."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise InvalidOption(f"max_attempts must be an integer from 1 to 1000, got {value!r:.80}")
+    return value
+
+
+def check_timeout(value: object) -> float | None:
+    """A positive, finite number of seconds, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise InvalidOption(f"timeout must be a positive number of seconds or None, got {value!r:.80}")
+    return float(value)
+
+
+def check_meta(value: object) -> dict[str, Any]:
+    """A dict of JSON values (``None`` is an empty dict)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidOption(f"meta must be a dict, got {type(value).__name__}")
+    try:
+        normalised: dict[str, Any] = json_value(value, "meta")
+    except JSONError as exc:
+        raise InvalidOption(f"{exc}; meta must be JSON") from None
+    return normalised
+
+
+def run_after_value(value: object, now: datetime.datetime) -> datetime.datetime:
+    """When a job becomes due: ``None`` (now), a timedelta from now, or a datetime.
+
+    A naive datetime under ``USE_TZ = True`` is read in the current time zone, as Django's
+    forms read it; an aware one under ``USE_TZ = False`` is converted to local naive time.
+    """
+    if value is None:
+        return now
+    if not isinstance(value, datetime.timedelta | datetime.datetime):
+        raise InvalidOption(f"run_after must be a datetime, a timedelta or None, got {type(value).__name__}")
+    try:
+        if isinstance(value, datetime.timedelta):
+            return now + value
+        if django_settings.USE_TZ and timezone.is_naive(value):
+            return timezone.make_aware(value)
+        if not django_settings.USE_TZ and timezone.is_aware(value):
+            return timezone.make_naive(value)
+    except (OverflowError, ValueError) as exc:
+        raise InvalidOption(f"run_after {value!r} is outside the calendar: {exc}") from None
+    return value

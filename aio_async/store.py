@@ -1,267 +1,359 @@
-"""The queue's named database operations: claim, complete, fail, release, heartbeat, rescue.
+"""The store: the one interface through which the worker reaches the database.
 
-Every write that ends a job's attempt is *fenced*: it matches the row only while the job is
-still running under the same attempt number and worker that claimed it. A worker whose lease
-was taken over finds no row to update, raises LeaseLost, and its whole transaction (the job's
-own work included) rolls back (DESIGN promise 4).
+The executor sees only ``Store``: claim, heartbeat, run a sync job, complete, fail, release,
+rescue, listen. ``DatabaseStore`` implements it once over a *connector*, which runs the
+statement sequences of ``operations`` on a connection:
+
+- ``DjangoConnector``: Django's connection, on the thread of Django's async ORM. Any
+  database; SQLite uses it (workers poll).
+- ``postgres.PsycopgConnector``: the worker's own asyncio PostgreSQL connection, on the
+  loop, with LISTEN/NOTIFY wake-ups.
+
+A sync job's attempt runs in a job thread on that thread's own Django connection
+(``bridge.JobThread``), whichever connector the store has. A fake store (see the unit tests)
+lets the executor's state machine be tested without a database.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
+import concurrent.futures
+import contextlib
 import datetime
 import logging
-import traceback
-from typing import Any
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
-from django.db import connections, transaction
-from django.db.models import F, Q, QuerySet
+from asgiref.sync import sync_to_async
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
-from aio_async import dialects
+from aio_async import operations, sql
+from aio_async.bridge import JobThread, connection_lost, tidy_connections
 from aio_async.conf import QueueSettings
-from aio_async.models import FINISHED, Error, Group, Job, Status
-from aio_async.retry import retry_delay
+from aio_async.operations import Attempt, ClaimRequest, ErrorInfo, Outcome
 
-__all__ = [
-    "ErrorInfo",
-    "LeaseLost",
-    "cancel",
-    "claim",
-    "complete",
-    "complete_many",
-    "fail",
-    "heartbeat",
-    "insert",
-    "release",
-    "release_final",
-    "rescue",
-]
+__all__ = ["DatabaseStore", "DjangoConnector", "Store", "open_store"]
 
 logger = logging.getLogger("aio_async.store")
 
-
-class LeaseLost(Exception):
-    """The job's lease was taken over; this worker's writes for it must roll back."""
+R = TypeVar("R")
 
 
-@dataclasses.dataclass(frozen=True)
-class ErrorInfo:
-    """What an Error row records about one failed attempt."""
+class Store(Protocol):
+    """Every queue operation the worker needs, as the executor sees them."""
 
-    exception: str
-    message: str
-    traceback: str
+    async def claim(self, limit: int, *, alone: bool) -> list[Attempt]:
+        """Lease up to ``limit`` due jobs to this worker (an isolated one only when ``alone``)."""
 
-    @classmethod
-    def from_exception(cls, exc: BaseException) -> ErrorInfo:
-        """Capture an exception's type, message and full traceback."""
-        kind = type(exc)
-        name = (
-            kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    async def heartbeat(self, attempts: Sequence[Attempt]) -> set[int]:
+        """Extend the leases of ``attempts``; return the job ids still held."""
+
+    async def run_sync(
+        self, attempt: Attempt, call: Callable[[], Any], returned: Callable[[], None]
+    ) -> tuple[Outcome, ErrorInfo | None]:
+        """Run a sync job and its completion in one transaction in a job thread; record a failure.
+
+        Returns the outcome, and the error when the job raised. ``returned`` is called (from
+        the job thread) once the function returned or raised.
+        Raises ``bridge.NoConnection``, having written nothing, when the thread cannot reach
+        the database.
+        """
+
+    async def complete(self, attempt: Attempt, result: Any) -> Outcome:
+        """Mark a coroutine job's attempt succeeded with its JSON-ready result."""
+
+    async def fail(
+        self, attempt: Attempt, error: ErrorInfo, *, final: bool = False, cause: BaseException | None = None
+    ) -> Outcome:
+        """Record a failed attempt: an Error row, then a retry or, out of attempts, failure.
+
+        ``final`` gives up at once. ``cause`` is the exception the job raised: one from a
+        database connection that died is not the job's fault, and is retried at once.
+        """
+
+    async def release(self, attempt: Attempt) -> bool:
+        """Give a job back to the queue, its attempt excused; False if it was no longer held."""
+
+    async def rescue(self) -> list[int]:
+        """Requeue or fail the jobs of workers whose leases expired; return their ids."""
+
+    def listen(self) -> AsyncIterator[str] | None:
+        """Queue names as jobs become due (PostgreSQL's NOTIFY), or None: poll instead."""
+
+    async def check(self) -> list[str]:
+        """Problems to warn about before the first claim; raises when the worker cannot start."""
+
+    async def close(self) -> None:
+        """Finish pending writes and close every connection."""
+
+
+class DjangoConnector:
+    """Runs operations on Django's connection, on the thread of Django's async ORM.
+
+    That thread keeps its connection whatever ``CONN_MAX_AGE`` says, and replaces it only
+    once it broke. Each operation runs whole in one call on the thread, so that the
+    coroutine jobs' own queries on that thread never land inside its transaction.
+    """
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self.dialect = sql.for_vendor(connections[alias].vendor)
+        self._on_thread = sync_to_async(self._run, thread_sensitive=True)
+
+    async def run(self, make: sql.MakeOp[R], *, atomic: bool = False, retry: bool = False) -> R:
+        """Run the operation ``make(dialect)``; with ``retry``, once more if the connection was dead."""
+        return await self._on_thread(make, atomic, retry)
+
+    def _run(self, make: sql.MakeOp[R], atomic: bool, retry: bool) -> R:
+        tidy_connections()
+        try:
+            return self._once(make, atomic)
+        except (OperationalError, InterfaceError) as exc:
+            if not (retry and connection_lost(exc, self.alias)):
+                raise
+            logger.info("Reconnecting after %s", exc, extra={"action": "reconnect"})
+            connections[self.alias].close()
+            return self._once(make, atomic)
+
+    def _once(self, make: sql.MakeOp[R], atomic: bool) -> R:
+        connection = connections[self.alias]
+        if not atomic:
+            return sql.run_on(connection, make(self.dialect))
+        with transaction.atomic(using=self.alias):
+            return sql.run_on(connection, make(self.dialect))
+
+    def listen(self) -> AsyncIterator[str] | None:
+        """None: Django's connections cannot wait for notifications; the worker polls."""
+        return None
+
+    async def close(self) -> None:
+        """Close the async ORM thread's connections."""
+        await sync_to_async(connections.close_all, thread_sensitive=True)()
+
+
+class Connector(Protocol):
+    """How a store runs the statement sequences of ``operations`` on a connection."""
+
+    dialect: sql.Dialect
+
+    async def run(self, make: sql.MakeOp[R], *, atomic: bool = False, retry: bool = False) -> R:
+        """Run the operation ``make(dialect)``, in one transaction when ``atomic``."""
+
+    def listen(self) -> AsyncIterator[str] | None:
+        """Queue names as jobs become due, or None when the connection cannot listen."""
+
+    async def close(self) -> None:
+        """Close the connection."""
+
+
+class DatabaseStore:
+    """The Store on a real database: queue operations through a connector, sync jobs in threads."""
+
+    def __init__(
+        self, settings: QueueSettings, request: ClaimRequest, connector: Connector, concurrency: int
+    ) -> None:
+        self.settings = settings
+        self.request = request
+        self.worker_id = request.worker_id
+        self.connector = connector
+        self.concurrency = concurrency
+        self._pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="aio_async-job")
+        self._jobs = JobThread(settings.database, request.worker_id, settings)
+        self._in_job_thread = sync_to_async(self._jobs.run, thread_sensitive=False, executor=self._pool)
+        self._finished: list[tuple[Attempt, Any, asyncio.Future[Outcome]]] = []
+        self._recorder: asyncio.Task[None] | None = None
+
+    async def claim(self, limit: int, *, alone: bool) -> list[Attempt]:
+        """Lease up to ``limit`` due jobs to this worker."""
+        now = timezone.now()
+        return await self.connector.run(lambda d: operations.claim(d, self.request, limit, alone, now))
+
+    async def heartbeat(self, attempts: Sequence[Attempt]) -> set[int]:
+        """Extend this worker's leases on ``attempts``."""
+        if not attempts:
+            return set()
+        until = timezone.now() + self.request.lease
+        return await self.connector.run(
+            lambda d: operations.heartbeat(d, attempts, self.worker_id, until), retry=True
         )
-        return cls(
-            exception=name[:255],
-            message=str(exc),
-            traceback="".join(traceback.format_exception(exc)),
+
+    async def run_sync(
+        self, attempt: Attempt, call: Callable[[], Any], returned: Callable[[], None]
+    ) -> tuple[Outcome, ErrorInfo | None]:
+        """Run a sync job's attempt in a job thread."""
+        return await self._in_job_thread(attempt, call, returned)
+
+    async def complete(self, attempt: Attempt, result: Any) -> Outcome:
+        """Queue the completion; completions that pile up while one is written go in one batch."""
+        outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._finished.append((attempt, result, outcome))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_completions(), name="record-completions")
+        return await outcome  # cancelled with its job: the batch then leaves it alone
+
+    async def _record_completions(self) -> None:
+        while self._finished:
+            batch, self._finished = self._finished, []
+            finished = [(attempt, result) for attempt, result, _ in batch]
+            now = timezone.now()
+            try:
+                held = await self.connector.run(
+                    lambda d: operations.complete(d, finished, self.worker_id, now),
+                    atomic=any(attempt.group_id is not None for attempt, _ in finished),
+                    retry=True,  # fenced: writing it twice cannot mark anything twice
+                )
+            except Exception as exc:  # noqa: BLE001 - each job's task reports it
+                for _, _, outcome in batch:
+                    if not outcome.done():
+                        outcome.set_exception(exc)
+                continue
+            for attempt, _, outcome in batch:
+                if not outcome.done():
+                    outcome.set_result(Outcome.SUCCEEDED if attempt.job_id in held else Outcome.LEASE_LOST)
+
+    async def fail(
+        self, attempt: Attempt, error: ErrorInfo, *, final: bool = False, cause: BaseException | None = None
+    ) -> Outcome:
+        """Record a failed attempt in a transaction of its own."""
+        retry_now = False
+        if isinstance(cause, OperationalError | InterfaceError):
+            # A coroutine job's queries ran on the async ORM's thread: check its connection there.
+            retry_now = await sync_to_async(connection_lost, thread_sensitive=True)(cause, self.settings.database)
+        now = timezone.now()
+        decided = operations.verdict(attempt, self.settings, now, final=final, retry_now=retry_now)
+        recorded = await self.connector.run(
+            lambda d: operations.fail(d, attempt, error, self.worker_id, decided, now), atomic=True, retry=True
+        )
+        if not recorded:
+            return Outcome.LEASE_LOST
+        return Outcome.FAILED if decided.give_up else Outcome.RETRYING
+
+    async def release(self, attempt: Attempt) -> bool:
+        """Give a job back to the queue, its attempt excused."""
+        now = timezone.now()
+        return await self.connector.run(
+            lambda d: operations.release(d, attempt, self.worker_id, now), atomic=True, retry=True
         )
 
+    async def rescue(self) -> list[int]:
+        """Requeue or fail the jobs whose lease expired, each in a transaction of its own.
 
-def _fenced(job: Job, worker: str) -> Any:
-    return Job.objects.using(job._state.db).filter(
-        pk=job.pk, status=Status.RUNNING, attempts=job.attempts, locked_by=worker
-    )
+        A row that cannot be rescued is logged and left for the next pass; it never stops
+        the others.
+        """
+        now = timezone.now()
+        found = await self.connector.run(lambda d: operations.expired(d, self.worker_id, now))
+        rescued = []
+        for attempt, lost_worker, neighbours in found:
+            try:
+                done = await self.connector.run(
+                    lambda d, a=attempt, w=lost_worker, n=neighbours: operations.rescue(
+                        d, a, w, n, self.worker_id, self.settings, now
+                    ),
+                    atomic=True,
+                )
+            except Exception as exc:  # noqa: BLE001 - one row must not stop the rescue of the rest
+                logger.error(
+                    "Cannot rescue job %s: %s: %s",
+                    attempt.job_id,
+                    type(exc).__name__,
+                    exc,
+                    extra={"action": "rescue_failed", "job_id": attempt.job_id},
+                )
+                continue
+            if done:
+                rescued.append(attempt.job_id)
+        return rescued
+
+    def listen(self) -> AsyncIterator[str] | None:
+        """The connector's wake-ups, if it has them."""
+        return self.connector.listen()
+
+    async def check(self) -> list[str]:
+        """Refuse to start on an unmigrated database; warn when connections will run short."""
+        return await sync_to_async(self._check, thread_sensitive=True)()
+
+    def _check(self) -> list[str]:
+        from django.core.exceptions import ImproperlyConfigured
+        from django.db.migrations.loader import MigrationLoader
+
+        connection = connections[self.settings.database]
+        try:
+            loader = MigrationLoader(connection)
+        except (OperationalError, InterfaceError) as exc:
+            return [f"Cannot reach database {self.settings.database!r} yet ({exc}); waiting for it"]
+        missing = sorted(
+            name
+            for app, name in loader.graph.nodes
+            if app == "aio_async" and (app, name) not in loader.applied_migrations
+        )
+        if missing:
+            raise ImproperlyConfigured(
+                f"database {self.settings.database!r} lacks aio_async's migrations {', '.join(missing)}: "
+                "run `python manage.py migrate` before starting a worker"
+            )
+        if connection.vendor != "postgresql":
+            return []
+        needed = self.concurrency + 3
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('max_connections')::int - "
+                "current_setting('superuser_reserved_connections')::int, "
+                "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+            )
+            allowed, in_use = cursor.fetchone()
+        if needed <= allowed - in_use:
+            return []
+        return [
+            f"This worker needs up to {needed} database connections (concurrency {self.concurrency} + 3); "
+            f"the server allows {allowed} and {in_use} are in use: it will run fewer jobs at once when "
+            "it cannot connect. Lower --concurrency or raise PostgreSQL's max_connections."
+        ]
+
+    async def close(self) -> None:
+        """Finish pending completions, then close every thread's connection and the pool."""
+        if self._recorder is not None:
+            with contextlib.suppress(Exception):
+                await self._recorder
+        await self.connector.close()
+        # Each pool thread owns its own connection; a barrier gives every thread one close.
+        barrier = threading.Barrier(self.concurrency)
+
+        def close_here() -> None:
+            barrier.wait(timeout=30)
+            connections.close_all()
+
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self._pool, close_here) for _ in range(self.concurrency)),
+            return_exceptions=True,
+        )
+        self._pool.shutdown(wait=False)
 
 
-def claim(
-    alias: str,
+def open_store(
+    settings: QueueSettings,
+    worker_id: str,
     *,
-    worker: str,
-    queues: tuple[str, ...],
-    limit: int,
-    lease_seconds: float,
     include: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
-) -> list[Job]:
-    """Lease up to ``limit`` due jobs of ``queues`` to ``worker``, in queue order."""
-    now = timezone.now()
-    lease_until = now + datetime.timedelta(seconds=lease_seconds)
-    request = dialects.Claim(worker, queues, limit, now, lease_until, include, exclude)
-    with transaction.atomic(using=alias):
-        return dialects.claim(connections[alias], request)
-
-
-def insert(jobs: list[Job], alias: str) -> None:
-    """Write new jobs through the caller's connection, in one statement where the database allows.
-
-    Sets each job's id. Call it inside a transaction when it may take more than one statement.
-    """
-    connection = connections[alias]
-    dialects.for_connection(connection).insert(connection, jobs)
-    for job in jobs:
-        job._state.adding = False
-        job._state.db = alias
-
-
-def complete(job: Job, result: Any, worker: str) -> None:
-    """Mark ``job`` succeeded with ``result``; call inside the job's own transaction."""
-    if not _mark_succeeded(job, result, worker):
-        raise LeaseLost(job.pk)
-    if job.group_id is not None:
-        release_final(job.group_id, job._state.db or "default")
-
-
-def complete_many(finished: list[tuple[Job, Any]], worker: str) -> list[bool]:
-    """Mark several jobs succeeded in one transaction, each fenced; True where it held its lease."""
-    alias = finished[0][0]._state.db or "default"
-    held = []
-    with transaction.atomic(using=alias):
-        for job, result in finished:
-            held.append(_mark_succeeded(job, result, worker))
-            if held[-1] and job.group_id is not None:
-                release_final(job.group_id, alias)
-    return held
-
-
-def _mark_succeeded(job: Job, result: Any, worker: str) -> bool:
-    # Every job passes here: one precompiled statement rather than a queryset built per call.
-    connection = connections[job._state.db or "default"]
-    cursor = dialects.for_connection(connection).cursor(connection)
-    quote = connection.ops.quote_name
-    sql = (
-        f"UPDATE {quote(Job._meta.db_table)} SET status = %s, result = %s, executed = %s, "  # noqa: S608
-        "locked_until = NULL WHERE id = %s AND status = %s AND attempts = %s AND locked_by = %s"
+) -> DatabaseStore:
+    """The store for the queue's database: on PostgreSQL (psycopg 3) the worker's own connection."""
+    request = ClaimRequest(
+        worker_id=worker_id,
+        queues=() if "*" in settings.queues else settings.queues,
+        lease=datetime.timedelta(seconds=settings.lease_seconds),
+        include=include,
+        exclude=exclude,
     )
-    result_field = Job._meta.get_field("result")
-    with cursor:
-        cursor.execute(
-            sql,
-            [
-                Status.SUCCEEDED.value,
-                result_field.get_db_prep_save(result, connection),
-                connection.ops.adapt_datetimefield_value(timezone.now()),
-                job.pk,
-                Status.RUNNING.value,
-                job.attempts,
-                worker,
-            ],
-        )
-        return bool(cursor.rowcount == 1)
+    connection = connections[settings.database]
+    connector: Connector
+    if connection.vendor == "postgresql" and sql.psycopg3():
+        from aio_async.postgres import PsycopgConnector
 
-
-def fail(
-    job: Job,
-    error: ErrorInfo,
-    worker: str,
-    settings: QueueSettings,
-    *,
-    final: bool = False,
-    retry_now: bool = False,
-) -> Status:
-    """Record a failed attempt in a new transaction: an Error row, then retry or give up.
-
-    The retry waits for the back-off, unless ``retry_now`` (a lost worker is not the job's fault).
-    """
-    alias = job._state.db or "default"
-    now = timezone.now()
-    give_up = final or job.attempts >= job.max_attempts
-    with transaction.atomic(using=alias):
-        if give_up:
-            updated = _fenced(job, worker).update(status=Status.FAILED, locked_until=None)
-        else:
-            delay = datetime.timedelta(seconds=0 if retry_now else retry_delay(job.attempts, settings))
-            updated = _fenced(job, worker).update(
-                status=Status.QUEUED,
-                run_after=now + delay,
-                priority=F("priority") - 1,
-                locked_by="",
-                locked_until=None,
-            )
-        if updated != 1:
-            raise LeaseLost(job.pk)
-        Error.objects.using(alias).create(
-            job_id=job.pk,
-            attempt=job.attempts,
-            exception=error.exception,
-            message=error.message,
-            traceback=error.traceback,
-            worker=worker,
-            created=now,
-        )
-        if give_up and job.group_id is not None:
-            release_final(job.group_id, alias)
-    return Status.FAILED if give_up else Status.QUEUED
-
-
-def release(job: Job, worker: str) -> bool:
-    """Give a claimed job back to the queue without using up its attempt (clean shutdown)."""
-    updated: int = _fenced(job, worker).update(
-        status=Status.QUEUED, attempts=F("attempts") - 1, locked_by="", locked_until=None
-    )
-    return updated == 1
-
-
-def heartbeat(alias: str, job_ids: list[int], worker: str, lease_seconds: float) -> int:
-    """Extend the leases ``worker`` holds on ``job_ids``, in one statement."""
-    if not job_ids:
-        return 0
-    until = timezone.now() + datetime.timedelta(seconds=lease_seconds)
-    updated: int = (
-        Job.objects.using(alias)
-        .filter(pk__in=job_ids, status=Status.RUNNING, locked_by=worker)
-        .update(locked_until=until)
-    )
-    return updated
-
-
-def rescue(alias: str, worker: str, settings: QueueSettings) -> list[int]:
-    """Requeue (or fail, when out of attempts) the jobs whose lease expired; return their ids."""
-    now = timezone.now()
-    rescued = []
-    with transaction.atomic(using=alias):
-        expired = (
-            Job.objects.using(alias)
-            .select_for_update(skip_locked=True)
-            .filter(status=Status.RUNNING, locked_until__lt=now)
-            .order_by("pk")[:100]
-        )
-        for job in expired:
-            error = ErrorInfo(
-                exception="aio_async.WorkerLost",
-                message=(
-                    f"worker {job.locked_by} lost its lease on attempt {job.attempts} "
-                    f"(it expired at {job.locked_until:%Y-%m-%d %H:%M:%S%z}); rescued by {worker}"
-                ),
-                traceback="",
-            )
-            fail(job, error, job.locked_by, settings, retry_now=True)
-            rescued.append(job.pk)
-    return rescued
-
-
-def cancel(jobs: QuerySet[Job]) -> int:
-    """Cancel the jobs in ``jobs`` that have not started, releasing group finals they held back."""
-    alias = jobs.db
-    with transaction.atomic(using=alias):
-        pending = jobs.filter(status__in=(Status.QUEUED, Status.WAITING))
-        groups = set(pending.exclude(group=None).values_list("group_id", flat=True))
-        cancelled: int = pending.update(status=Status.CANCELLED, cancelled=timezone.now())
-        for group_id in sorted(groups):
-            release_final(group_id, alias)
-    return cancelled
-
-
-def release_final(group_id: int, alias: str) -> bool:
-    """Queue the group's final job once every other member has finished; True if it did."""
-    group = Group.objects.using(alias).select_for_update().filter(pk=group_id).first()
-    if group is None or group.final_id is None:
-        return False
-    members = Job.objects.using(alias).filter(group_id=group_id).exclude(pk=group.final_id)
-    if members.exclude(status__in=FINISHED).exists():
-        return False
-    released: int = (
-        Job.objects.using(alias)
-        .filter(Q(pk=group.final_id), status=Status.WAITING)
-        .update(status=Status.QUEUED, run_after=timezone.now())
-    )
-    return bool(released)
+        connector = PsycopgConnector(connection, prepared=sql.prepared(connection))
+    else:
+        connector = DjangoConnector(settings.database)
+    return DatabaseStore(settings, request, connector, settings.concurrency)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import collections
+import datetime
 
-from asgiref.sync import async_to_sync, iscoroutinefunction
-from django.db import transaction
+from asgiref.sync import async_to_sync
+from django.db import connections, transaction
+from django.utils import timezone
 
-from aio_async import store
-from aio_async.bridge import prepare, refuse, run_sync_job
+from aio_async import operations, sql
+from aio_async.bridge import JobThread
 from aio_async.conf import get_settings
-from aio_async.errors import ScheduleError
+from aio_async.errors import FunctionNotFound, JobRefused
 from aio_async.models import Error, Group, Job
+from aio_async.operations import ClaimRequest, ErrorInfo
 
 __all__ = ["clear_queue", "run_jobs"]
+
+WORKER_ID = "aio_async.testing"
 
 
 def run_jobs(
@@ -29,26 +34,28 @@ def run_jobs(
     """
     settings = get_settings()
     alias = using or settings.database
+    served = queues or settings.queues
+    request = ClaimRequest(
+        WORKER_ID, () if "*" in served else served, datetime.timedelta(seconds=settings.lease_seconds)
+    )
+    jobs = JobThread(alias, WORKER_ID, settings)
     outcomes: collections.Counter[str] = collections.Counter()
     for _ in range(limit):
-        jobs = store.claim(
-            alias,
-            worker="aio_async.testing",
-            queues=queues or settings.queues,
-            limit=1,
-            lease_seconds=settings.lease_seconds,
-        )
-        if not jobs:
+        connection = connections[alias]
+        claim = operations.claim(sql.for_vendor(connection.vendor), request, 1, True, timezone.now())
+        with transaction.atomic(using=alias):
+            attempts = sql.run_on(connection, claim)
+        if not attempts:
             break
-        job = jobs[0]
+        attempt = attempts[0]
         try:
-            function, args, kwargs = prepare(job)
-        except ScheduleError as exc:
-            outcome = refuse(job, exc, "aio_async.testing", settings)
+            target, args, kwargs = attempt.resolve()
+        except JobRefused as exc:
+            final = not isinstance(exc.__cause__, FunctionNotFound)
+            outcome = jobs.record_failure(attempt, ErrorInfo.from_exception(exc), final=final)
         else:
-            if iscoroutinefunction(function):
-                function = async_to_sync(function)
-            outcome = run_sync_job(job, function, args, kwargs, "aio_async.testing", settings)
+            function = async_to_sync(target.function) if target.is_coroutine else target.function
+            outcome, _ = jobs.run(attempt, lambda: function(*args, **kwargs))
         outcomes[outcome.value] += 1
     return dict(outcomes)
 

@@ -64,4 +64,4 @@ def test_cancel_releases_a_waiting_final_job(client: Client) -> None:
     assert Job.objects.get(pk=final.pk).status == Status.QUEUED
     page = client.get(reverse("admin:aio_async_group_changelist"))
     assert page.status_code == 200
-    assert b'<td class="field-executed_jobs">1</td>' in page.content
+    assert b'<td class="field-finished_jobs">1</td>' in page.content

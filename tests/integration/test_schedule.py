@@ -217,7 +217,7 @@ def test_deschedule_cancels_only_matching_unstarted_jobs() -> None:
     assert statuses[first.pk] == statuses[second.pk] == Status.CANCELLED
     assert statuses[other_args.pk] == Status.QUEUED
     assert statuses[running.pk] == Status.RUNNING
-    assert Job.objects.get(pk=first.pk).cancelled is not None
+    assert Job.objects.get(pk=first.pk).finished is not None
     assert deschedule(tasks.add, [1, 2]) == 0
 
 

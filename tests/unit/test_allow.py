@@ -41,9 +41,9 @@ def test_a_module_reached_through_an_attribute_is_refused() -> None:
 
 
 def test_resolves_functions_class_methods_and_tasks() -> None:
-    assert allow.resolve("tests.app.tasks.write") is tasks.write
-    assert allow.resolve("tests.app.tasks.Maths.double")(4) == 8
-    assert allow.resolve("tests.app.tasks.decorated") is tasks.decorated.function
+    assert allow.resolve("tests.app.tasks.write").function is tasks.write
+    assert allow.resolve("tests.app.tasks.Maths.double").function(4) == 8
+    assert allow.resolve("tests.app.tasks.decorated").function is tasks.decorated.function
 
 
 def test_unknown_module_attribute_and_not_callable() -> None:
@@ -63,11 +63,11 @@ def test_malformed_names(name: object) -> None:
 
 def test_allowed_modules_setting_replaces_the_default() -> None:
     with override_settings(AIO_ASYNC={"ALLOWED_MODULES": ["json"]}):
-        assert allow.resolve("json.dumps")([1]) == "[1]"
+        assert allow.resolve("json.dumps").function([1]) == "[1]"
         with pytest.raises(TaskNotAllowed):
             allow.resolve("tests.app.tasks.write")
         # a registered task stays allowed whatever the prefixes say
-        assert allow.resolve("tests.app.tasks.decorated") is tasks.decorated.function
+        assert allow.resolve("tests.app.tasks.decorated").function is tasks.decorated.function
 
 
 def test_dotted_name_refuses_lambdas_and_nested_functions() -> None:

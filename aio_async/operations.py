@@ -1,0 +1,335 @@
+"""The queue's operations: claim, heartbeat, complete, fail, release and rescue a job.
+
+Each operation is written once, as a sequence of the statements of ``sql`` (a generator that
+yields a statement and receives its rows). The same sequence runs on one of Django's
+connections (``sql.run_on``: a sync job's completion inside its own transaction, the queue's
+bookkeeping on SQLite) and on the worker's own asyncio PostgreSQL connection
+(``postgres.PsycopgConnector``). What the store decides (retry or give up, excuse or charge)
+is pure and lives here too, beside the statements it chooses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import json
+import math
+import traceback
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from aio_async import allow, sql
+from aio_async.conf import QueueSettings
+from aio_async.errors import JobRefused, ScheduleError, WorkerLost
+from aio_async.models import release_final
+from aio_async.retry import retry_delay
+
+__all__ = [
+    "Attempt",
+    "ClaimRequest",
+    "ErrorInfo",
+    "Outcome",
+    "Verdict",
+    "claim",
+    "complete",
+    "fail",
+    "heartbeat",
+    "release",
+    "rescue",
+    "verdict",
+]
+
+#: Expired jobs handled per rescue pass; each in a transaction of its own.
+RESCUE_BATCH = 100
+
+
+class Outcome(enum.Enum):
+    """How one attempt of a job ended, for the worker that ran it."""
+
+    SUCCEEDED = "succeeded"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    #: The attempt's lease was taken over: nothing it wrote was committed.
+    LEASE_LOST = "lease_lost"
+    #: Given back to the queue without using up an attempt (a clean stop).
+    RELEASED = "released"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What an Error row records about one failed attempt."""
+
+    exception: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        """Capture an exception's importable class path, message and full traceback."""
+        kind = type(exc)
+        name = (
+            kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        return cls(exception=name[:255], message=str(exc), traceback="".join(traceback.format_exception(exc)))
+
+    @classmethod
+    def of(cls, kind: type[BaseException], message: str) -> ErrorInfo:
+        """An error of aio_async's own, with no traceback to show."""
+        return cls(exception=f"{kind.__module__}.{kind.__qualname__}", message=message, traceback="")
+
+
+@dataclasses.dataclass(slots=True)
+class Attempt:
+    """One claim of a job: what a worker needs to run it and to fence what it writes.
+
+    ``number`` is the job's attempt count after the claim; with the worker's id it is the
+    fencing token that every write of this attempt carries.
+    """
+
+    job_id: int
+    number: int
+    name: str
+    args: Any
+    kwargs: Any
+    queue: str = "default"
+    priority: int = 5
+    excused: int = 0
+    max_attempts: int = 1
+    timeout: float | None = None
+    group_id: int | None = None
+    isolated: bool = False
+    started: datetime.datetime | None = None
+    #: Why the row cannot be run at all (arguments that do not decode), or None.
+    problem: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any], started: datetime.datetime) -> Attempt:
+        """An attempt from a claim's row (``sql.CLAIMED``); arguments decoded one row at a time.
+
+        Arguments are read as text and decoded here, so that one row that cannot be decoded
+        (nested too deep, say) is refused alone instead of failing the whole claim.
+        """
+        job_id, name, args, kwargs, queue, priority, attempts, excused, max_attempts, timeout, group, isolated = row
+        problem = None
+        try:
+            args = json.loads(args) if isinstance(args, str) else args
+            kwargs = json.loads(kwargs) if isinstance(kwargs, str) else kwargs
+        except (ValueError, RecursionError) as exc:
+            args, kwargs = [], {}
+            problem = f"its arguments cannot be decoded ({type(exc).__name__}: {str(exc)[:200]})"
+        return cls(
+            job_id, attempts, name, args, kwargs, queue, priority, excused, max_attempts, timeout, group,
+            bool(isolated), started, problem,
+        )  # fmt: skip
+
+    @property
+    def charged(self) -> int:
+        """Attempts so far that count against ``max_attempts``, this one included."""
+        return self.number - self.excused
+
+    def resolve(self) -> tuple[allow.Target, list[Any], dict[str, Any]]:
+        """The row's callable and arguments, checked again (rows can be written by anyone).
+
+        Raises JobRefused, its cause the specific reason, for a row that cannot run.
+        """
+        try:
+            if self.problem is not None:
+                raise JobRefused(self.problem)
+            target = allow.resolve(self.name)
+            args, kwargs = self.args, self.kwargs
+            if not isinstance(args, list) or not isinstance(kwargs, dict):
+                raise JobRefused(
+                    f"args must be a JSON array and kwargs a JSON object, got {type(args).__name__} "
+                    f"and {type(kwargs).__name__}"
+                )
+            if target.signature is not None:
+                try:
+                    target.signature.bind(*args, **kwargs)
+                except TypeError as exc:
+                    raise JobRefused(f"the arguments do not fit {self.name}{target.signature}: {exc}") from None
+            if self.timeout is not None and not 0 < self.timeout < math.inf:
+                raise JobRefused(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+            if self.charged > self.max_attempts:
+                raise JobRefused(f"attempt {self.charged} of at most {self.max_attempts}: no attempt is left")
+        except ScheduleError as exc:
+            raise JobRefused(f"{type(exc).__name__}: {exc}") from exc
+        return target, args, kwargs
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimRequest:
+    """What a worker claims: its queues (empty: every queue) and its name filters."""
+
+    worker_id: str
+    queues: tuple[str, ...]
+    lease: datetime.timedelta
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _mine(rows: Sequence[tuple[int, int, str | None]]) -> str:
+    """The JSON parameter that fenced writes read as ``mine``: [[job id, attempt, value], ...]."""
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def claim(
+    dialect: sql.Dialect, request: ClaimRequest, limit: int, alone: bool, now: datetime.datetime
+) -> sql.Op[list[Attempt]]:
+    """Lease up to ``limit`` due jobs (one isolated job, if ``alone`` lets it) to the worker."""
+    params: list[Any] = [now, *request.queues, *map(_like, request.include), *map(_like, request.exclude)]
+    params += [alone, limit, request.worker_id, now + request.lease, now]
+    statement = sql.claim(dialect, len(request.queues), len(request.include), len(request.exclude))
+    rows = yield statement, params
+    return sorted((Attempt.from_row(row, now) for row in rows), key=lambda a: (-a.priority, a.job_id))
+
+
+def heartbeat(
+    dialect: sql.Dialect, attempts: Sequence[Attempt], worker_id: str, until: datetime.datetime
+) -> sql.Op[set[int]]:
+    """Extend the leases of ``attempts``; return the ids of the jobs this worker still holds."""
+    rows = yield sql.heartbeat(dialect), [until, _mine([(a.job_id, a.number, None) for a in attempts]), worker_id]
+    return {row[0] for row in rows}
+
+
+def complete(
+    dialect: sql.Dialect, finished: Sequence[tuple[Attempt, Any]], worker_id: str, now: datetime.datetime
+) -> sql.Op[set[int]]:
+    """Mark attempts succeeded with their (JSON-ready) results; return the job ids it held.
+
+    A group member that finishes may release its group's final job, in the same transaction.
+    """
+    done = [(a.job_id, a.number, None if result is None else json.dumps(result)) for a, result in finished]
+    rows = yield sql.complete(dialect), [now, _mine(done), worker_id]
+    for group_id in sorted({row[1] for row in rows if row[1] is not None}):
+        yield from release_final(dialect, group_id, now)
+    return {row[0] for row in rows}
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """What becomes of a job after an attempt that did not succeed."""
+
+    give_up: bool
+    run_after: datetime.datetime
+    #: Lower the job's priority by one (a retry after a failure).
+    lower: bool = False
+    #: The attempt does not count against ``max_attempts``.
+    excuse: bool = False
+    #: The next attempt runs alone in its worker.
+    isolated: bool = False
+
+
+def verdict(
+    attempt: Attempt,
+    settings: QueueSettings,
+    now: datetime.datetime,
+    *,
+    final: bool = False,
+    retry_now: bool = False,
+    excuse: bool = False,
+) -> Verdict:
+    """Retry or give up: pure, from the attempt's counts and the back-off policy.
+
+    ``final`` gives up at once (the job can never succeed). ``excuse`` requeues now without
+    charging the attempt, and isolates the job. ``retry_now`` skips the back-off (the failure
+    was not the job's: its connection died).
+    """
+    if excuse:
+        return Verdict(give_up=False, run_after=now, excuse=True, isolated=True)
+    if final or attempt.charged >= attempt.max_attempts:
+        return Verdict(give_up=True, run_after=now)
+    delay = 0.0 if retry_now else retry_delay(attempt.charged, settings)
+    return Verdict(give_up=False, run_after=now + datetime.timedelta(seconds=delay), lower=True)
+
+
+def fail(
+    dialect: sql.Dialect,
+    attempt: Attempt,
+    error: ErrorInfo | None,
+    worker_id: str,
+    decided: Verdict,
+    now: datetime.datetime,
+    *,
+    expired: bool = False,
+) -> sql.Op[bool]:
+    """End an attempt that did not succeed as ``decided``, with an Error row when ``error``.
+
+    False when the attempt no longer held its job (nothing is written). With ``expired``
+    (a rescue) the job's lease must also have run out.
+    """
+    mine = _mine([(attempt.job_id, attempt.number, None)])
+    tail = [now] if expired else []
+    if decided.give_up:
+        rows = yield sql.give_up(dialect, expired=expired), [now, mine, worker_id, *tail]
+    else:
+        params = [decided.run_after, decided.lower, int(decided.excuse), decided.isolated, mine, worker_id, *tail]
+        rows = yield sql.requeue(dialect, expired=expired), params
+    if not rows:
+        return False
+    if error is not None:
+        error_row = [attempt.job_id, attempt.number, error.exception, error.message, error.traceback, worker_id]
+        yield sql.insert_error(dialect), [*error_row, now]
+    if decided.give_up and rows[0][1] is not None:
+        yield from release_final(dialect, rows[0][1], now)
+    return True
+
+
+def release(dialect: sql.Dialect, attempt: Attempt, worker_id: str, now: datetime.datetime) -> sql.Op[bool]:
+    """Give a job back to the queue, its attempt excused (a clean stop); no Error row."""
+    decided = Verdict(give_up=False, run_after=now, excuse=True, isolated=attempt.isolated)
+    return (yield from fail(dialect, attempt, None, worker_id, decided, now))
+
+
+def expired(dialect: sql.Dialect, worker_id: str, now: datetime.datetime) -> sql.Op[list[tuple[Attempt, str, int]]]:
+    """Jobs whose lease ran out, held by other workers: (attempt, lost worker, its other jobs)."""
+    rows = yield sql.expired(dialect), [now, worker_id, RESCUE_BATCH]
+    per_worker = Counter(row[4] for row in rows)
+    found = []
+    for job_id, attempts, excused, max_attempts, locked_by, isolated, group_id in rows:
+        attempt = Attempt(
+            job_id, attempts, "", None, None, excused=excused, max_attempts=max_attempts,
+            group_id=group_id, isolated=bool(isolated),
+        )  # fmt: skip
+        found.append((attempt, locked_by, per_worker[locked_by] - 1))
+    return found
+
+
+def rescue(
+    dialect: sql.Dialect,
+    attempt: Attempt,
+    lost_worker: str,
+    neighbours: int,
+    rescuer: str,
+    settings: QueueSettings,
+    now: datetime.datetime,
+) -> sql.Op[bool]:
+    """Requeue or fail one job whose worker was lost, charging the attempt to its cause.
+
+    A job that ran alone (isolated, or the only job its worker held) is charged: its worker
+    most likely died of it. A job that shared its worker cannot be told from its neighbours:
+    its attempt is excused and it runs alone next time, so that a second loss is charged to
+    the job that causes it and to no other.
+    """
+    shared = neighbours > 0 and not attempt.isolated
+    decided = verdict(attempt, settings, now, retry_now=True, excuse=shared)
+    if shared:
+        consequence = (
+            f"it shared the worker with {neighbours} other job(s), so the attempt is excused "
+            "and its next attempt runs alone"
+        )
+    elif decided.give_up:
+        consequence = "it ran alone, so the attempt is charged; no attempts are left"
+    else:
+        consequence = "it ran alone, so the attempt is charged"
+    error = ErrorInfo.of(
+        WorkerLost,
+        f"worker {lost_worker} stopped renewing its lease on attempt {attempt.number} and was "
+        f"presumed dead (killed, crashed or stalled); rescued by {rescuer}; {consequence}",
+    )
+    return (yield from fail(dialect, attempt, error, lost_worker, decided, now, expired=True))

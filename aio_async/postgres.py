@@ -1,0 +1,110 @@
+"""The worker's own asyncio PostgreSQL connection: queue operations on the loop, and LISTEN.
+
+Claims, lease renewals, coroutine jobs' completions and the queue's bookkeeping run on a
+psycopg ``AsyncConnection`` of the worker's own, on the event loop: no thread hop and no ORM
+between a wake-up and a claimed job. Wake-ups come on a second connection that LISTENs for
+the NOTIFY that a trigger on the job table sends (migration 0002) inside the transaction
+that queues a job, so it is delivered only on commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import psycopg
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from aio_async import sql
+
+__all__ = ["CHANNEL", "PsycopgConnector", "connection_params"]
+
+CHANNEL = "aio_async"
+
+logger = logging.getLogger("aio_async.postgres")
+
+R = TypeVar("R")
+
+
+def connection_params(connection: BaseDatabaseWrapper) -> dict[str, Any]:
+    """psycopg ``connect()`` arguments for a connection of our own to ``connection``'s database."""
+    params = connection.get_connection_params()
+    for django_only in ("cursor_factory", "context", "server_side_binding", "prepare_threshold", "pool"):
+        params.pop(django_only, None)
+    return params
+
+
+class PsycopgConnector:
+    """An autocommit ``AsyncConnection`` that runs the queue's operations, one at a time.
+
+    Opened on first use and dropped when it breaks; the next operation opens a new one.
+    Statements run prepared unless ``prepared`` is off (see ``sql.prepared``).
+    """
+
+    dialect = sql.POSTGRESQL
+
+    def __init__(self, connection: BaseDatabaseWrapper, *, prepared: bool = True) -> None:
+        self._params = connection_params(connection)
+        self._prepare = prepared
+        self._connection: psycopg.AsyncConnection[Any] | None = None
+        # One operation at a time: a transaction must not take in another's statements, and
+        # two operations that find the connection dead must not open a replacement each.
+        self._lock = asyncio.Lock()
+
+    async def _connected(self) -> psycopg.AsyncConnection[Any]:
+        if self._connection is None or self._connection.closed:
+            self._connection = await psycopg.AsyncConnection.connect(**self._params, autocommit=True)
+        return self._connection
+
+    async def run(self, make: sql.MakeOp[R], *, atomic: bool = False, retry: bool = False) -> R:
+        """Run the operation ``make(dialect)``; with ``retry``, once more on a new connection if dead."""
+        async with self._lock:
+            connection = await self._connected()
+            try:
+                return await self._run(connection, make, atomic)
+            except psycopg.Error as exc:
+                if not (connection.broken or connection.closed):
+                    raise
+                self._connection = None
+                await connection.close()
+                if not retry:
+                    raise
+                logger.info("Reconnecting after %s: %s", type(exc).__name__, exc, extra={"action": "reconnect"})
+                return await self._run(await self._connected(), make, atomic)
+
+    async def _run(self, connection: psycopg.AsyncConnection[Any], make: sql.MakeOp[R], atomic: bool) -> R:
+        op = make(self.dialect)
+        if atomic:
+            async with connection.transaction():
+                return await self._drive(connection, op)
+        return await self._drive(connection, op)
+
+    async def _drive(self, connection: psycopg.AsyncConnection[Any], op: sql.Op[R]) -> R:
+        try:
+            text, params = next(op)
+            while True:
+                cursor = await connection.execute(text, params, prepare=self._prepare)
+                rows = await cursor.fetchall() if cursor.description else []
+                text, params = op.send(rows)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def listen(self) -> AsyncIterator[str]:
+        """LISTEN on a dedicated connection and yield each payload (a queue name).
+
+        Yields ``""`` first, once listening: wake-ups before that moment were missed, so the
+        caller should look for due jobs then.
+        """
+        async with await psycopg.AsyncConnection.connect(**self._params, autocommit=True) as listener:
+            await listener.execute(f"LISTEN {CHANNEL}")
+            yield ""
+            async for notice in listener.notifies():
+                yield notice.payload
+
+    async def close(self) -> None:
+        """Close the connection, if open."""
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.closed:
+            await connection.close()

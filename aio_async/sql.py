@@ -1,0 +1,377 @@
+"""Every statement aio_async writes by hand, each named, for PostgreSQL and SQLite.
+
+Nothing here runs a query: each function returns the text of one statement for a dialect,
+with ``%s`` placeholders, and says what it does and which parameters it takes, in order.
+The store runs them on Django's connection or on the worker's own asyncio connection; the
+group rules in ``models`` run two of them too. The migrations keep their own DDL: a migration
+is frozen history and must not change when this module does.
+
+Two definitions matter most and exist once each:
+
+- ``FENCE``: a write that ends or extends an attempt matches a job only while it is still
+  running under the attempt number and the worker that claimed it (DESIGN promise 4).
+- ``SUCCEEDED``: how a job is marked succeeded, with its result.
+
+Fenced writes take their jobs as one JSON parameter, ``[[id, attempt, value], ...]``, read
+as the rows of ``mine``: a sync job's completion is the same statement as a batch of a
+hundred coroutine jobs' completions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar, cast
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
+
+__all__ = [
+    "ATTEMPT_CAP",
+    "FENCE",
+    "POSTGRESQL",
+    "SQLITE",
+    "SUCCEEDED",
+    "Dialect",
+    "MakeOp",
+    "Op",
+    "claim",
+    "complete",
+    "cursor",
+    "expired",
+    "for_vendor",
+    "give_up",
+    "heartbeat",
+    "insert_error",
+    "insert_jobs",
+    "lock_group",
+    "release_final",
+    "prepared",
+    "psycopg3",
+    "requeue",
+    "run_on",
+]
+
+_R = TypeVar("_R")
+
+JOB = '"aio_async_job"'
+ERROR = '"aio_async_error"'
+GROUP = '"aio_async_group"'
+
+#: Counters stop here rather than overflow a 32-bit column: a forged row with an absurd
+#: attempt count is claimed, refused and failed like any other bad row, alone.
+ATTEMPT_CAP = 2_000_000_000
+#: Retries lower a job's priority by one, down to this floor.
+PRIORITY_FLOOR = -1_000_000
+
+FENCE = (
+    f"{JOB}.id = mine.id AND {JOB}.status = 'running' "
+    f"AND {JOB}.attempts = mine.attempt AND {JOB}.locked_by = %s"
+)
+SUCCEEDED = "status = 'succeeded', result = {result}, finished = %s, locked_until = NULL"
+_UNFINISHED = "('waiting', 'queued', 'running')"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dialect:
+    """What differs between the databases, as fragments of SQL."""
+
+    vendor: str
+    #: After the claim's SELECT: skip rows another worker holds.
+    skip_locked: str
+    #: After a SELECT that must block other writers of the row.
+    for_update: str
+    #: The rows of the JSON parameter ``[[id, attempt, value], ...]``, as ``mine``.
+    mine: str
+    #: ``mine.value`` as a JSON column value.
+    json_value: str
+    #: A JSON column, as text (so that one undecodable row cannot fail a whole fetch).
+    json_text: str
+
+
+POSTGRESQL = Dialect(
+    vendor="postgresql",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+    for_update=" FOR UPDATE",
+    mine=(
+        "(SELECT (r.value->>0)::bigint AS id, (r.value->>1)::integer AS attempt, r.value->>2 AS value "
+        "FROM json_array_elements(%s::json) AS r(value)) AS mine"
+    ),
+    json_value="mine.value::jsonb",
+    json_text="{column}::text",
+)
+SQLITE = Dialect(
+    vendor="sqlite",
+    skip_locked="",  # one writer at a time: the claim's UPDATE is exclusive already
+    for_update="",
+    mine=(
+        "(SELECT json_extract(r.value, '$[0]') AS id, json_extract(r.value, '$[1]') AS attempt, "
+        "json_extract(r.value, '$[2]') AS value FROM json_each(%s) AS r) AS mine"
+    ),
+    json_value="mine.value",
+    json_text="{column}",
+)
+
+
+def for_vendor(vendor: str) -> Dialect:
+    """The dialect of ``connection.vendor``; ValueError for a database aio_async does not support."""
+    if vendor == "postgresql":
+        return POSTGRESQL
+    if vendor == "sqlite":
+        return SQLITE
+    raise ValueError(f"aio_async supports PostgreSQL and SQLite, not {vendor}")
+
+
+#: The columns a claim returns, in this order (``Attempt`` in the store reads them).
+CLAIMED = (
+    "id",
+    "name",
+    "args",
+    "kwargs",
+    "queue",
+    "priority",
+    "attempts",
+    "excused",
+    "max_attempts",
+    "timeout",
+    "group_id",
+    "isolated",
+)
+
+
+@functools.cache
+def claim(dialect: Dialect, queues: int, include: int = 0, exclude: int = 0) -> str:
+    """Lease the first due jobs to a worker, marking them running with a fresh attempt number.
+
+    Parameters: now, each of ``queues`` queue names (none: every queue), ``include`` name
+    patterns (any), ``exclude`` name patterns (none), alone (may an isolated job be taken),
+    limit, worker id, lease end, now. Returns ``CLAIMED``.
+
+    An isolated job (its last attempt was lost with a worker it shared) is claimed only by a
+    worker with no other job running, and then alone: if the first rows include one, only
+    that one is taken and the others stay queued.
+    """
+    where = ["status = 'queued'", "run_after <= %s"]
+    if queues:
+        where.append(f"queue IN ({', '.join(['%s'] * queues)})")
+    if include:
+        where.append("(" + " OR ".join(["name LIKE %s ESCAPE '\\'"] * include) + ")")
+    where += ["name NOT LIKE %s ESCAPE '\\'"] * exclude
+    where.append("(%s OR NOT isolated)")
+    returning = ", ".join(
+        dialect.json_text.format(column=f"{JOB}.{column}") if column in ("args", "kwargs") else f"{JOB}.{column}"
+        for column in CLAIMED
+    )
+    return (
+        f"WITH picked AS (SELECT id, isolated FROM {JOB} WHERE {' AND '.join(where)} "  # noqa: S608
+        f"ORDER BY priority DESC, run_after, id LIMIT %s{dialect.skip_locked}) "
+        f"UPDATE {JOB} SET status = 'running', "
+        f"attempts = attempts + CASE WHEN attempts < {ATTEMPT_CAP} THEN 1 ELSE 0 END, "
+        "locked_by = %s, locked_until = %s, started = %s "
+        "WHERE id IN (SELECT id FROM picked WHERE NOT EXISTS (SELECT 1 FROM picked WHERE isolated) "
+        "UNION ALL SELECT min(id) FROM picked WHERE isolated) "
+        f"RETURNING {returning}"
+    )
+
+
+def _fenced(dialect: Dialect, assignments: str, *, expired: bool = False) -> str:
+    """``UPDATE … FROM mine WHERE FENCE``: every write to a running job goes through here.
+
+    With ``expired``, the job's lease must also have run out (a rescue): one more parameter,
+    now, after the worker id.
+    """
+    lease = f" AND ({JOB}.locked_until IS NULL OR {JOB}.locked_until < %s)" if expired else ""
+    return (
+        f"UPDATE {JOB} SET {assignments} FROM {dialect.mine} "  # noqa: S608 - fixed fragments only
+        f"WHERE {FENCE}{lease} RETURNING {JOB}.id, {JOB}.group_id"
+    )
+
+
+@functools.cache
+def heartbeat(dialect: Dialect) -> str:
+    """Extend a worker's leases. Parameters: lease end, jobs, worker id. Returns id, group_id."""
+    return _fenced(dialect, "locked_until = %s")
+
+
+@functools.cache
+def complete(dialect: Dialect) -> str:
+    """Mark jobs succeeded with their results (``value``: JSON text or null).
+
+    Parameters: now, jobs, worker id. Returns id, group_id of the jobs it held.
+    """
+    return _fenced(dialect, SUCCEEDED.format(result=dialect.json_value))
+
+
+@functools.cache
+def requeue(dialect: Dialect, *, expired: bool = False) -> str:
+    """Put jobs back in the queue after an attempt: a retry, a release, a rescue.
+
+    Parameters: run after, lower the priority (bool), excuse the attempt (0 or 1), isolated
+    (bool), jobs, worker id (and now, when ``expired``). Returns id, group_id.
+    """
+    return _fenced(
+        dialect,
+        "status = 'queued', run_after = %s, "
+        f"priority = {JOB}.priority - CASE WHEN %s AND {JOB}.priority > {PRIORITY_FLOOR} THEN 1 ELSE 0 END, "
+        f"excused = {JOB}.excused + CASE WHEN {JOB}.excused < {ATTEMPT_CAP} THEN %s ELSE 0 END, "
+        "isolated = %s, locked_by = '', locked_until = NULL",
+        expired=expired,
+    )
+
+
+@functools.cache
+def give_up(dialect: Dialect, *, expired: bool = False) -> str:
+    """Mark jobs failed for good. Parameters: now, jobs, worker id (and now, when ``expired``)."""
+    return _fenced(dialect, "status = 'failed', finished = %s, locked_until = NULL", expired=expired)
+
+
+@functools.cache
+def expired(dialect: Dialect) -> str:
+    """Running jobs whose lease ran out (or was never set), held by other workers.
+
+    Parameters: now, this worker's id, limit. Returns id, attempts, excused, max_attempts,
+    locked_by, isolated, group_id: plain numbers and strings, which any row can decode.
+    """
+    return (
+        "SELECT id, attempts, excused, max_attempts, locked_by, isolated, group_id "  # noqa: S608
+        f"FROM {JOB} WHERE status = 'running' AND (locked_until IS NULL OR locked_until < %s) "
+        "AND locked_by <> %s ORDER BY id LIMIT %s"
+    )
+
+
+@functools.cache
+def insert_error(dialect: Dialect) -> str:
+    """Record a failed attempt. Parameters: job id, attempt, exception, message, traceback, worker, now."""
+    return (
+        f"INSERT INTO {ERROR} (job_id, attempt, exception, message, traceback, worker, created) "  # noqa: S608
+        "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    )
+
+
+@functools.cache
+def lock_group(dialect: Dialect) -> str:
+    """Lock a group's row and read its final job. Parameter: group id. Returns final_id."""
+    return f"SELECT final_id FROM {GROUP} WHERE id = %s{dialect.for_update}"  # noqa: S608
+
+
+@functools.cache
+def release_final(dialect: Dialect) -> str:
+    """Queue a group's final job if no other member is unfinished.
+
+    Parameters: now, final job id, group id, final job id. Run after ``lock_group``, in its
+    transaction. Returns the id of the job released, if it was.
+    """
+    return (
+        f"UPDATE {JOB} SET status = 'queued', run_after = %s "  # noqa: S608
+        "WHERE id = %s AND status = 'waiting' AND NOT EXISTS ("
+        f"SELECT 1 FROM {JOB} AS member WHERE member.group_id = %s AND member.id <> %s "
+        f"AND member.status IN {_UNFINISHED}) RETURNING id"
+    )
+
+
+@functools.cache
+def insert_jobs(columns: Sequence[tuple[str, str]], rows: int, *, arrays: bool) -> str:
+    """Write new jobs. ``columns`` are (column, database type) pairs; returns their ids.
+
+    With ``arrays`` (PostgreSQL through psycopg 3), one row goes as a VALUES row and many as
+    one binary array per column (``unnest``), so the text and its plan are the same for two
+    jobs or ten thousand, and values travel bound rather than as SQL text. Otherwise the
+    statement has ``rows`` VALUES rows.
+    """
+    names = ", ".join(f'"{name}"' for name, _ in columns)
+    if arrays and rows == 1:
+        source = f"VALUES ({', '.join(f'%b::{kind}' for _, kind in columns)})"
+    elif arrays:
+        source = f"SELECT * FROM unnest({', '.join(f'%b::{kind}[]' for _, kind in columns)})"
+    else:
+        source = "VALUES " + ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * rows)
+    return f"INSERT INTO {JOB} ({names}) {source} RETURNING id"  # noqa: S608 - quoted names only
+
+
+# Running statements on one of Django's connections ---------------------------------------
+
+#: What a statement sequence yields: the text and its parameters; it is sent back the rows.
+Statement = tuple[str, Sequence[Any]]
+Rows = list[tuple[Any, ...]]
+#: A queue operation as a sequence of statements (sans-I/O): each ``yield`` runs one and
+#: receives its rows; the return value is the operation's. The same sequence runs on Django's
+#: connection (``run_on``) and on the worker's own asyncio connection.
+Op = Generator[Statement, Rows, _R]
+#: An operation for whichever dialect the connection that runs it speaks.
+MakeOp = Callable[[Dialect], Op[_R]]
+
+
+def prepared(connection: BaseDatabaseWrapper) -> bool:
+    """Whether the queue's own statements run prepared on ``connection``.
+
+    They do on PostgreSQL with psycopg 3, whatever Django's ``OPTIONS`` say, unless the
+    database's ``OPTIONS`` set ``"prepare_threshold": None`` themselves (a pooler in
+    transaction mode that cannot keep prepared statements) or ``AIO_ASYNC["PREPARED"]`` is off.
+    """
+    from aio_async.conf import get_settings
+
+    if connection.vendor != "postgresql" or not psycopg3():
+        return False
+    options = connection.settings_dict.get("OPTIONS") or {}
+    if "prepare_threshold" in options and options["prepare_threshold"] is None:
+        return False
+    return get_settings().prepared
+
+
+@functools.cache
+def psycopg3() -> bool:
+    """True when Django's PostgreSQL backend runs on psycopg 3 (not psycopg2, not absent)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return bool(is_psycopg3)
+
+
+def cursor(connection: BaseDatabaseWrapper) -> CursorWrapper:
+    """A cursor on ``connection`` (in its transaction) for the queue's own statements.
+
+    On PostgreSQL with psycopg 3 it binds values on the server and prepares each statement
+    (see ``prepared``), where Django's own cursors quote every value into the SQL text and
+    so can never run a prepared statement. It is wrapped as Django wraps its own (query
+    logging, execute wrappers, Django's exceptions).
+    """
+    if connection.vendor != "postgresql" or not psycopg3():
+        return connection.cursor()
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    kind = _cursor_classes()[prepared(connection)]
+    wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
+    return wrapper(kind(connection.connection), connection)
+
+
+@functools.cache
+def _cursor_classes() -> dict[bool, type[Any]]:
+    """psycopg cursors that bind on the server: one that prepares every statement, one that does not."""
+    import psycopg
+
+    class Prepared(psycopg.Cursor[Any]):
+        def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None, **kw: Any) -> Any:
+            return super().execute(query, params, prepare=True if prepare is None else prepare, **kw)
+
+    return {True: Prepared, False: psycopg.Cursor}
+
+
+def run_on(connection: BaseDatabaseWrapper, op: Op[_R]) -> _R:
+    """Run ``op`` on ``connection``, in the caller's transaction; return its result.
+
+    Datetimes are adapted as Django stores them (SQLite keeps text).
+    """
+    adapt = connection.ops.adapt_datetimefield_value
+    with cursor(connection) as db:
+        try:
+            text, params = next(op)
+            while True:
+                db.execute(text, [adapt(p) if isinstance(p, datetime.datetime) else p for p in params])
+                text, params = op.send(db.fetchall() if db.description else [])
+        except StopIteration as stop:
+            return cast(_R, stop.value)
