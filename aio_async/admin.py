@@ -11,8 +11,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
-from aio_async.models import FINISHED, Error, Group, Job, Status
 from aio_async.api import cancel_pending
+from aio_async.models import FINISHED, Error, Group, Job, Status
 
 
 def _traceback(error: Error) -> str:

@@ -32,6 +32,9 @@ _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 _MAX_NAME = 1024
 
 
+_NO_OPTIONS = TaskOptions()
+
+
 @dataclasses.dataclass(frozen=True)
 class Target:
     """What a job's name resolves to: the callable, how it runs, and its task's options."""
@@ -39,13 +42,13 @@ class Target:
     name: str
     function: Callable[..., Any]
     is_coroutine: bool
-    options: TaskOptions = TaskOptions()
+    options: TaskOptions = _NO_OPTIONS
     #: The parameters the callable takes, to check a call before it is written; None when
     #: the callable hides them (a C function, a ``*args`` wrapper).
     signature: inspect.Signature | None = None
 
     @classmethod
-    def of(cls, name: str, function: Callable[..., Any], options: TaskOptions = TaskOptions()) -> Target:
+    def of(cls, name: str, function: Callable[..., Any], options: TaskOptions = _NO_OPTIONS) -> Target:
         """The target for ``function``, with its signature read once."""
         try:
             signature: inspect.Signature | None = inspect.signature(function)

@@ -188,7 +188,9 @@ def job_maker(
         "name": name,
         "queue": check_queue(_first(queue, options.queue, "default")),
         "priority": check_priority(_first(priority, options.priority, DEFAULT_PRIORITY)),
-        "max_attempts": check_max_attempts(_first(max_attempts, options.max_attempts, get_settings().max_attempts)),
+        "max_attempts": check_max_attempts(
+            _first(max_attempts, options.max_attempts, get_settings().max_attempts)
+        ),
         "timeout": check_timeout(_first(timeout, options.timeout)),
         "added": now,
         "run_after": run_after_value(run_after, now),
@@ -269,7 +271,11 @@ def _insert(jobs: list[Job], alias: str) -> None:
                 batch = jobs[start : start + size]
                 cursor.execute(
                     sql.insert_jobs(columns, len(batch), arrays=False),
-                    [field.get_db_prep_save(getattr(job, field.attname), connection) for job in batch for field in _INSERTED],
+                    [
+                        field.get_db_prep_save(getattr(job, field.attname), connection)
+                        for job in batch
+                        for field in _INSERTED
+                    ],
                 )
                 ids += [pk for (pk,) in cursor.fetchall()]
     for job, pk in zip(jobs, ids, strict=True):
@@ -294,7 +300,9 @@ def schedule(
 ) -> Job:
     """Put a call of ``function`` in the queue, inside the caller's transaction."""
     _not_in_async_code("schedule")
-    make = job_maker(function, priority, run_after, meta, queue=queue, max_attempts=max_attempts, timeout=timeout)
+    make = job_maker(
+        function, priority, run_after, meta, queue=queue, max_attempts=max_attempts, timeout=timeout
+    )
     alias = _queue_database(group, using)
     job = make(args, kwargs)
     if group is None:
@@ -327,7 +335,9 @@ def schedule_many(
     call writes nothing at all. The jobs join the caller's transaction like ``schedule()``'s.
     """
     _not_in_async_code("schedule_many")
-    make = job_maker(function, priority, run_after, meta, queue=queue, max_attempts=max_attempts, timeout=timeout)
+    make = job_maker(
+        function, priority, run_after, meta, queue=queue, max_attempts=max_attempts, timeout=timeout
+    )
     jobs = []
     for index, call in enumerate(calls):
         if not isinstance(call, tuple | list) or len(call) != 2:

@@ -115,7 +115,9 @@ class JobThread:
                     if self._overran(attempt):
                         raise _NotCommitted
                     now = timezone.now()
-                    held = sql.run_on(connection, operations.complete(dialect, [(attempt, result)], self.worker_id, now))
+                    held = sql.run_on(
+                        connection, operations.complete(dialect, [(attempt, result)], self.worker_id, now)
+                    )
                     if not held:
                         raise _NotCommitted  # the lease was taken over
             except _NotCommitted:

@@ -29,7 +29,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aio_async import allow
 from aio_async.bridge import NoConnection, result_value
 from aio_async.conf import QueueSettings, get_settings
 from aio_async.errors import FunctionNotFound, JobRefused
@@ -81,6 +80,8 @@ class Executor:
         #: Slots this worker may fill: the concurrency, lowered while connections are short.
         self.capacity = self.settings.concurrency
         self._claimed = 0
+        #: Attempts whose end could not be written (the database was away): given back later.
+        self._unrecorded: list[Attempt] = []
 
     @property
     def concurrency(self) -> int:
@@ -110,8 +111,12 @@ class Executor:
                 extra={"action": "start_worker", "worker_id": self.worker_id},
             )
             side_tasks = [
-                asyncio.create_task(self._every(self.settings.heartbeat_every, self._heartbeat, store), name="heartbeat"),
-                asyncio.create_task(self._every(self.settings.rescue_every, self._rescue, store), name="rescue"),
+                asyncio.create_task(
+                    self._every(self.settings.heartbeat_every, self._heartbeat, store), name="heartbeat"
+                ),
+                asyncio.create_task(
+                    self._every(self.settings.rescue_every, self._rescue, store), name="rescue"
+                ),
             ]
             if not until_empty:
                 side_tasks.append(asyncio.create_task(self._listen(store), name="listen"))
@@ -174,7 +179,7 @@ class Executor:
                 self._claimed += len(attempts)
                 for attempt in attempts:
                     self._start(store, attempt)
-            idle = not self._running
+            idle = not self._running and not self._busy
             if idle and self.max_jobs is not None and self._claimed >= self.max_jobs:
                 return
             # A job that finished while the claim was in flight may have queued more work
@@ -217,11 +222,18 @@ class Executor:
             return
         exc = task.exception()
         if exc is not None:
-            # The attempt could not be recorded (the database is away); the lease will expire
-            # and the job will be rescued.
+            # The attempt's end could not be written (the database is away). Its work rolled
+            # back with it (a sync job) or is done (a coroutine job); either way the job is
+            # given back to the queue, its attempt excused, once the database answers again.
             job_event(
-                logging.ERROR, "job_unrecorded", attempt, self.worker_id, "could not be recorded: %r", exc
+                logging.ERROR,
+                "job_unrecorded",
+                attempt,
+                self.worker_id,
+                "could not be recorded (%r); it will be given back to the queue",
+                exc,
             )
+            self._unrecorded.append(attempt)
             return
         self.outcomes[task.result()] += 1
 
@@ -231,6 +243,7 @@ class Executor:
         """Run one attempt to its end and record how it ended."""
         began = time.monotonic()
         error: ErrorInfo | None = None
+        in_thread = False  # a sync job's slot is freed by its thread, once its function returned
         try:
             try:
                 target, args, kwargs = attempt.resolve()
@@ -239,7 +252,6 @@ class Executor:
                 # A name that does not import may be a deploy in progress, so it is retried;
                 # anything else about the row will never run.
                 retry = isinstance(exc.__cause__, FunctionNotFound)
-                self._free(attempt)
                 outcome = await asyncio.shield(store.fail(attempt, error, final=not retry))
             else:
                 call = functools.partial(target.function, *args, **kwargs)
@@ -247,11 +259,11 @@ class Executor:
                     self._running[attempt.job_id].coroutine = True
                     outcome, error = await self._run_coroutine(store, attempt, call)
                 else:
+                    in_thread = True
                     outcome, error = await self._run_sync(store, attempt, call)
         finally:
-            running = self._running.get(attempt.job_id)
-            if running is None or running.coroutine:
-                self._free(attempt)  # a sync job's slot is freed once its thread is done with it
+            if not in_thread:
+                self._free(attempt)
         job_finished(attempt, self.worker_id, outcome, time.monotonic() - began, error)
         return outcome
 
@@ -328,6 +340,7 @@ class Executor:
         self, store: Store, attempt: Attempt, exc: NoConnection
     ) -> tuple[Outcome, ErrorInfo | None]:
         """Give back a job whose thread could not connect, and run fewer jobs for a while."""
+        self._free(attempt)
         self.capacity = max(1, len(self._busy))
         logger.warning(
             "A job thread cannot connect to the database (%s); running at most %s job(s) at once "
@@ -338,6 +351,7 @@ class Executor:
             extra={"action": "connections_short", "worker_id": self.worker_id},
         )
         released = await asyncio.shield(store.release(attempt))
+        self._wake.set()  # it is due again at once
         return (Outcome.RELEASED if released else Outcome.LEASE_LOST), None
 
     # Stopping ---------------------------------------------------------------------------
@@ -404,6 +418,12 @@ class Executor:
             self._wake.set()
 
     async def _rescue(self, store: Store) -> None:
+        while self._unrecorded:
+            attempt = self._unrecorded[0]
+            await store.release(attempt)  # False when another worker rescued it meanwhile: fine too
+            self._unrecorded.pop(0)
+            job_finished(attempt, self.worker_id, Outcome.RELEASED, 0.0)
+            self._wake.set()
         rescued = await store.rescue()
         if rescued:
             logger.warning(

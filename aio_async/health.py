@@ -54,10 +54,14 @@ def health(*, using: str | None = None) -> dict[str, Any]:
     )
     # Errors are counted apart: joined to the jobs, each job would count once per error.
     errors = {
-        row["job__name"]: row["n"] for row in Error.objects.using(alias).values("job__name").annotate(n=Count("pk"))
+        row["job__name"]: row["n"]
+        for row in Error.objects.using(alias).values("job__name").annotate(n=Count("pk"))
     }
     report["by_name"] = {
-        str(row["name"]): {**{k: v for k, v in row.items() if k != "name"}, "errors": errors.get(row["name"], 0)}
+        str(row["name"]): {
+            **{k: v for k, v in row.items() if k != "name"},
+            "errors": errors.get(row["name"], 0),
+        }
         for row in by_name
     }
     known = [status.value for status in Status]
@@ -72,7 +76,9 @@ def health(*, using: str | None = None) -> dict[str, Any]:
         if last
         else None
     )
-    recent = jobs.filter(status=Status.SUCCEEDED, finished__gte=now - RATE_WINDOW).aggregate(count=Count("pk"))
+    recent = jobs.filter(status=Status.SUCCEEDED, finished__gte=now - RATE_WINDOW).aggregate(
+        count=Count("pk")
+    )
     rate = recent["count"] / RATE_WINDOW.total_seconds()
     report["executed_per_second"] = round(rate, 3)
     due = jobs.filter(status__in=_REMAINING, run_after__lte=now).count()

@@ -26,9 +26,9 @@ _LEVELS = {
 }
 _WORDS = {
     Outcome.SUCCEEDED: "succeeded",
-    Outcome.RELEASED: "was released back to the queue (attempt excused)",
-    Outcome.RETRYING: "failed; it will be retried",
-    Outcome.LEASE_LOST: "finished, but its lease had been taken over: nothing it wrote was committed",
+    Outcome.RELEASED: "released back to the queue, its attempt excused",
+    Outcome.RETRYING: "failed, to be retried",
+    Outcome.LEASE_LOST: "lost its lease to another worker: nothing it wrote was committed",
     Outcome.FAILED: "failed for good",
 }
 
@@ -70,7 +70,7 @@ def job_finished(
         "job_finished",
         attempt,
         worker_id,
-        "%s in %.3f s%s",
+        "%s (%.3f s)%s",
         _WORDS[outcome],
         duration,
         detail,

@@ -68,7 +68,9 @@ class GroupQuerySet(models.QuerySet["Group"]):
         Call it inside a transaction: it locks the group's row (see ``release_final``).
         """
         connection = connections[self.db]
-        return sql.run_on(connection, release_final(sql.for_vendor(connection.vendor), group_id, timezone.now()))
+        return sql.run_on(
+            connection, release_final(sql.for_vendor(connection.vendor), group_id, timezone.now())
+        )
 
 
 def release_final(dialect: sql.Dialect, group_id: int, now: datetime.datetime) -> sql.Op[bool]:
@@ -117,7 +119,11 @@ class Group(models.Model):
         groups = Group.objects.using(alias)
         with transaction.atomic(using=alias):
             groups.select_for_update().filter(pk=self.pk).first()
-            if not Job.objects.using(alias).filter(pk=job.pk, status=Status.QUEUED).update(status=Status.WAITING):
+            if (
+                not Job.objects.using(alias)
+                .filter(pk=job.pk, status=Status.QUEUED)
+                .update(status=Status.WAITING)
+            ):
                 raise InvalidOption(f"job {job.pk} has already started, so it cannot be a final job")
             groups.filter(pk=self.pk).update(final=job)
             groups.release_final(self.pk)
@@ -221,4 +227,3 @@ class Error(models.Model):
 
     def __str__(self) -> str:
         return f"{self.exception}: {self.message}"[:200]
-

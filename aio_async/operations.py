@@ -111,7 +111,20 @@ class Attempt:
         Arguments are read as text and decoded here, so that one row that cannot be decoded
         (nested too deep, say) is refused alone instead of failing the whole claim.
         """
-        job_id, name, args, kwargs, queue, priority, attempts, excused, max_attempts, timeout, group, isolated = row
+        (
+            job_id,
+            name,
+            args,
+            kwargs,
+            queue,
+            priority,
+            attempts,
+            excused,
+            max_attempts,
+            timeout,
+            group,
+            isolated,
+        ) = row
         problem = None
         try:
             args = json.loads(args) if isinstance(args, str) else args
@@ -148,7 +161,9 @@ class Attempt:
                 try:
                     target.signature.bind(*args, **kwargs)
                 except TypeError as exc:
-                    raise JobRefused(f"the arguments do not fit {self.name}{target.signature}: {exc}") from None
+                    raise JobRefused(
+                        f"the arguments do not fit {self.name}{target.signature}: {exc}"
+                    ) from None
             if self.timeout is not None and not 0 < self.timeout < math.inf:
                 raise JobRefused(f"timeout must be a positive number of seconds, got {self.timeout!r}")
             if self.charged > self.max_attempts:
@@ -193,7 +208,10 @@ def heartbeat(
     dialect: sql.Dialect, attempts: Sequence[Attempt], worker_id: str, until: datetime.datetime
 ) -> sql.Op[set[int]]:
     """Extend the leases of ``attempts``; return the ids of the jobs this worker still holds."""
-    rows = yield sql.heartbeat(dialect), [until, _mine([(a.job_id, a.number, None) for a in attempts]), worker_id]
+    rows = yield (
+        sql.heartbeat(dialect),
+        [until, _mine([(a.job_id, a.number, None) for a in attempts]), worker_id],
+    )
     return {row[0] for row in rows}
 
 
@@ -268,12 +286,27 @@ def fail(
     if decided.give_up:
         rows = yield sql.give_up(dialect, expired=expired), [now, mine, worker_id, *tail]
     else:
-        params = [decided.run_after, decided.lower, int(decided.excuse), decided.isolated, mine, worker_id, *tail]
+        params = [
+            decided.run_after,
+            decided.lower,
+            int(decided.excuse),
+            decided.isolated,
+            mine,
+            worker_id,
+            *tail,
+        ]
         rows = yield sql.requeue(dialect, expired=expired), params
     if not rows:
         return False
     if error is not None:
-        error_row = [attempt.job_id, attempt.number, error.exception, error.message, error.traceback, worker_id]
+        error_row = [
+            attempt.job_id,
+            attempt.number,
+            error.exception,
+            error.message,
+            error.traceback,
+            worker_id,
+        ]
         yield sql.insert_error(dialect), [*error_row, now]
     if decided.give_up and rows[0][1] is not None:
         yield from release_final(dialect, rows[0][1], now)
@@ -286,7 +319,9 @@ def release(dialect: sql.Dialect, attempt: Attempt, worker_id: str, now: datetim
     return (yield from fail(dialect, attempt, None, worker_id, decided, now))
 
 
-def expired(dialect: sql.Dialect, worker_id: str, now: datetime.datetime) -> sql.Op[list[tuple[Attempt, str, int]]]:
+def expired(
+    dialect: sql.Dialect, worker_id: str, now: datetime.datetime
+) -> sql.Op[list[tuple[Attempt, str, int]]]:
     """Jobs whose lease ran out, held by other workers: (attempt, lost worker, its other jobs)."""
     rows = yield sql.expired(dialect), [now, worker_id, RESCUE_BATCH]
     per_worker = Counter(row[4] for row in rows)

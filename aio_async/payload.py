@@ -151,7 +151,9 @@ class TaskOptions:
 def check_text(value: object, what: str, *, limit: int = 255) -> str:
     """A non-empty string of at most ``limit`` characters that a database can store."""
     if not isinstance(value, str) or not value or len(value) > limit:
-        raise InvalidOption(f"{what} must be a non-empty string of at most {limit} characters, got {value!r:.80}")
+        raise InvalidOption(
+            f"{what} must be a non-empty string of at most {limit} characters, got {value!r:.80}"
+        )
     try:
         return _text(value, what)
     except JSONError as exc:

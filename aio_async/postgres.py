@@ -71,7 +71,9 @@ class PsycopgConnector:
                 await connection.close()
                 if not retry:
                     raise
-                logger.info("Reconnecting after %s: %s", type(exc).__name__, exc, extra={"action": "reconnect"})
+                logger.info(
+                    "Reconnecting after %s: %s", type(exc).__name__, exc, extra={"action": "reconnect"}
+                )
                 return await self._run(await self._connected(), make, atomic)
 
     async def _run(self, connection: psycopg.AsyncConnection[Any], make: sql.MakeOp[R], atomic: bool) -> R:

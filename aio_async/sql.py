@@ -47,9 +47,9 @@ __all__ = [
     "insert_error",
     "insert_jobs",
     "lock_group",
-    "release_final",
     "prepared",
     "psycopg3",
+    "release_final",
     "requeue",
     "run_on",
 ]
@@ -161,7 +161,9 @@ def claim(dialect: Dialect, queues: int, include: int = 0, exclude: int = 0) -> 
     where += ["name NOT LIKE %s ESCAPE '\\'"] * exclude
     where.append("(%s OR NOT isolated)")
     returning = ", ".join(
-        dialect.json_text.format(column=f"{JOB}.{column}") if column in ("args", "kwargs") else f"{JOB}.{column}"
+        dialect.json_text.format(column=f"{JOB}.{column}")
+        if column in ("args", "kwargs")
+        else f"{JOB}.{column}"
         for column in CLAIMED
     )
     return (
@@ -284,10 +286,10 @@ def insert_jobs(columns: Sequence[tuple[str, str]], rows: int, *, arrays: bool) 
     if arrays and rows == 1:
         source = f"VALUES ({', '.join(f'%b::{kind}' for _, kind in columns)})"
     elif arrays:
-        source = f"SELECT * FROM unnest({', '.join(f'%b::{kind}[]' for _, kind in columns)})"
+        source = f"SELECT * FROM unnest({', '.join(f'%b::{kind}[]' for _, kind in columns)})"  # noqa: S608
     else:
         source = "VALUES " + ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * rows)
-    return f"INSERT INTO {JOB} ({names}) {source} RETURNING id"  # noqa: S608 - quoted names only
+    return f"INSERT INTO {JOB} ({names}) {source} RETURNING id"
 
 
 # Running statements on one of Django's connections ---------------------------------------

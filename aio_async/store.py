@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -200,7 +201,9 @@ class DatabaseStore:
             now = timezone.now()
             try:
                 held = await self.connector.run(
-                    lambda d: operations.complete(d, finished, self.worker_id, now),
+                    functools.partial(
+                        operations.complete, finished=finished, worker_id=self.worker_id, now=now
+                    ),
                     atomic=any(attempt.group_id is not None for attempt, _ in finished),
                     retry=True,  # fenced: writing it twice cannot mark anything twice
                 )
@@ -220,15 +223,23 @@ class DatabaseStore:
         retry_now = False
         if isinstance(cause, OperationalError | InterfaceError):
             # A coroutine job's queries ran on the async ORM's thread: check its connection there.
-            retry_now = await sync_to_async(connection_lost, thread_sensitive=True)(cause, self.settings.database)
+            retry_now = await sync_to_async(self._discard_if_lost, thread_sensitive=True)(cause)
         now = timezone.now()
         decided = operations.verdict(attempt, self.settings, now, final=final, retry_now=retry_now)
         recorded = await self.connector.run(
-            lambda d: operations.fail(d, attempt, error, self.worker_id, decided, now), atomic=True, retry=True
+            lambda d: operations.fail(d, attempt, error, self.worker_id, decided, now),
+            atomic=True,
+            retry=True,
         )
         if not recorded:
             return Outcome.LEASE_LOST
         return Outcome.FAILED if decided.give_up else Outcome.RETRYING
+
+    def _discard_if_lost(self, cause: BaseException) -> bool:
+        """True when ``cause`` came from this thread's connection dying; it is closed then."""
+        lost = connection_lost(cause, self.settings.database)
+        tidy_connections()
+        return lost
 
     async def release(self, attempt: Attempt) -> bool:
         """Give a job back to the queue, its attempt excused."""
@@ -243,14 +254,23 @@ class DatabaseStore:
         A row that cannot be rescued is logged and left for the next pass; it never stops
         the others.
         """
+        # The async ORM's thread serves coroutine jobs; tidy its connection now and then, as
+        # the job threads tidy theirs before each job.
+        await sync_to_async(tidy_connections, thread_sensitive=True)()
         now = timezone.now()
         found = await self.connector.run(lambda d: operations.expired(d, self.worker_id, now))
         rescued = []
         for attempt, lost_worker, neighbours in found:
             try:
                 done = await self.connector.run(
-                    lambda d, a=attempt, w=lost_worker, n=neighbours: operations.rescue(
-                        d, a, w, n, self.worker_id, self.settings, now
+                    functools.partial(
+                        operations.rescue,
+                        attempt=attempt,
+                        lost_worker=lost_worker,
+                        neighbours=neighbours,
+                        rescuer=self.worker_id,
+                        settings=self.settings,
+                        now=now,
                     ),
                     atomic=True,
                 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import functools
 
 from asgiref.sync import async_to_sync
 from django.db import connections, transaction
@@ -55,7 +56,7 @@ def run_jobs(
             outcome = jobs.record_failure(attempt, ErrorInfo.from_exception(exc), final=final)
         else:
             function = async_to_sync(target.function) if target.is_coroutine else target.function
-            outcome, _ = jobs.run(attempt, lambda: function(*args, **kwargs))
+            outcome, _ = jobs.run(attempt, functools.partial(function, *args, **kwargs))
         outcomes[outcome.value] += 1
     return dict(outcomes)
 

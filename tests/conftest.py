@@ -13,9 +13,9 @@ from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import connection, connections
 
-from aio_async.operations import Outcome
 from aio_async.conf import QueueSettings, get_settings
 from aio_async.executor import Executor
+from aio_async.operations import Outcome
 
 
 def pytest_report_header() -> str:

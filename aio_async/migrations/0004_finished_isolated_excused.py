@@ -19,7 +19,9 @@ def fill_finished(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> N
     alias = schema_editor.connection.alias
     jobs = Job.objects.using(alias)
     jobs.filter(status="cancelled", finished__isnull=True).update(finished=models.F("cancelled"))
-    last_error = Error.objects.using(alias).filter(job=OuterRef("pk")).values("job").annotate(at=Max("created"))
+    last_error = (
+        Error.objects.using(alias).filter(job=OuterRef("pk")).values("job").annotate(at=Max("created"))
+    )
     jobs.filter(status="failed", finished__isnull=True).update(finished=Subquery(last_error.values("at")[:1]))
 
 
@@ -34,7 +36,9 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="job",
             index=models.Index(
-                condition=models.Q(("status", "succeeded")), fields=["finished"], name="aio_async_job_succeeded"
+                condition=models.Q(("status", "succeeded")),
+                fields=["finished"],
+                name="aio_async_job_succeeded",
             ),
         ),
         migrations.AddField(model_name="job", name="excused", field=models.PositiveIntegerField(default=0)),

@@ -60,7 +60,7 @@ def test_a_stalled_worker_whose_lease_was_taken_over_cannot_commit() -> None:
     assert job.attempts == 2
     assert Record.objects.filter(key="fenced").count() == 1
     [lost] = Error.objects.filter(job=job)
-    assert lost.exception == "aio_async.WorkerLost"
+    assert lost.exception == "aio_async.errors.WorkerLost"
     assert f":{first.pid}:" in lost.worker
 
 
@@ -72,9 +72,12 @@ def test_workers_killed_at_random_moments_lose_nothing_and_commit_nothing_twice(
     kills = 0
     for _ in range(6):
         with Worker(env(), "--concurrency", "4") as worker:
-            time.sleep(rng.uniform(0.2, 1.0))
+            # Kill it while it holds jobs: the kill must land mid-work to test anything.
+            wait_until(lambda: Job.objects.filter(status=Status.RUNNING).exists() or all_succeeded(len(keys)))
+            time.sleep(rng.uniform(0.0, 0.5))
+            held = Job.objects.filter(status=Status.RUNNING, locked_by__contains=f":{worker.pid}:").count()
             worker.kill()
-            kills += 1
+            kills += held > 0
         if all_succeeded(len(keys)):
             break
     with Worker(env(), "--concurrency", "4") as survivor:
@@ -84,7 +87,7 @@ def test_workers_killed_at_random_moments_lose_nothing_and_commit_nothing_twice(
             print(Counter(Job.objects.values_list("status", flat=True)), survivor.output[-3000:])
             raise
         assert survivor.stop() == 0
-    assert kills >= 3
+    assert kills >= 3  # counted only when the killed worker held running jobs
     assert duplicates() == {}
     assert sorted(Record.objects.values_list("key", flat=True)) == sorted(keys)
     print(f"kills survived: {kills}, jobs run: {len(keys)}, duplicates: 0, lost: 0")
@@ -122,7 +125,7 @@ def test_a_second_interrupt_exits_at_once_and_the_job_is_rescued_later(tmp_path:
         wait_until(lambda: all_succeeded(1), timeout=30, message="the rescued job succeeded")
         assert rescuer.stop() == 0
     assert Record.objects.filter(key="interrupted").count() == 1
-    assert Error.objects.get(job=job).exception == "aio_async.WorkerLost"
+    assert Error.objects.get(job=job).exception == "aio_async.errors.WorkerLost"
 
 
 def test_sigterm_releases_coroutine_jobs_after_the_shutdown_timeout() -> None:
@@ -134,7 +137,7 @@ def test_sigterm_releases_coroutine_jobs_after_the_shutdown_timeout() -> None:
         assert time.monotonic() - started < 10
         assert "released back to the queue" in worker.output
     job.refresh_from_db()
-    assert (job.status, job.attempts, job.locked_by) == (Status.QUEUED, 0, "")
+    assert (job.status, job.attempts, job.excused, job.locked_by) == (Status.QUEUED, 1, 1, "")
     assert not Error.objects.exists()
 
 
@@ -157,3 +160,51 @@ def test_processes_supervisor_restarts_a_killed_worker_and_stops_cleanly() -> No
         assert victim not in after
         assert supervisor.stop() == 0, supervisor.output
         assert supervisor.output.count("Worker process") >= 3
+
+
+def test_a_job_that_kills_its_worker_fails_alone_and_its_neighbours_succeed() -> None:
+    crasher = schedule(tasks.crash, ["crash"], max_attempts=3)
+    keys = [f"neighbour-{index}" for index in range(30)]
+    for key in keys:
+        schedule(tasks.sleep_then_write, [key, 0.2], max_attempts=1)
+    with Worker(env(), "--processes", "2", "--concurrency", "4") as supervisor:
+        wait_until(
+            lambda: (
+                all_succeeded(len(keys)) and Job.objects.filter(pk=crasher.pk, status=Status.FAILED).exists()
+            ),
+            timeout=120,
+            message="every neighbour succeeded and the crashing job failed",
+        )
+        assert supervisor.stop() == 0, supervisor.output
+    crasher.refresh_from_db()
+    assert crasher.attempts - crasher.excused == 3  # its three attempts, each charged when it ran alone
+    lost = list(Error.objects.filter(job=crasher).order_by("attempt"))
+    assert {error.exception for error in lost} == {"aio_async.errors.WorkerLost"}
+    assert sum("charged" in error.message for error in lost) == 3
+    # Every neighbour ran exactly once and succeeded, though each had one attempt only.
+    assert sorted(Record.objects.values_list("key", flat=True)) == sorted(keys)
+    assert not Job.objects.filter(status=Status.FAILED).exclude(pk=crasher.pk).exists()
+
+
+def test_two_workers_never_leave_a_job_waiting_beside_a_free_slot(tmp_path: Path) -> None:
+    keys = [f"long-{index}" for index in range(4)]
+    with Worker(env(), "--concurrency", "2") as first:
+        for key in keys:
+            schedule(tasks.mark_pid_then_sleep, [key, 3.0, str(tmp_path)])
+        wait_until(lambda: len(list(tmp_path.iterdir())) == 2, message="the first worker started two jobs")
+        # Running means running: no job is held by a worker that has not started it.
+        assert Job.objects.filter(status=Status.RUNNING).count() == 2
+        with Worker(env(), "--concurrency", "2") as second:
+            wait_until(
+                lambda: len(list(tmp_path.iterdir())) == 4,
+                timeout=2.5,
+                message="the second worker's two jobs",
+            )
+            started = {path.read_text() for path in tmp_path.iterdir()}
+            assert started == {str(first.pid), str(second.pid)}
+            assert Job.objects.filter(status=Status.RUNNING).count() == 4
+            wait_until(lambda: all_succeeded(4), timeout=30)
+            assert second.stop() == 0
+        assert first.stop() == 0
+    by_worker = Counter(Record.objects.values_list("value", flat=True))
+    assert sorted(by_worker.values()) == [2, 2]

@@ -111,3 +111,16 @@ def mark_then_sleep(key: str, seconds: float, marker: str) -> int:
     Path(marker).touch()
     time.sleep(seconds)
     return Record.objects.create(key=key).pk
+
+
+def crash(key: str) -> None:
+    """End the worker's process at once, as a crash in a C extension would."""
+    Record.objects.create(key=key)  # never committed: the process dies inside the transaction
+    os._exit(3)
+
+
+def mark_pid_then_sleep(key: str, seconds: float, folder: str) -> int:
+    """Leave a file named after ``key`` holding this process's pid (the job really started), sleep, write."""
+    Path(folder, key).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return Record.objects.create(key=key, value=os.getpid()).pk

@@ -8,9 +8,9 @@ import pytest
 from django.utils import timezone
 
 from aio_async import schedule
-from aio_async.operations import Outcome
 from aio_async.conf import Backoff
 from aio_async.models import Error, Group, Job, Status
+from aio_async.operations import Outcome
 from tests.app import tasks
 from tests.app.models import Record
 from tests.conftest import drain
@@ -178,7 +178,10 @@ def test_a_name_that_does_not_import_is_retried_as_a_deploy_may_be_in_progress()
     job.refresh_from_db()
     assert job.status == Status.QUEUED
     error = Error.objects.get(job=job)
-    assert (error.exception, error.message.split(":")[0]) == ("aio_async.errors.JobRefused", "FunctionNotFound")
+    assert (error.exception, error.message.split(":")[0]) == (
+        "aio_async.errors.JobRefused",
+        "FunctionNotFound",
+    )
 
 
 def test_the_final_job_of_a_group_runs_after_every_other_member() -> None:

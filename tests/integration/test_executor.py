@@ -11,9 +11,9 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from aio_async import aschedule, health, schedule, testing
-from aio_async.operations import Outcome
 from aio_async.executor import Executor
 from aio_async.models import Error, Job, Status
+from aio_async.operations import Outcome
 from tests.app import tasks
 from tests.app.models import Record
 from tests.conftest import queue_settings

@@ -1,32 +1,24 @@
-"""PostgreSQL's direct connection: claims, leases and coroutine completions on the loop."""
+"""PostgreSQL only: the worker's own asyncio connection, SKIP LOCKED, and NOTIFY on commit."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import threading
 
+import psycopg
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connection
-from django.utils import timezone
+from django.db import connection, transaction
 
 from aio_async import schedule
-from aio_async.bridge import Outcome
-from aio_async.dialects import Claim
-from aio_async.dialects.postgresql import Direct
-from aio_async.executor import Executor
-from aio_async.models import Group, Job, Status
+from aio_async.models import Job
+from aio_async.postgres import PsycopgConnector, connection_params
+from aio_async.store import DatabaseStore
 from tests.app import tasks
-from tests.conftest import queue_settings
+from tests.integration.test_store import make_store
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
-
-
-async def claim(
-    direct: Direct, worker: str, limit: int, queue: str = "default", seconds: float = 30
-) -> list[Job]:
-    now = timezone.now()
-    return await direct.claim(Claim(worker, (queue,), limit, now, now + datetime.timedelta(seconds=seconds)))
 
 
 def terminate(pid: int) -> datetime.datetime:
@@ -45,110 +37,120 @@ def backends_since(moment: datetime.datetime) -> int:
         return int(cursor.fetchone()[0])
 
 
-async def test_a_direct_claim_gives_the_same_jobs_as_the_orms() -> None:
-    for priority in (1, 3, 2):
-        await sync_to_async(schedule)(tasks.add, [priority, {"k": [priority]}], priority=priority)
-    await sync_to_async(schedule)(tasks.add, [9, 9], run_after=datetime.timedelta(hours=1))
-    direct = Direct(connection)
-    try:
-        claimed = await claim(direct, "w1", 2)
-        assert [job.priority for job in claimed] == [3, 2]
-        assert claimed[0].args == [3, {"k": [3]}]
-        assert (claimed[0].status, claimed[0].attempts, claimed[0].locked_by) == (Status.RUNNING, 1, "w1")
-        assert claimed[0]._state.db == "default"
-        assert not claimed[0]._state.adding
-        stored = await Job.objects.aget(pk=claimed[0].pk)
-        assert (stored.status, stored.attempts, stored.locked_by) == (Status.RUNNING, 1, "w1")
-        assert [job.priority for job in await claim(direct, "w1", 5)] == [1]
-    finally:
-        await direct.close()
+def backend_pid(store: DatabaseStore) -> int:
+    assert isinstance(store.connector, PsycopgConnector)
+    assert store.connector._connection is not None
+    return store.connector._connection.info.backend_pid
 
 
-async def test_direct_heartbeat_extends_only_this_workers_leases() -> None:
-    await sync_to_async(schedule)(tasks.add, [1, 1])
-    await sync_to_async(schedule)(tasks.add, [2, 2])
-    direct = Direct(connection)
-    try:
-        [mine] = await claim(direct, "w1", 1, seconds=1)
-        [theirs] = await claim(direct, "w2", 1, seconds=1)
-        until = timezone.now() + datetime.timedelta(seconds=60)
-        assert await direct.heartbeat([mine.pk, theirs.pk], "w1", until) == 1
-        assert (await Job.objects.aget(pk=mine.pk)).locked_until == until
-        assert (await Job.objects.aget(pk=theirs.pk)).locked_until != until
-    finally:
-        await direct.close()
-
-
-async def test_direct_completion_is_fenced_and_stores_results() -> None:
-    for key in ("kept", "none", "taken"):
-        await sync_to_async(schedule)(tasks.awrite, [key])
-    direct = Direct(connection)
-    try:
-        kept, none, taken = await claim(direct, "w1", 3)
-        # The third job's lease expired and another worker holds it now.
-        await Job.objects.filter(pk=taken.pk).aupdate(attempts=2, locked_by="w2")
-        held = await direct.complete([(kept, {"n": [1, 2]}), (none, None), (taken, 3)], "w1", timezone.now())
-        assert held == {kept.pk, none.pk}
-        rows = {job.pk: job async for job in Job.objects.all()}
-        assert (rows[kept.pk].status, rows[kept.pk].result) == (Status.SUCCEEDED, {"n": [1, 2]})
-        assert rows[kept.pk].locked_until is None
-        assert (rows[none.pk].status, rows[none.pk].result) == (Status.SUCCEEDED, None)
-        assert (rows[taken.pk].status, rows[taken.pk].locked_by) == (Status.RUNNING, "w2")
-    finally:
-        await direct.close()
-
-
-async def test_a_killed_direct_connection_is_replaced() -> None:
+async def test_a_completion_on_a_killed_connection_is_retried_on_a_new_one() -> None:
     await sync_to_async(schedule)(tasks.awrite, ["a"])
-    direct = Direct(connection)
+    store = make_store("psycopg")
     try:
-        [job] = await claim(direct, "w1", 1)
-        assert direct._connection is not None
-        pid = direct._connection.info.backend_pid
+        [attempt] = await store.claim(1, alone=True)
+        pid = backend_pid(store)
         await sync_to_async(terminate)(pid)
-        # A completion is retried once on a new connection (fencing makes that safe).
-        assert await direct.complete([(job, 1)], "w1", timezone.now()) == {job.pk}
-        assert direct._connection.info.backend_pid != pid
+        assert (await store.complete(attempt, 1)).value == "succeeded"  # fenced: safe to write twice
+        assert backend_pid(store) != pid
     finally:
-        await direct.close()
+        await store.close()
 
 
-async def test_completions_that_find_the_connection_dead_share_one_replacement() -> None:
+async def test_operations_that_find_the_connection_dead_share_one_replacement() -> None:
     for key in ("a", "b", "c"):
         await sync_to_async(schedule)(tasks.awrite, [key])
-    direct = Direct(connection)
+    store = make_store("psycopg")
     try:
-        jobs = await claim(direct, "w1", 3)
-        assert direct._connection is not None
-        killed_at = await sync_to_async(terminate)(direct._connection.info.backend_pid)
-        held = await asyncio.gather(*(direct.complete([(job, None)], "w1", timezone.now()) for job in jobs))
-        assert set().union(*held) == {job.pk for job in jobs}
+        attempts = await store.claim(3, alone=True)
+        killed_at = await sync_to_async(terminate)(backend_pid(store))
+        await asyncio.gather(*(store.heartbeat([attempt]) for attempt in attempts))
         assert await sync_to_async(backends_since)(killed_at) == 1
     finally:
-        await direct.close()
+        await store.close()
 
 
 async def test_a_claim_on_a_killed_connection_fails_and_the_next_one_reconnects() -> None:
     await sync_to_async(schedule)(tasks.awrite, ["a"])
-    direct = Direct(connection)
+    store = make_store("psycopg", queues=("nothing",))
     try:
-        assert await claim(direct, "w1", 1, "nothing") == []
-        assert direct._connection is not None
-        pid = direct._connection.info.backend_pid
-        await sync_to_async(terminate)(pid)
-        with pytest.raises(Exception, match=r"terminat|closed|connection"):
-            await claim(direct, "w1", 1)
-        [job] = await claim(direct, "w1", 1)
-        assert job.args == ["a"]
+        assert await store.claim(1, alone=True) == []
+        await sync_to_async(terminate)(backend_pid(store))
+        with pytest.raises(psycopg.OperationalError):
+            await store.claim(1, alone=True)  # a claim is not retried: it may have taken jobs
+        assert await store.claim(1, alone=True) == []
     finally:
-        await direct.close()
+        await store.close()
 
 
-async def test_a_coroutine_group_member_releases_the_final_job_when_it_completes() -> None:
-    group = await Group.objects.acreate(reference="async-group")
-    await sync_to_async(schedule)(tasks.awrite, ["member"], group=group)
-    final = await sync_to_async(schedule)(tasks.write, ["final"], group=group)
-    await sync_to_async(group.on_completion)(final)
-    outcomes = await Executor(settings=queue_settings()).run(until_empty=True)
-    assert outcomes == {Outcome.SUCCEEDED: 2}
-    assert await Job.objects.filter(status=Status.SUCCEEDED).acount() == 2
+def test_a_claim_skips_rows_another_connection_holds() -> None:
+    first = schedule(tasks.add, [1, 1], priority=9)
+    second = schedule(tasks.add, [2, 2], priority=1)
+    locked = threading.Event()
+    release = threading.Event()
+
+    def hold_lock() -> None:
+        with transaction.atomic():
+            Job.objects.select_for_update().get(pk=first.pk)
+            locked.set()
+            release.wait(10)
+        connection.close()
+
+    async def claim() -> list[int]:
+        store = make_store("psycopg")
+        try:
+            return [attempt.job_id for attempt in await store.claim(2, alone=True)]
+        finally:
+            await store.close()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        assert asyncio.run(claim()) == [second.pk]
+    finally:
+        release.set()
+        holder.join()
+    assert asyncio.run(claim()) == [first.pk]
+
+
+def test_notify_is_sent_inside_the_scheduling_transaction_and_delivered_on_commit() -> None:
+    with psycopg.connect(**connection_params(connection), autocommit=True) as listener:
+        listener.execute("LISTEN aio_async")
+        with transaction.atomic():
+            schedule(tasks.add, [1, 1], queue="mail")
+            assert list(listener.notifies(timeout=0.3)) == []
+        [notice] = list(listener.notifies(timeout=2, stop_after=1))
+        assert notice.payload == "mail"
+        with pytest.raises(ZeroDivisionError), transaction.atomic():
+            schedule(tasks.add, [1, 1], queue="mail")
+            1 / 0  # noqa: B018
+        assert list(listener.notifies(timeout=0.5)) == []
+        schedule(tasks.add, [1, 1], queue="later", run_after=datetime.timedelta(hours=1))
+        assert list(listener.notifies(timeout=0.5)) == []  # not due: nothing to wake for
+
+        # A job given back to the queue (a clean stop) wakes the other workers too.
+        async def claim_and_release() -> None:
+            store = make_store("psycopg", queues=("mail",))
+            try:
+                [attempt] = await store.claim(1, alone=True)
+                assert list(listener.notifies(timeout=0.3)) == []
+                assert await store.release(attempt)
+            finally:
+                await store.close()
+
+        asyncio.run(claim_and_release())
+        [again] = list(listener.notifies(timeout=2, stop_after=1))
+        assert again.payload == "mail"
+
+
+async def test_the_stores_wakeups_say_when_listening_began_then_name_queues() -> None:
+    store = make_store("psycopg")
+    wakeups = store.listen()
+    assert wakeups is not None
+    try:
+        assert await anext(wakeups) == ""  # listening now
+        await sync_to_async(schedule)(tasks.add, [1, 1], queue="mail")
+        assert await asyncio.wait_for(anext(wakeups), 5) == "mail"
+    finally:
+        await wakeups.aclose()  # type: ignore[attr-defined]
+        await store.close()
