@@ -124,3 +124,11 @@ def mark_pid_then_sleep(key: str, seconds: float, folder: str) -> int:
     Path(folder, key).write_text(str(os.getpid()))
     time.sleep(seconds)
     return Record.objects.create(key=key, value=os.getpid()).pk
+
+
+async def amark_pid_then_sleep(key: str, seconds: float, folder: str) -> int:
+    """mark_pid_then_sleep as a coroutine job."""
+    Path(folder, key).write_text(str(os.getpid()))
+    await asyncio.sleep(seconds)
+    record = await Record.objects.acreate(key=key, value=os.getpid())
+    return record.pk
