@@ -259,7 +259,7 @@ def test_a_wakeup_for_a_served_queue_starts_a_claim_at_once() -> None:
 
 
 def test_a_job_whose_end_could_not_be_written_is_given_back_once_the_database_answers() -> None:
-    global STORE  # noqa: PLW0603
+    global STORE
     store = STORE = MemoryStore(jobs("anap", 1, 0.0), concurrency=1)
     store.complete_errors = [ConnectionError("the database went away")]
     executor = make(store, rescue_interval=0.02)
