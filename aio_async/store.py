@@ -316,6 +316,13 @@ class DatabaseStore:
             )
         if connection.vendor != "postgresql":
             return []
+        problems = []
+        if not sql.psycopg3():
+            problems.append(
+                f"Django runs on psycopg2 here: the worker cannot LISTEN, so it polls every "
+                f"{self.settings.poll_interval:g} s. Install psycopg 3 (pip install 'psycopg[binary]') "
+                "to pick jobs up as they are committed."
+            )
         needed = self.concurrency + 3
         with connection.cursor() as cursor:
             cursor.execute(
@@ -325,11 +332,12 @@ class DatabaseStore:
             )
             allowed, in_use = cursor.fetchone()
         if needed <= allowed - in_use:
-            return []
+            return problems
         return [
+            *problems,
             f"This worker needs up to {needed} database connections (concurrency {self.concurrency} + 3); "
             f"the server allows {allowed} and {in_use} are in use: it will run fewer jobs at once when "
-            "it cannot connect. Lower --concurrency or raise PostgreSQL's max_connections."
+            "it cannot connect. Lower --concurrency or raise PostgreSQL's max_connections.",
         ]
 
     async def close(self) -> None:

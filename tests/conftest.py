@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,17 +19,27 @@ from aio_async.executor import Executor
 from aio_async.operations import Outcome
 
 
+#: Without psycopg 3 (a project on psycopg2), what needs it is not collected: the worker's own
+#: asyncio connection and LISTEN, and the outage tests' throw-away cluster.
+PSYCOPG3 = importlib.util.find_spec("psycopg") is not None
+collect_ignore = [] if PSYCOPG3 else ["integration/test_postgres.py", "acceptance/test_outages.py"]
+
+
 def pytest_report_header() -> str:
-    """Say which database the run uses."""
-    return f"aio_async test database: {settings.DATABASES['default']['ENGINE']}"
+    """Say which database and driver the run uses."""
+    driver = "psycopg 3" if PSYCOPG3 else "psycopg2"
+    return f"aio_async test database: {settings.DATABASES['default']['ENGINE']} ({driver})"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect (not skip) PostgreSQL-only tests when the run is on SQLite."""
-    if str(settings.DATABASES["default"]["ENGINE"]).endswith("postgresql"):
+    """Deselect (not skip) PostgreSQL-only tests on SQLite, and psycopg 3 ones on psycopg2."""
+    unavailable = set() if PSYCOPG3 else {"psycopg3"}
+    if not str(settings.DATABASES["default"]["ENGINE"]).endswith("postgresql"):
+        unavailable |= {"postgres_only", "psycopg3"}
+    if not unavailable:
         return
-    keep = [item for item in items if item.get_closest_marker("postgres_only") is None]
-    dropped = [item for item in items if item.get_closest_marker("postgres_only") is not None]
+    keep = [item for item in items if not any(item.get_closest_marker(name) for name in unavailable)]
+    dropped = [item for item in items if any(item.get_closest_marker(name) for name in unavailable)]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep

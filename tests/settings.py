@@ -78,6 +78,8 @@ else:
     raise RuntimeError(f"AIO_ASYNC_TEST_DB must be 'postgresql' or 'sqlite', not {VENDOR!r}")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The admin tests create users: a fast hasher, not PBKDF2's deliberate slowness.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 AIO_ASYNC: dict[str, Any] = {
     "BACKOFF": {"BASE": 60, "EXPONENT": 1.6, "JITTER": 0.1},
     "POLL_INTERVAL": 0.05,

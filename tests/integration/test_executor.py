@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
+from django.utils import timezone
 
 from aio_async import aschedule, health, schedule, testing
 from aio_async.executor import Executor
 from aio_async.models import Error, Job, Status
-from aio_async.operations import Outcome
+from aio_async.operations import Attempt, Outcome
+from aio_async.store import open_store
 from tests.app import tasks
 from tests.app.models import Record
 from tests.conftest import queue_settings
@@ -29,15 +32,36 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None
 
 
 @pytest.mark.postgres_only
+@pytest.mark.psycopg3
 @pytest.mark.django_db(transaction=True)
 async def test_an_idle_worker_wakes_on_notify_not_on_its_poll() -> None:
-    executor = Executor(settings=queue_settings(poll_interval=60))
+    settings = queue_settings(poll_interval=60)
+    store = open_store(settings, "notified")
+    claims: list[int] = []
+    claim = store.claim
+
+    async def counted(limit: int, *, alone: bool) -> list[Attempt]:
+        claimed = await claim(limit, alone=alone)
+        claims.append(len(claimed))
+        return claimed
+
+    store.claim = counted  # type: ignore[method-assign]
+    executor = Executor(settings=settings, worker_id="notified", store=store)
     running = asyncio.create_task(executor.run())
-    await asyncio.sleep(0.3)  # the worker has polled once and is now waiting
+    # Observed, not assumed: the worker has claimed (nothing) and is listening.
+    await wait_for(lambda: bool(claims) and not any(claims) and listening())
     await aschedule(tasks.write, ["woken"])
+    # Its next poll is a minute away: only the NOTIFY can have woken it.
     await wait_for(lambda: Record.objects.filter(key="woken").exists(), timeout=10)
     executor.stop()
     assert (await running)[Outcome.SUCCEEDED] == 1
+    assert claims.count(1) == 1
+
+
+def listening() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN aio_async'")
+        return bool(cursor.fetchone()[0])
 
 
 @pytest.mark.django_db(transaction=True)
@@ -122,3 +146,17 @@ def test_health_reports_counts_breakdown_and_estimate() -> None:
     import json
 
     json.dumps(report)  # JSON-ready
+
+
+@pytest.mark.django_db
+def test_health_counts_each_job_once_however_many_errors_it_has_and_reports_unknown_states() -> None:
+    jobs = [schedule(tasks.write_then_fail, [f"f{n}"], max_attempts=2) for n in range(5)]
+    for _ in range(2):
+        Job.objects.update(run_after=timezone.now())
+        testing.run_jobs()
+    assert Error.objects.count() == 10  # two per job
+    Job.objects.create(name="tests.app.tasks.write", status="bogus", identity="x")
+    report = health()
+    assert (report["failed"], report["errors"], report["unknown_status"]) == (5, 10, 1)
+    by_name = report["by_name"]["tests.app.tasks.write_then_fail"]
+    assert (by_name["all"], by_name["failed"], by_name["errors"]) == (len(jobs), 5, 10)

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.exceptions import SynchronousOnlyOperation
 from django.db import connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -28,10 +29,18 @@ from aio_async import (
 from aio_async.models import Group, Job, Status
 from aio_async.payload import identity
 from tests.app import tasks
+from tests.app.models import Record
 
 
 class Rollback(Exception):
     pass
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 @pytest.mark.django_db
@@ -150,6 +159,18 @@ BAD_INPUT = [
     (("tests.app.tasks.add",), {"run_after": "tomorrow"}, InvalidOption),
     (("tests.app.tasks.add",), {"group": 12}, InvalidOption),
     (("tests.app.tasks.add",), {"group": ""}, InvalidOption),
+    # A call that cannot bind to the function's parameters could never run.
+    (("tests.app.tasks.add", [1, 2, 3, 4]), {}, InvalidArguments),
+    (("tests.app.tasks.add", [1]), {"kwargs": {"c": 3}}, InvalidArguments),
+    # Values that would escape as other exceptions, or abort the caller's transaction.
+    (("tests.app.tasks.add", [_nested(1000), 1]), {}, InvalidArguments),
+    (("tests.app.tasks.add", [10**5000, 1]), {}, InvalidArguments),
+    (("tests.app.tasks.add", ["nul \x00 here", 1]), {}, InvalidArguments),
+    (("tests.app.tasks.add", ["lone \ud800 surrogate", 1]), {}, InvalidArguments),
+    (("tests.app.tasks.add", [1, 2]), {"meta": {"k": "\x00"}}, InvalidOption),
+    (("tests.app.tasks.add", [1, 2]), {"queue": "mail\x00"}, InvalidOption),
+    (("tests.app.tasks.add", [1, 2]), {"group": "g\ud800"}, InvalidOption),
+    (("tests.app.tasks.add", [1, 2]), {"run_after": datetime.timedelta.max}, InvalidOption),
 ]
 
 
@@ -264,7 +285,7 @@ def test_on_completion_makes_the_final_job_wait() -> None:
     deschedule(tasks.add, [1, 1])  # the only other member is cancelled: the final is released
     final.refresh_from_db()
     assert final.status == Status.QUEUED
-    assert member.pk != final.pk
+    assert Job.objects.get(pk=member.pk).status == Status.CANCELLED
 
 
 @pytest.mark.django_db(transaction=True)
@@ -335,3 +356,50 @@ async def test_aschedule_many() -> None:
     jobs = await aio_async.aschedule_many(tasks.add, [((1, 2), None)] * 3, group="batch")
     assert len({job.group_id for job in jobs}) == 1
     assert await Job.objects.acount() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("args", "options"),
+    [
+        (["nul \x00", 1], {}),
+        (["\ud800", 1], {}),
+        ([_nested(1000), 1], {}),
+        ([10**5000, 1], {}),
+        ([1, 2], {"meta": {"k": "\x00"}}),
+        ([1, 2], {"run_after": datetime.timedelta.max}),
+    ],
+)
+def test_a_refused_value_leaves_the_callers_transaction_usable(
+    args: list[object], options: dict[str, object]
+) -> None:
+    with transaction.atomic():
+        Record.objects.create(key="before")
+        with pytest.raises(ScheduleError):
+            schedule(tasks.add, args, **options)  # type: ignore[arg-type]
+        Record.objects.create(key="after")  # the transaction was not aborted
+    assert sorted(Record.objects.values_list("key", flat=True)) == ["after", "before"]
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_priority_zero_is_a_priority_not_a_missing_one() -> None:
+    assert schedule(tasks.lowest, ["a"]).priority == 0
+    assert tasks.lowest.schedule(["b"]).priority == 0
+    assert schedule(tasks.decorated, ["c"], priority=0).priority == 0  # its task says 7
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_schedule_from_async_code_says_to_use_aschedule() -> None:
+    with pytest.raises(SynchronousOnlyOperation, match=r"await aschedule\(\.\.\.\)"):
+        schedule(tasks.add, [1, 2])
+    assert not await Job.objects.aexists()
+
+
+def test_familiar_names_from_other_queues_point_to_schedule() -> None:
+    with pytest.raises(AttributeError, match=r"use \.schedule"):
+        tasks.decorated.delay("x")  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match="AioAsyncBackend"):
+        tasks.decorated.enqueue("x")  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match="no attribute 'nosuch'"):
+        tasks.decorated.nosuch  # type: ignore[attr-defined]  # noqa: B018

@@ -22,11 +22,11 @@ from aio_async.operations import Attempt, ClaimRequest, ErrorInfo, Outcome
 from aio_async.store import DatabaseStore, DjangoConnector
 from tests.app import tasks
 from tests.app.models import Record
-from tests.conftest import queue_settings
+from tests.conftest import PSYCOPG3, queue_settings
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CONNECTORS = ["django", pytest.param("psycopg", marks=pytest.mark.postgres_only)]
+CONNECTORS = ["django", pytest.param("psycopg", marks=pytest.mark.postgres_only)] if PSYCOPG3 else ["django"]
 
 
 def make_store(kind: str, worker: str = "w1", queues: tuple[str, ...] = ("default",)) -> DatabaseStore:
