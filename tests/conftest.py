@@ -18,7 +18,6 @@ from aio_async.conf import QueueSettings, get_settings
 from aio_async.executor import Executor
 from aio_async.operations import Outcome
 
-
 #: Without psycopg 3 (a project on psycopg2), what needs it is not collected: the worker's own
 #: asyncio connection and LISTEN, and the outage tests' throw-away cluster.
 PSYCOPG3 = importlib.util.find_spec("psycopg") is not None

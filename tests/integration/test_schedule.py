@@ -398,8 +398,8 @@ async def test_schedule_from_async_code_says_to_use_aschedule() -> None:
 
 def test_familiar_names_from_other_queues_point_to_schedule() -> None:
     with pytest.raises(AttributeError, match=r"use \.schedule"):
-        tasks.decorated.delay("x")  # type: ignore[attr-defined]
+        tasks.decorated.delay("x")
     with pytest.raises(AttributeError, match="AioAsyncBackend"):
-        tasks.decorated.enqueue("x")  # type: ignore[attr-defined]
+        tasks.decorated.enqueue("x")
     with pytest.raises(AttributeError, match="no attribute 'nosuch'"):
-        tasks.decorated.nosuch  # type: ignore[attr-defined]  # noqa: B018
+        tasks.decorated.nosuch  # noqa: B018
