@@ -34,6 +34,7 @@ from aio_async.conf import QueueSettings, get_settings
 from aio_async.errors import FunctionNotFound, JobRefused
 from aio_async.log import job_event, job_finished
 from aio_async.operations import Attempt, ErrorInfo, Outcome
+from aio_async.startup import warn_unserved_queues
 from aio_async.store import Store, open_store
 
 __all__ = ["Executor", "new_worker_id"]
@@ -103,6 +104,7 @@ class Executor:
         try:
             for problem in await store.check():
                 logger.warning("%s", problem, extra={"action": "worker_check"})
+            warn_unserved_queues(self.settings)
             logger.info(
                 "Worker %s started on queues %s (concurrency %s)",
                 self.worker_id,
@@ -341,10 +343,12 @@ class Executor:
     ) -> tuple[Outcome, ErrorInfo | None]:
         """Give back a job whose thread could not connect, and run fewer jobs for a while."""
         self._free(attempt)
+        first = self.capacity == self.concurrency
         self.capacity = max(1, len(self._busy))
-        logger.warning(
-            "A job thread cannot connect to the database (%s); running at most %s job(s) at once "
-            "until connections free up (the concurrency is %s)",
+        logger.log(
+            logging.WARNING if first else logging.DEBUG,
+            "A job thread cannot connect to the database (%s); running fewer jobs at once (%s now, "
+            "concurrency %s) until connections free up; jobs that could not start lose no attempt",
             exc,
             self.capacity,
             self.concurrency,
@@ -416,6 +420,12 @@ class Executor:
         if self.capacity < self.concurrency:
             self.capacity += 1  # try one more slot: connections may have freed up
             self._wake.set()
+            if self.capacity == self.concurrency:
+                logger.info(
+                    "Back to running up to %s jobs at once",
+                    self.concurrency,
+                    extra={"action": "connections_restored", "worker_id": self.worker_id},
+                )
 
     async def _rescue(self, store: Store) -> None:
         while self._unrecorded:

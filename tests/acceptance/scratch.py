@@ -22,7 +22,8 @@ def _free_port() -> int:
 class ScratchCluster:
     """initdb + pg_ctl, run as the postgres user when the tests run as root."""
 
-    def __init__(self) -> None:
+    def __init__(self, **server_settings: object) -> None:
+        self.server_settings = server_settings
         binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
         found = shutil.which("pg_ctl")
         pg_ctl = binaries[-1] if binaries else found
@@ -56,6 +57,7 @@ class ScratchCluster:
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
+        options += "".join(f" -c {name}={value}" for name, value in self.server_settings.items())
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
 
     def stop(self) -> None:

@@ -110,3 +110,37 @@ def test_a_worker_started_while_the_database_is_down_waits_for_it(
     finally:
         if succeeded(cluster) < 0:
             cluster.start()
+
+
+def test_a_worker_short_of_connections_runs_fewer_jobs_and_charges_none_of_them() -> None:
+    # The worker connects as an ordinary role; the test keeps the superuser's reserved slots.
+    small = ScratchCluster(max_connections=17, superuser_reserved_connections=3)
+    try:
+        with psycopg.connect(small.dsn(), autocommit=True) as db:
+            db.execute("CREATE ROLE worker LOGIN")
+            db.execute("ALTER DATABASE aio_async OWNER TO worker")
+        env = environment(
+            "aio_async", SETTINGS, AIO_ASYNC_TEST_DB="postgresql", PGPORT=str(small.port), PGUSER="worker"
+        )
+        subprocess.run(
+            [sys.executable, "-m", "django", "migrate", "--settings", "tests.settings", "-v", "0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
+        schedule_jobs(env, 200, 0.05)
+        with psycopg.connect(small.dsn(), autocommit=True) as db:
+            db.execute("UPDATE aio_async_job SET max_attempts = 1")  # a charged attempt would fail a job
+        with Worker(env, "--concurrency", "30") as worker:
+            wait_until(lambda: succeeded(small) == 200, timeout=120, message="every job")
+            output = worker.output
+            assert worker.stop() == 0, output
+        # It said once, plainly, what it needs and what the server allows, and once that it is short.
+        assert output.count("needs up to 33 database connections") == 1, output
+        assert output.count("cannot connect to the database") == 1, output
+        with psycopg.connect(small.dsn()) as db:
+            errors = db.execute("SELECT exception, message FROM aio_async_error").fetchall()
+        assert errors == []  # no job was charged for the server's limit, none recorded as lost
+        assert set(dict(record_keys(small)).values()) == {1}
+    finally:
+        small.destroy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from aio_async import schedule
@@ -240,3 +241,31 @@ def test_a_sync_job_past_its_timeout_is_failed_and_its_late_commit_refused() -> 
     # The worker waited for the thread before exiting: it finished past its deadline, and its
     # own completion refused to commit (on SQLite the failure write waited for it).
     assert not Record.objects.filter(key="late").exists()
+
+
+def test_forged_values_fail_their_own_row_alone_and_every_good_job_runs(is_postgres: bool) -> None:
+    good = [schedule(tasks.write, [f"good-{n}"]) for n in range(3)]
+    at_limit = schedule(tasks.write, ["attempts"])
+    not_a_number = schedule(tasks.write, ["nan"])
+    lowest = schedule(tasks.write_then_fail, ["lowest"], max_attempts=2)
+    Job.objects.filter(pk=at_limit.pk).update(attempts=2147483647)
+    # SQLite stores NaN as NULL: a negative timeout is as forged there.
+    Job.objects.filter(pk=not_a_number.pk).update(timeout=float("nan") if is_postgres else -1.0)
+    Job.objects.filter(pk=lowest.pk).update(priority=-2147483648)
+    forged = [at_limit, not_a_number]
+    if is_postgres:  # SQLite refuses such JSON when it is written
+        deep = schedule(tasks.write, ["deep"])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE aio_async_job SET args = %s::jsonb WHERE id = %s", ["[" * 3000 + "]" * 3000, deep.pk]
+            )
+        forged.append(deep)
+    outcomes = drain()
+    assert outcomes[Outcome.SUCCEEDED] == len(good)
+    assert outcomes[Outcome.RETRYING] == 1  # the lowest priority retried, not overflowed
+    assert Job.objects.get(pk=lowest.pk).priority == -2147483648
+    for job in forged:
+        row = Job.objects.get(pk=job.pk)
+        assert row.status == Status.FAILED
+        assert Error.objects.get(job=row).exception == "aio_async.errors.JobRefused"
+    assert sorted(Record.objects.values_list("key", flat=True)) == [f"good-{n}" for n in range(3)]
