@@ -130,8 +130,7 @@ class DjangoConnector:
         return None
 
     async def close(self) -> None:
-        """Close the async ORM thread's connections."""
-        await sync_to_async(connections.close_all, thread_sensitive=True)()
+        """Nothing of its own: the store closes the async ORM thread's connections."""
 
 
 class Connector(Protocol):
@@ -346,6 +345,8 @@ class DatabaseStore:
             with contextlib.suppress(Exception):
                 await self._recorder
         await self.connector.close()
+        # The async ORM's thread served coroutine jobs and the start-up checks.
+        await sync_to_async(connections.close_all, thread_sensitive=True)()
         # Each pool thread owns its own connection; a barrier gives every thread one close.
         barrier = threading.Barrier(self.concurrency)
 
