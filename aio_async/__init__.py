@@ -14,6 +14,7 @@ __all__ = [
     "GroupClosed",
     "InvalidArguments",
     "InvalidOption",
+    "JobContext",
     "JobFailure",
     "JobRefused",
     "NotCallable",
@@ -21,10 +22,12 @@ __all__ = [
     "ScheduleError",
     "Task",
     "TaskNotAllowed",
+    "WorkerLost",
     "adeschedule",
     "ahealth",
     "aschedule",
     "aschedule_many",
+    "current_job",
     "deschedule",
     "health",
     "schedule",
@@ -34,6 +37,7 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+from aio_async.context import JobContext, current_job
 from aio_async.errors import (
     AioAsyncError,
     FunctionNotFound,
@@ -46,6 +50,7 @@ from aio_async.errors import (
     ResultNotJSON,
     ScheduleError,
     TaskNotAllowed,
+    WorkerLost,
 )
 
 if _typing.TYPE_CHECKING:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aio_async import context
 from aio_async.bridge import NoConnection, result_value
 from aio_async.conf import QueueSettings, get_settings
 from aio_async.errors import FunctionNotFound, JobRefused
@@ -244,6 +245,7 @@ class Executor:
     async def _attempt(self, store: Store, attempt: Attempt) -> Outcome:
         """Run one attempt to its end and record how it ended."""
         began = time.monotonic()
+        context.enter(attempt.context(self.worker_id))  # this task's context, copied to a job thread
         error: ErrorInfo | None = None
         in_thread = False  # a sync job's slot is freed by its thread, once its function returned
         try:

@@ -22,6 +22,7 @@ from typing import Any
 
 from aio_async import allow, sql
 from aio_async.conf import QueueSettings
+from aio_async.context import JobContext
 from aio_async.errors import JobRefused, ScheduleError, WorkerLost
 from aio_async.models import release_final
 from aio_async.retry import retry_delay
@@ -141,6 +142,19 @@ class Attempt:
     def charged(self) -> int:
         """Attempts so far that count against ``max_attempts``, this one included."""
         return self.number - self.excused
+
+    def context(self, worker_id: str) -> JobContext:
+        """What ``aio_async.current_job()`` says inside this attempt's function."""
+        return JobContext(
+            self.job_id,
+            self.name,
+            self.queue,
+            self.number,
+            self.charged,
+            self.max_attempts,
+            worker_id,
+            self.started,
+        )
 
     def resolve(self) -> tuple[allow.Target, list[Any], dict[str, Any]]:
         """The row's callable and arguments, checked again (rows can be written by anyone).

@@ -10,7 +10,7 @@ from asgiref.sync import async_to_sync
 from django.db import connections, transaction
 from django.utils import timezone
 
-from aio_async import operations, sql
+from aio_async import context, operations, sql
 from aio_async.bridge import JobThread
 from aio_async.conf import get_settings
 from aio_async.errors import FunctionNotFound, JobRefused
@@ -49,6 +49,7 @@ def run_jobs(
         if not attempts:
             break
         attempt = attempts[0]
+        token = context.enter(attempt.context(WORKER_ID))
         try:
             target, args, kwargs = attempt.resolve()
         except JobRefused as exc:
@@ -57,6 +58,8 @@ def run_jobs(
         else:
             function = async_to_sync(target.function) if target.is_coroutine else target.function
             outcome, _ = jobs.run(attempt, functools.partial(function, *args, **kwargs))
+        finally:
+            context.reset(token)
         outcomes[outcome.value] += 1
     return dict(outcomes)
 

@@ -9,7 +9,7 @@ import time
 from os import system  # noqa: F401 - the allow-list test names tests.app.tasks.system
 from pathlib import Path
 
-from aio_async import task
+from aio_async import current_job, task
 from tests.app.models import Record
 
 
@@ -138,3 +138,14 @@ async def amark_pid_then_sleep(key: str, seconds: float, folder: str) -> int:
 def lowest(key: str) -> str:
     """A task whose own priority is 0, which must not read as "unset"."""
     return key
+
+
+def whoami() -> dict[str, object]:
+    """What current_job() says inside a sync job."""
+    job = current_job()
+    return {"id": job.job_id, "attempt": job.attempt, "worker": job.worker_id, "last": job.last_attempt}
+
+
+async def awhoami() -> dict[str, object]:
+    """What current_job() says inside a coroutine job."""
+    return whoami()

@@ -268,3 +268,19 @@ def test_forged_values_fail_their_own_row_alone_and_every_good_job_runs(is_postg
         assert Job.objects.filter(pk=job.pk).values_list("status", flat=True).get() == Status.FAILED
         assert Error.objects.get(job_id=job.pk).exception == "aio_async.errors.JobRefused"
     assert sorted(Record.objects.values_list("key", flat=True)) == [f"good-{n}" for n in range(3)]
+
+
+def test_a_job_knows_which_job_and_attempt_it_is() -> None:
+    import pytest as _pytest
+
+    from aio_async import current_job
+
+    with _pytest.raises(LookupError, match="inside a job"):
+        current_job()
+    sync = schedule(tasks.whoami, max_attempts=1)
+    coroutine = schedule(tasks.awhoami, max_attempts=3)
+    assert drain() == {Outcome.SUCCEEDED: 2}
+    for job, last in ((sync, True), (coroutine, False)):
+        result = Job.objects.get(pk=job.pk).result
+        assert (result["id"], result["attempt"], result["last"]) == (job.pk, 1, last)
+        assert result["worker"] == Job.objects.get(pk=job.pk).locked_by

@@ -34,3 +34,19 @@ def test_every_public_callable_has_a_docstring_and_hints() -> None:
 def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_thing"):
         aio_async.no_such_thing  # noqa: B018
+
+
+def test_every_exception_the_worker_records_or_the_readme_names_can_be_imported() -> None:
+    from pathlib import Path
+
+    from django.utils.module_loading import import_string
+
+    from aio_async import errors
+
+    for name in errors.__all__:
+        assert getattr(aio_async, name) is getattr(errors, name)
+        # An Error row records the class by its module path, as Django's TaskError does.
+        assert import_string(f"aio_async.errors.{name}") is getattr(errors, name)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in ("JobRefused", "WorkerLost", "ResultNotJSON"):
+        assert f"`{name}`" in readme, name
