@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-__all__ = ["Backoff", "QueueSettings", "get_settings"]
+__all__ = ["EVERY_QUEUE", "Backoff", "QueueSettings", "get_settings", "parse_settings", "with_overrides"]
 
 BackoffPolicy = Callable[[int], float]
 
@@ -41,6 +42,7 @@ class QueueSettings:
     poll_interval: float = 1.0
     concurrency: int = 10
     database: str = "default"
+    #: The queues a worker serves; ``"*"`` among them serves every queue.
     queues: tuple[str, ...] = ("default",)
     lease_seconds: float = 30.0
     heartbeat_interval: float | None = None
@@ -62,46 +64,80 @@ class QueueSettings:
 _KEYS = {field.name.upper(): field for field in dataclasses.fields(QueueSettings)}
 _BACKOFF_KEYS = {field.name.upper() for field in dataclasses.fields(Backoff)}
 
+#: In ``QUEUES`` (or ``--queue``), every queue.
+EVERY_QUEUE = "*"
 
-def _number(key: str, value: object, *, minimum: float, allow_none: bool = False) -> float | None:
+
+def _number(label: str, value: object, *, minimum: float, allow_none: bool = False) -> float | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise ImproperlyConfigured(f"AIO_ASYNC[{key!r}] must be a number >= {minimum}, got {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) or value < minimum:
+        raise ImproperlyConfigured(f"{label} must be a number >= {minimum}, got {value!r}.")
     return float(value)
 
 
-def _integer(key: str, value: object, *, minimum: int) -> int:
+def _integer(label: str, value: object, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ImproperlyConfigured(f"AIO_ASYNC[{key!r}] must be an integer >= {minimum}, got {value!r}.")
+        raise ImproperlyConfigured(f"{label} must be an integer >= {minimum}, got {value!r}.")
     return value
 
 
-def _names(key: str, value: object) -> tuple[str, ...]:
+def _names(label: str, value: object) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, list | tuple):
-        raise ImproperlyConfigured(f"AIO_ASYNC[{key!r}] must be a list of strings, got {value!r}.")
+        raise ImproperlyConfigured(f"{label} must be a list of strings, got {value!r}.")
     if not all(isinstance(item, str) and item for item in value):
-        raise ImproperlyConfigured(f"AIO_ASYNC[{key!r}] must hold non-empty strings, got {value!r}.")
+        raise ImproperlyConfigured(f"{label} must hold non-empty strings, got {value!r}.")
     return tuple(value)
 
 
-def _backoff(value: object) -> Backoff | str | BackoffPolicy:
+def _backoff(label: str, value: object) -> Backoff | str | BackoffPolicy:
     if isinstance(value, Backoff | str) or callable(value):
         return value  # a dotted path or a callable(attempt) -> seconds
     if not isinstance(value, Mapping):
         raise ImproperlyConfigured(
-            "AIO_ASYNC['BACKOFF'] must be a dict with keys BASE, EXPONENT, JITTER, MAX, "
+            f"{label} must be a dict with keys BASE, EXPONENT, JITTER, MAX, "
             f"a callable(attempt) -> seconds, or its dotted path; got {value!r}."
         )
     unknown = set(value) - _BACKOFF_KEYS
     if unknown:
-        raise ImproperlyConfigured(
-            f"Unknown AIO_ASYNC['BACKOFF'] keys {sorted(unknown)}; known: {sorted(_BACKOFF_KEYS)}."
-        )
-    numbers = {str(k).lower(): _number(f"BACKOFF.{k}", v, minimum=0.0) for k, v in value.items()}
+        raise ImproperlyConfigured(f"Unknown {label} keys {sorted(unknown)}; known: {sorted(_BACKOFF_KEYS)}.")
+    numbers = {str(k).lower(): _number(f"{label}[{k!r}]", v, minimum=0.0) for k, v in value.items()}
     if (numbers.get("jitter") or 0.0) > 1.0:
-        raise ImproperlyConfigured("AIO_ASYNC['BACKOFF']['JITTER'] is a fraction between 0 and 1.")
+        raise ImproperlyConfigured(f"{label}['JITTER'] is a fraction between 0 and 1.")
     return Backoff(**numbers)  # type: ignore[arg-type]  # values checked above
+
+
+def _value(key: str, value: object, label: str) -> Any:
+    """The checked value of one key, or ImproperlyConfigured naming it as ``label``."""
+    if key == "ALLOWED_MODULES":
+        return None if value is None else _names(label, value)
+    if key == "QUEUES":
+        return _names(label, value)
+    if key in ("MAX_ATTEMPTS", "CONCURRENCY"):
+        return _integer(label, value, minimum=1)
+    if key == "PREPARED":
+        if not isinstance(value, bool):
+            raise ImproperlyConfigured(f"{label} must be True or False, got {value!r}.")
+        return value
+    if key == "BACKOFF":
+        return _backoff(label, value)
+    if key == "DATABASE":
+        if not isinstance(value, str) or value not in django_settings.DATABASES:
+            raise ImproperlyConfigured(f"{label} must name an alias of DATABASES, got {value!r}.")
+        return value
+    if key in ("HEARTBEAT_INTERVAL", "RESCUE_INTERVAL"):
+        return _number(label, value, minimum=0.01, allow_none=True)
+    return _number(label, value, minimum=0.01 if key != "SHUTDOWN_TIMEOUT" else 0.0)
+
+
+def _values(raw: Mapping[Any, object], labels: Mapping[str, str]) -> dict[str, Any]:
+    unknown = sorted(str(key) for key in raw if key not in _KEYS)
+    if unknown:
+        raise ImproperlyConfigured(f"Unknown AIO_ASYNC keys {unknown}; the known keys are {sorted(_KEYS)}.")
+    return {
+        _KEYS[key].name: _value(key, value, labels.get(key, f"AIO_ASYNC[{key!r}]"))
+        for key, value in raw.items()
+    }
 
 
 def parse_settings(raw: object) -> QueueSettings:
@@ -110,35 +146,18 @@ def parse_settings(raw: object) -> QueueSettings:
         return QueueSettings()
     if not isinstance(raw, Mapping):
         raise ImproperlyConfigured(f"AIO_ASYNC must be a dict, got {type(raw).__name__}.")
-    unknown = sorted(str(key) for key in raw if key not in _KEYS)
-    if unknown:
-        raise ImproperlyConfigured(f"Unknown AIO_ASYNC keys {unknown}; the known keys are {sorted(_KEYS)}.")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = _KEYS[key].name
-        if key == "ALLOWED_MODULES":
-            values[name] = None if value is None else _names(key, value)
-        elif key == "QUEUES":
-            values[name] = _names(key, value)
-        elif key in ("MAX_ATTEMPTS", "CONCURRENCY"):
-            values[name] = _integer(key, value, minimum=1)
-        elif key == "PREPARED":
-            if not isinstance(value, bool):
-                raise ImproperlyConfigured(f"AIO_ASYNC['PREPARED'] must be True or False, got {value!r}.")
-            values[name] = value
-        elif key == "BACKOFF":
-            values[name] = _backoff(value)
-        elif key == "DATABASE":
-            if not isinstance(value, str) or value not in django_settings.DATABASES:
-                raise ImproperlyConfigured(
-                    f"AIO_ASYNC['DATABASE'] must name an alias of DATABASES, got {value!r}."
-                )
-            values[name] = value
-        elif key in ("HEARTBEAT_INTERVAL", "RESCUE_INTERVAL"):
-            values[name] = _number(key, value, minimum=0.01, allow_none=True)
-        else:
-            values[name] = _number(key, value, minimum=0.01 if key != "SHUTDOWN_TIMEOUT" else 0.0)
-    return QueueSettings(**values)
+    return QueueSettings(**_values(raw, {}))
+
+
+def with_overrides(
+    base: QueueSettings, overrides: Mapping[str, object], labels: Mapping[str, str] | None = None
+) -> QueueSettings:
+    """``base`` with some ``AIO_ASYNC`` keys replaced, each checked as the setting is.
+
+    ``labels`` names a key in error messages (a command-line option, say); by default
+    ``AIO_ASYNC['KEY']``.
+    """
+    return dataclasses.replace(base, **_values(overrides, labels or {}))
 
 
 @functools.cache

@@ -6,7 +6,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from aio_async.conf import Backoff, QueueSettings, get_settings, parse_settings
+from aio_async.conf import Backoff, QueueSettings, get_settings, parse_settings, with_overrides
 
 
 def test_defaults() -> None:
@@ -77,3 +77,46 @@ def test_get_settings_follows_override_settings() -> None:
 def test_backoff_accepts_a_dotted_path_or_callable() -> None:
     assert parse_settings({"BACKOFF": "myproject.backoff"}).backoff == "myproject.backoff"
     assert parse_settings({"BACKOFF": abs}).backoff is abs
+
+
+def test_a_star_in_queues_means_every_queue_and_parses() -> None:
+    assert parse_settings({"QUEUES": ["*"]}).queues == ("*",)
+    assert parse_settings({"QUEUES": ["mail", "*"]}).queues == ("mail", "*")
+
+
+def test_nan_is_no_number() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"POLL_INTERVAL.*number"):
+        parse_settings({"POLL_INTERVAL": float("nan")})
+
+
+def test_overrides_replace_keys_and_pass_the_settings_checks() -> None:
+    base = parse_settings({"CONCURRENCY": 3, "QUEUES": ["a"]})
+    settings = with_overrides(base, {"SHUTDOWN_TIMEOUT": 0, "QUEUES": ["*"]})
+    assert (settings.concurrency, settings.queues, settings.shutdown_timeout) == (3, ("*",), 0.0)
+    assert with_overrides(base, {}) == base
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"SHUTDOWN_TIMEOUT": -1.0}, "^--shutdown-timeout must be a number >= 0.0, got -1.0.$"),
+        ({"CONCURRENCY": 0}, "^--concurrency must be an integer >= 1, got 0.$"),
+        ({"POLL_INTERVAL": 0.0}, "^--poll-interval must be a number >= 0.01"),
+        ({"QUEUES": [""]}, "^--queue must hold non-empty strings"),
+        ({"CONCURENCY": 2}, "Unknown AIO_ASYNC keys \\['CONCURENCY'\\]"),
+    ],
+)
+def test_bad_overrides_are_named_by_their_label(overrides: dict[str, object], fragment: str) -> None:
+    labels = {
+        "SHUTDOWN_TIMEOUT": "--shutdown-timeout",
+        "CONCURRENCY": "--concurrency",
+        "POLL_INTERVAL": "--poll-interval",
+        "QUEUES": "--queue",
+    }
+    with pytest.raises(ImproperlyConfigured, match=fragment):
+        with_overrides(QueueSettings(), overrides, labels)
+
+
+def test_overrides_without_labels_are_named_as_the_setting() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"AIO_ASYNC\[.SHUTDOWN_TIMEOUT.\] must be a number >= 0"):
+        with_overrides(QueueSettings(), {"SHUTDOWN_TIMEOUT": -5})
