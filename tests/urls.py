@@ -1,8 +1,10 @@
-"""The admin, for the admin tests."""
+"""The admin, for the admin tests, and the README's ASGI example."""
 
 from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import path
 
-urlpatterns = [path("admin/", admin.site.urls)]
+from tests.app import views
+
+urlpatterns = [path("admin/", admin.site.urls), path("records/", views.create)]

@@ -271,11 +271,9 @@ def test_forged_values_fail_their_own_row_alone_and_every_good_job_runs(is_postg
 
 
 def test_a_job_knows_which_job_and_attempt_it_is() -> None:
-    import pytest as _pytest
-
     from aio_async import current_job
 
-    with _pytest.raises(LookupError, match="inside a job"):
+    with pytest.raises(LookupError, match="inside a job"):
         current_job()
     sync = schedule(tasks.whoami, max_attempts=1)
     coroutine = schedule(tasks.awhoami, max_attempts=3)

@@ -403,3 +403,13 @@ def test_familiar_names_from_other_queues_point_to_schedule() -> None:
         tasks.decorated.enqueue("x")
     with pytest.raises(AttributeError, match="no attribute 'nosuch'"):
         tasks.decorated.nosuch  # noqa: B018
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_readmes_asgi_example_commits_a_row_and_its_job_together(async_client: object) -> None:
+    response = await async_client.get("/records/", {"key": "kept"})  # type: ignore[attr-defined]
+    assert response.status_code == 200
+    with pytest.raises(ValueError, match="nothing may remain"):
+        await async_client.get("/records/", {"key": "fail-1"})  # type: ignore[attr-defined]
+    assert [r.key async for r in Record.objects.all()] == ["kept"]
+    assert [job.args async for job in Job.objects.all()] == [["job for kept"]]
