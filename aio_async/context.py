@@ -44,3 +44,8 @@ def current_job() -> JobContext:
 def enter(context: JobContext) -> contextvars.Token[JobContext | None]:
     """Make ``context`` the current job (in this task or thread's context)."""
     return _current.set(context)
+
+
+def reset(token: contextvars.Token[JobContext | None]) -> None:
+    """Undo ``enter``."""
+    _current.reset(token)
