@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,16 @@ def _fmt(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
 
 
-#: The targets, as (what, scenario, peer or None, test on the ratio or the value).
+#: aio_async's systems in the results: the headline on Django's default database settings,
+#: then the same code with CONN_MAX_AGE and prepared statements (``benchmarks.settings``).
+OURS = "aio_async"
+TUNED = "aio_async tuned"
+#: The families measured a second time with the tuned settings (``--tuned``): the ones the
+#: settings could change, within a run of about 15 minutes on 2 cores.
+TUNED_FAMILIES = "enqueue,drain"
+
+#: The targets, on aio_async's default settings: (what, scenario, other system or None, bound,
+#: test on the ratio aio_async / other, or on aio_async's value).
 TARGETS: list[tuple[str, str, str | None, float, str]] = [
     ("drain no-op sync, concurrency 1: at least 2× procrastinate", "drain_noop_c1", "procrastinate", 2, ">="),
     (
@@ -121,27 +131,40 @@ TARGETS: list[tuple[str, str, str | None, float, str]] = [
         2,
         ">=",
     ),
+    (
+        "drain no-op sync, concurrency 10, Django's default settings: at least 0.85× tuned",
+        "drain_noop_c10",
+        TUNED,
+        0.85,
+        ">=",
+    ),
     ("drain no-op: at least 4× django-tasks-db", "drain_noop_c1", "django-tasks-db", 4, ">="),
     ("enqueue one at a time: at least 1.2× procrastinate", "enqueue_single", "procrastinate", 1.2, ">="),
     ("enqueue one at a time: at least 1× django-tasks-db", "enqueue_single", "django-tasks-db", 1, ">="),
     ("enqueue in bulk: at least 1× procrastinate's batch", "enqueue_bulk", "procrastinate", 1, ">="),
-    ("pick-up latency p50 below 2 ms", "latency_p50", None, 2, "<"),
-    ("pick-up latency p95 below 5 ms", "latency_p95", None, 5, "<"),
+    ("pick-up latency p50 below 2 ms, coroutine job", "latency_p50", None, 2, "<"),
+    ("pick-up latency p95 below 5 ms, coroutine job", "latency_p95", None, 5, "<"),
+    ("pick-up latency p50 below 2 ms, sync job", "latency_sync_p50", None, 2, "<"),
+    ("pick-up latency p95 below 5 ms, sync job", "latency_sync_p95", None, 5, "<"),
 ]
+
+
+def _index(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(row["system"], row["scenario"]): row for row in rows}
 
 
 def targets(rows: list[dict[str, Any]]) -> str:
     """Each target of the benchmark with what this run measured, and whether it is met."""
-    by: dict[tuple[str, str], dict[str, Any]] = {(row["system"], row["scenario"]): row for row in rows}
+    by = _index(rows)
     lines = ["| target | measured | met |", "|---|---:|:---:|"]
 
     def add(what: str, shown: str, met: bool) -> None:
         lines.append(f"| {what} | {shown} | {'yes' if met else 'no'} |")
 
-    for what, scenario, peer, bound, test in TARGETS:
-        ours = by.get(("aio_async", scenario))
-        theirs = by.get((peer, scenario)) if peer else None
-        if ours is None or (peer and not theirs):
+    for what, scenario, other, bound, test in TARGETS:
+        ours = by.get((OURS, scenario))
+        theirs = by.get((other, scenario)) if other else None
+        if ours is None or (other and not theirs):
             continue
         value = ours["median"] / theirs["median"] if theirs else ours["median"]
         add(
@@ -149,7 +172,7 @@ def targets(rows: list[dict[str, Any]]) -> str:
             f"{value:.2f}×" if theirs else f"{value:.2f} ms",
             value >= bound if test == ">=" else value < bound,
         )
-    io = by.get(("aio_async", "io_async_c100"))
+    io = by.get((OURS, "io_async_c100"))
     if io:
         share = io["median"] / io["extra"]["ideal"]
         add(
@@ -157,7 +180,7 @@ def targets(rows: list[dict[str, Any]]) -> str:
             f"{share:.0%}",
             share >= 0.9,
         )
-    scaled, empty = by.get(("aio_async", "scale_drain_noop_c10")), by.get(("aio_async", "drain_noop_c10"))
+    scaled, empty = by.get((OURS, "scale_drain_noop_c10")), by.get((OURS, "drain_noop_c10"))
     if scaled and empty:
         change = scaled["median"] / empty["median"] - 1
         add(
@@ -165,7 +188,7 @@ def targets(rows: list[dict[str, Any]]) -> str:
             f"{change:+.0%}",
             change > -0.1,
         )
-    memory = by.get(("aio_async", "memory_rss_growth"))
+    memory = by.get((OURS, "memory_rss_growth"))
     if memory:
         growth = memory["median"]
         add("worker RSS from 10,000 to 100,000 jobs: within 10 %", f"{growth:+.1f} %", abs(growth) <= 10)
@@ -175,27 +198,28 @@ def targets(rows: list[dict[str, Any]]) -> str:
 
 
 def summarize(rows: list[dict[str, Any]]) -> str:
-    """A markdown table: aio_async beside each peer, with the ratio aio_async / peer."""
-    systems = ["aio_async", *PEERS]
-    by: dict[tuple[str, str], dict[str, Any]] = {(row["system"], row["scenario"]): row for row in rows}
+    """A markdown table: aio_async (default settings) beside its tuned run and each peer, with ratios."""
+    systems = [OURS, TUNED, *PEERS]
+    others = [TUNED, *PEERS]
+    by = _index(rows)
     scenarios = list(dict.fromkeys(row["scenario"] for row in rows if row["system"] in systems))
     lines = [
         "| scenario | unit | "
         + " | ".join(systems)
         + " | "
-        + " | ".join(f"ratio vs {peer}" for peer in PEERS)
+        + " | ".join(f"{OURS} / {other.removeprefix('aio_async ')}" for other in others)
         + " |",
-        "|---|---|" + "---:|" * (len(systems) + len(PEERS)),
+        "|---|---|" + "---:|" * (len(systems) + len(others)),
     ]
     for scenario in scenarios:
-        ours = by.get(("aio_async", scenario))
+        ours = by.get((OURS, scenario))
         unit = next(row["unit"] for row in rows if row["scenario"] == scenario)
         cells = [
             _fmt(by[(system, scenario)]["median"]) if (system, scenario) in by else "–" for system in systems
         ]
         ratios = []
-        for peer in PEERS:
-            theirs = by.get((peer, scenario))
+        for other in others:
+            theirs = by.get((other, scenario))
             if ours and theirs and theirs["median"]:
                 ratio = ours["median"] / theirs["median"]
                 ratios.append(f"{ratio:.2f}×")
@@ -214,8 +238,40 @@ def summarize(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def configurations(rows: list[dict[str, Any]]) -> str:
+    """Each system's configuration, as recorded on its lines of the results."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        seen.setdefault((row["system"], row.get("config", "")), row)
+    lines = []
+    for (system, config), row in seen.items():
+        where = " (the `sqlite_` rows)" if config == "sqlite" else ""
+        lines.append(
+            f"- **{system}**{where}, `{config or '?'}`: {row.get('settings') or '(not recorded)'}; "
+            f"{row['version']}"
+        )
+    return "\n".join(lines)
+
+
+def machine(dsn: str, seconds: float) -> str:
+    """The closing line: how long the run took, and on what."""
+    try:
+        with psycopg.connect(dsn, autocommit=True) as db:
+            row = db.execute("SHOW server_version").fetchone()
+        server = f"PostgreSQL {row[0] if row else '?'}"
+    except psycopg.Error as exc:
+        server = f"PostgreSQL ? ({exc.__class__.__name__})"
+    minutes, rest = divmod(round(seconds), 60)
+    return (
+        f"The run took {minutes} min {rest} s (wall time) on {platform.node()}: {os.cpu_count()} cores "
+        f"(os.cpu_count()), {platform.platform()}, {server}, Python {platform.python_version()}, "
+        f"Django {version('Django')}, psycopg {version('psycopg')}."
+    )
+
+
 def main() -> None:
     """Set up, measure everything, summarise."""
+    started = time.monotonic()
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
         "--dsn",
@@ -228,6 +284,12 @@ def main() -> None:
     parser.add_argument("--n-memory", type=int, default=100_000)
     parser.add_argument(
         "--only", default="", help="scenario families: enqueue,drain,io,latency,scale,memory,floor"
+    )
+    parser.add_argument(
+        "--tuned",
+        default=TUNED_FAMILIES,
+        help=f"families measured again as '{TUNED}' (CONN_MAX_AGE, prepare_threshold); "
+        f"default {TUNED_FAMILIES}; none: --tuned ''",
     )
     parser.add_argument("--peers", default=",".join(PEERS), help="peers to measure (none: --peers '')")
     parser.add_argument(
@@ -254,9 +316,13 @@ def main() -> None:
         "--logs",
         str(logs),
     ]
-    started = time.monotonic()
     aio = [sys.executable, "-m", "benchmarks.aio", "--dsn", options.dsn, *common]
-    _run([*aio, "--n-memory", str(options.n_memory), "--only", options.only], cwd=ROOT)
+    # First the headline, on Django's default database settings; then the tuned settings.
+    _run([*aio, "--config", "default", "--n-memory", str(options.n_memory), "--only", options.only], cwd=ROOT)
+    tuned = set(filter(None, options.tuned.split(",")))
+    tuned = (tuned & only) if only else tuned
+    if tuned:
+        _run([*aio, "--config", "tuned", "--only", ",".join(sorted(tuned))], cwd=ROOT)
     sqlite_families = ({"enqueue", "drain", "io"} & only) if only else {"enqueue", "drain", "io"}
     if options.sqlite and sqlite_families:
         sqlite = ["--sqlite", str(results / "aio_async.sqlite3"), "--only", ",".join(sorted(sqlite_families))]
@@ -296,16 +362,22 @@ def main() -> None:
             cwd=ROOT,
         )
     rows = [json.loads(line) for line in Path(out).read_text().splitlines() if line.strip()]
-    machine = (
-        f"{platform.node()}: {os.cpu_count()} cores, {platform.platform()}, "
-        f"Python {platform.python_version()}"
+    sizes = (
+        f"{options.n:,} jobs per enqueue and drain, {options.n_io:,} per I/O figure, {options.n_lat} for "
+        f"latency, {options.n_memory:,} for memory"
     )
-    table = summarize(rows) + "\n\n" + targets(rows)
-    summary = (
-        f"Measured {time.strftime('%Y-%m-%d')} on {machine}; median of {options.runs} runs; "
-        f"{time.monotonic() - started:.0f} s in all.\n\n{table}\n"
+    summary = "\n\n".join(
+        [
+            f"Measured {time.strftime('%Y-%m-%d')}; median of {options.runs} runs; {sizes}. "
+            f"`{OURS}` runs on Django's default database settings; `{TUNED}` on the tuned ones "
+            f"({', '.join(sorted(tuned)) or 'not measured'}); a ratio is {OURS} / the other.",
+            summarize(rows),
+            "Configurations:\n\n" + configurations(rows),
+            f"Targets, on {OURS} with Django's default settings:\n\n" + targets(rows),
+            machine(options.dsn, time.monotonic() - started),
+        ]
     )
-    (results / "summary.md").write_text(summary)
+    (results / "summary.md").write_text(summary + "\n")
     print(summary)
     print(f"results: {out}")
 

@@ -1,7 +1,9 @@
 """aio_async's side of the benchmark: enqueue, drain, I/O, pick-up latency, scale, memory.
 
-Run as ``python -m benchmarks.aio --dsn DSN --runs R --n N ... --out RESULTS.jsonl``; it
-appends one JSON line per figure, in the same shape as the peers' scripts.
+Run as ``python -m benchmarks.aio --dsn DSN --config default --runs R --n N ... --out RESULTS.jsonl``;
+it appends one JSON line per figure, in the same shape as the peers' scripts. ``--config``
+(``BENCH_CONFIG``, read by ``benchmarks.settings`` here and in the workers) picks Django's
+default database settings (system ``aio_async``) or the tuned ones (``aio_async tuned``).
 """
 
 from __future__ import annotations
@@ -20,12 +22,19 @@ from typing import Any
 import django
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEM = "aio_async"
+#: The system's name in the results, by configuration: the headline is Django's defaults.
+SYSTEMS = {"default": "aio_async", "tuned": "aio_async tuned"}
 
 
 def _options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dsn", required=True)
+    parser.add_argument(
+        "--config",
+        choices=sorted(SYSTEMS),
+        default="default",
+        help="database settings: Django's defaults, or CONN_MAX_AGE and prepare_threshold (see settings)",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--n-io", type=int, default=1000)
@@ -40,11 +49,13 @@ def _options() -> argparse.Namespace:
 
 OPTIONS = _options()
 os.environ["BENCH_PG_DSN"] = OPTIONS.dsn
+os.environ["BENCH_CONFIG"] = OPTIONS.config  # read by benchmarks.settings, here and in workers
 if OPTIONS.sqlite:
     os.environ["BENCH_SQLITE"] = OPTIONS.sqlite  # read by benchmarks.settings, here and in workers
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
 django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.db.models import Count, Max, Min  # noqa: E402
@@ -59,6 +70,10 @@ VERSION = (
     f"py {sys.version.split()[0]}"
 )
 ONLY = set(filter(None, OPTIONS.only.split(",")))
+SYSTEM = SYSTEMS[OPTIONS.config]
+#: Names the worker logs and latency files: one set per system and configuration.
+LABEL = SYSTEM.replace(" ", "-") + ("-sqlite" if OPTIONS.sqlite else "")
+WORKER = "python -m aio_async run --settings benchmarks.settings --concurrency N (latency: 1, LISTEN/NOTIFY)"
 
 
 def wanted(family: str) -> bool:
@@ -69,7 +84,17 @@ def wanted(family: str) -> bool:
 def record(scenario: str, unit: str, runs: list[float], **extra: Any) -> None:
     """Append one figure (the median of its runs) to the results file."""
     prefix = "sqlite_" if OPTIONS.sqlite else ""
-    _common.record(OPTIONS.out, SYSTEM, VERSION, f"{prefix}{scenario}", unit, runs, extra)
+    _common.record(
+        OPTIONS.out,
+        SYSTEM,
+        VERSION,
+        f"{prefix}{scenario}",
+        unit,
+        runs,
+        extra,
+        config=settings.BENCH_CONFIG,
+        settings=f"{settings.BENCH_SETTINGS}; worker: {WORKER}",
+    )
 
 
 def sql(statement: str, params: tuple[Any, ...] = ()) -> Any:
@@ -109,7 +134,7 @@ class Worker:
 
     def __init__(self, tag: str, *arguments: str, env: dict[str, str] | None = None) -> None:
         os.makedirs(OPTIONS.logs, exist_ok=True)
-        self.log = open(os.path.join(OPTIONS.logs, f"aio_async-{tag}.log"), "ab")  # noqa: SIM115
+        self.log = open(os.path.join(OPTIONS.logs, f"{LABEL}-{tag}.log"), "ab")  # noqa: SIM115
         self.spawned = time.time()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "aio_async", "--settings", "benchmarks.settings", "run", *arguments],
@@ -159,7 +184,7 @@ def fill(function: Any, count: int, args: tuple[Any, ...] = ()) -> None:
 def window(after: int = 0) -> tuple[float, float, int]:
     """First start, last completion (epoch seconds) and jobs succeeded, of jobs with ids above ``after``."""
     done = Job.objects.filter(status=Status.SUCCEEDED, pk__gt=after).aggregate(
-        first=Min("started"), last=Max("executed"), count=Count("pk")
+        first=Min("started"), last=Max("finished"), count=Count("pk")
     )
     return done["first"].timestamp(), done["last"].timestamp(), done["count"]
 
@@ -238,7 +263,7 @@ def latency() -> None:
     ):
         measured = _common.measure_latency(
             OPTIONS,
-            f"aio_async-{scenario}",
+            f"{LABEL}-{scenario}",
             reset,
             remaining,
             lambda enqueued, function=function: schedule(function, [enqueued]),
@@ -264,15 +289,15 @@ def scale() -> None:
     reset()
     sql(
         "INSERT INTO aio_async_job (name, args, kwargs, meta, identity, queue, priority, status, added, "
-        "run_after, executed, attempts, max_attempts, locked_by) "
+        "run_after, finished, attempts, excused, max_attempts, isolated, locked_by) "
         "SELECT 'benchmarks.tasks.noop', '[]', '{}', '{}', md5(g::text), 'default', 5, 'succeeded', "
-        "now(), now(), now(), 1, 1, 'history' FROM generate_series(1, 1000000) g"
+        "now(), now(), now(), 1, 0, 1, false, 'history' FROM generate_series(1, 1000000) g"
     )
     sql(
         "INSERT INTO aio_async_job (name, args, kwargs, meta, identity, queue, priority, status, added, "
-        "run_after, attempts, max_attempts, locked_by) "
+        "run_after, attempts, excused, max_attempts, isolated, locked_by) "
         "SELECT 'benchmarks.tasks.noop', '[]', '{}', '{}', md5(g::text), 'default', 5, 'queued', "
-        "now(), now() + interval '1 day', 0, 1, '' FROM generate_series(1, 100000) g"
+        "now(), now() + interval '1 day', 0, 0, 1, false, '' FROM generate_series(1, 100000) g"
     )
     sql("VACUUM ANALYZE aio_async_job")
     sql("CHECKPOINT")  # the history's writes are on disk before the clock starts
@@ -346,10 +371,11 @@ def main() -> None:
         ("memory", memory),
     ):
         if wanted(family):
-            print(f"=== aio_async {family}", file=sys.stderr, flush=True)
+            what = f"=== {SYSTEM} ({settings.BENCH_CONFIG}) {family}"
+            print(what, file=sys.stderr, flush=True)
             started = time.monotonic()
             run()
-            print(f"=== aio_async {family}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+            print(f"{what}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     reset()
 
 

@@ -69,7 +69,8 @@ def pgbench(dsn: str, runs: int, seconds: int, out: str) -> None:
             ).stdout
             found = re.search(r"tps = ([0-9.]+)", output)
             tps.append(float(found.group(1)) if found else 0.0)
-        record(out, "pgbench", ver, f"floor_update_c{clients}", "tps", tps, {})
+        how = f"pgbench -n -T {seconds}, -c 1 -j 1 and -c 8 -j 2: one single-row UPDATE per transaction"
+        record(out, "pgbench", ver, f"floor_update_c{clients}", "tps", tps, {}, "floor", how)
     with psycopg.connect(dsn, autocommit=True) as db:
         db.execute("DROP TABLE bench_floor")
 
@@ -115,7 +116,11 @@ def python_loop(dsn: str, runs: int, jobs: int, out: str) -> None:
     ver = f"psycopg {version('psycopg')} (AsyncConnection), py {sys.version.split()[0]}"
     for claimers in (1, 10):
         rates = [asyncio.run(_loop(dsn, jobs, claimers)) for _ in range(runs)]
-        record(out, "asyncio+psycopg loop", ver, f"floor_loop_c{claimers}", "jobs/s", rates, {})
+        how = (
+            "1 or 10 autocommit AsyncConnections in one process (psycopg's defaults), each claiming "
+            "one job (FOR UPDATE SKIP LOCKED) and completing it"
+        )
+        record(out, "asyncio+psycopg loop", ver, f"floor_loop_c{claimers}", "jobs/s", rates, {}, "floor", how)
     with psycopg.connect(dsn, autocommit=True) as db:
         db.execute("DROP TABLE floor_jobs")
 

@@ -80,11 +80,25 @@ def pct(values: Iterable[float], q: float) -> float:
 
 
 def record(
-    out: str, system: str, version: str, scenario: str, unit: str, runs: list[float], extra: dict[str, Any]
+    out: str,
+    system: str,
+    version: str,
+    scenario: str,
+    unit: str,
+    runs: list[float],
+    extra: dict[str, Any],
+    config: str = "",
+    settings: str = "",
 ) -> dict[str, Any]:
-    """Append one figure to the JSONL file and print a one-line summary."""
+    """Append one figure to the JSONL file and print a one-line summary.
+
+    ``config`` names the system's configuration (``default``, ``tuned``...) and ``settings``
+    spells it out, so that every line says how it was measured.
+    """
     row = {
         "system": system,
+        "config": config,
+        "settings": settings,
         "version": version,
         "scenario": scenario,
         "unit": unit,

@@ -37,6 +37,8 @@ VERSION = (
     f"django-tasks {version('django-tasks')}, psycopg {version('psycopg')}, py {py_version()}"
 )
 CONN_MAX_AGE = "600"  # the worker's best honest setting (Django's default 0 reconnects every loop)
+#: Its documented best: persistent connections and prepared statements (see peersite.settings).
+CONFIG = "tuned"
 
 
 def reset(dsn: str) -> None:
@@ -87,12 +89,19 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.conf import settings
     from peertasks.tasks import noop, stamp
+
+    described = (
+        f"{settings.BENCH_SETTINGS}; TASKS: "
+        "django_tasks_db.DatabaseBackend; worker: manage.py db_worker --no-startup-delay, one task "
+        "at a time (latency: --interval 0.1)"
+    )
 
     def emit(scenario: str, unit: str, runs: list[float], **extra: Any) -> None:
         """Record one figure if --only selects it."""
         if wanted(only, scenario):
-            record(args.out, SYSTEM, VERSION, scenario, unit, runs, extra)
+            record(args.out, SYSTEM, VERSION, scenario, unit, runs, extra, CONFIG, described)
 
     def prefill(task: Any, k: int) -> None:
         """Enqueue k tasks one at a time (django.tasks has no bulk enqueue); not timed."""

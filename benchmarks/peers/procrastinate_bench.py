@@ -34,6 +34,15 @@ VERSION = (
     f"procrastinate {version('procrastinate')}, psycopg {version('psycopg')}, "
     f"psycopg-pool {version('psycopg-pool')}, py {py_version()}"
 )
+#: procrastinate's documented defaults: nothing set but the connection string.
+CONFIG = "default"
+SETTINGS = (
+    "App(connector=PsycopgConnector(conninfo=DSN)), nothing else set: a psycopg_pool connection pool "
+    "(AsyncConnectionPool in the worker, ConnectionPool for sync defer()), psycopg's prepare_threshold 5 "
+    "(statements bound on the server, prepared from their fifth run); worker: procrastinate worker "
+    "with its defaults (LISTEN/NOTIFY, 5 s polling) and --concurrency N for the drains "
+    "(latency: no option, so concurrency 1)"
+)
 
 
 def reset(dsn: str) -> None:
@@ -85,7 +94,7 @@ def main() -> None:
     def emit(scenario: str, unit: str, runs: list[float], **extra: Any) -> None:
         """Record one figure if --only selects it."""
         if wanted(only, scenario):
-            record(args.out, SYSTEM, VERSION, scenario, unit, runs, extra)
+            record(args.out, SYSTEM, VERSION, scenario, unit, runs, extra, CONFIG, SETTINGS)
 
     def drain_extra(size: int, conc: int, task: str, from_spawn: list[float]) -> dict[str, Any]:
         """Describe a drain measurement."""

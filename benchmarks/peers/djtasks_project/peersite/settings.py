@@ -35,6 +35,13 @@ DATABASES = {
     }
 }
 
+#: This configuration's settings, for the results: persistent connections, and prepared
+#: statements (which need server-side binding), as set above.
+BENCH_SETTINGS = (
+    "DATABASES['default']: ENGINE='django.db.backends.postgresql', NAME, HOST, PORT, USER, PASSWORD, "
+    f"CONN_MAX_AGE={DATABASES['default']['CONN_MAX_AGE']!r}, OPTIONS={DATABASES['default']['OPTIONS']!r}"
+)
+
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
 
 LOGGING = {"version": 1, "disable_existing_loggers": False}
