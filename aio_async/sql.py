@@ -346,9 +346,18 @@ def cursor(connection: BaseDatabaseWrapper) -> CursorWrapper:
         return connection.cursor()
     connection.ensure_connection()
     connection.validate_thread_sharing()
-    kind = _cursor_classes()[prepared(connection)]
+    prepare = prepared(connection)
+    raw = connection.connection
+    if prepare and raw.prepare_threshold is None:
+        # psycopg ignores prepare=True on a connection whose threshold is None, as Django sets
+        # it by default. A threshold too high to be reached prepares only what asks to be.
+        raw.prepare_threshold = _NEVER_BY_COUNT
+    kind = _cursor_classes()[prepare]
     wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
     return wrapper(kind(connection.connection), connection)
+
+
+_NEVER_BY_COUNT = 2**31 - 1
 
 
 @functools.cache

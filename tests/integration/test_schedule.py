@@ -413,3 +413,30 @@ async def test_the_readmes_asgi_example_commits_a_row_and_its_job_together(async
         await async_client.get("/records/", {"key": "fail-1"})  # type: ignore[attr-defined]
     assert [r.key async for r in Record.objects.all()] == ["kept"]
     assert [job.args async for job in Job.objects.all()] == [["job for kept"]]
+
+
+def _prepared_inserts() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ['INSERT INTO "aio_async_job"%'],
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.postgres_only
+@pytest.mark.psycopg3
+@pytest.mark.django_db(transaction=True)
+def test_the_queues_statements_run_prepared_with_djangos_default_options_unless_turned_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    connection.close()
+    assert "prepare_threshold" not in connection.settings_dict.get("OPTIONS", {})
+    schedule(tasks.add, [1, 2])
+    assert _prepared_inserts() == 1
+    # A pooler in transaction mode: the database's OPTIONS turn preparation off, for us too.
+    connection.close()
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", {"prepare_threshold": None})
+    schedule(tasks.add, [1, 2])
+    assert _prepared_inserts() == 0
+    connection.close()
