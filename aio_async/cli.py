@@ -1,7 +1,7 @@
 """``python -m aio_async``: run, flush, health and demo.
 
 Without ``DJANGO_SETTINGS_MODULE`` or ``--settings`` it uses ``aio_async.embedded``: a
-SQLite file in the current folder, migrated on first use.
+SQLite file in the current folder, migrated on first use. ``demo`` always does.
 """
 
 from __future__ import annotations
@@ -9,32 +9,97 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
+import importlib
 import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+    from django.core.management.base import OutputWrapper
+
+    from aio_async.conf import QueueSettings
     from aio_async.executor import Executor
 
-__all__ = ["flush", "main", "run_worker"]
+__all__ = [
+    "EMBEDDED_SETTINGS",
+    "OPTION_LABELS",
+    "SettingsError",
+    "child_arguments",
+    "command_logging",
+    "flush",
+    "job_logging",
+    "main",
+    "run_worker",
+    "setup_django",
+    "worker_overrides",
+]
 
 logger = logging.getLogger("aio_async.cli")
 
+EMBEDDED_SETTINGS = "aio_async.embedded"
+#: Exit code of a configuration error: a bad option, setting or settings module, or a
+#: database without aio_async's migrations. A supervisor does not restart such a worker.
+CONFIGURATION_ERROR = 2
+#: The command-line option that sets each ``AIO_ASYNC`` key, to name it in errors.
+OPTION_LABELS = {
+    "QUEUES": "--queue",
+    "CONCURRENCY": "--concurrency",
+    "POLL_INTERVAL": "--poll-interval",
+    "SHUTDOWN_TIMEOUT": "--shutdown-timeout",
+}
+#: manage.py's verbosity as a level of the ``aio_async`` logger.
+VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class SettingsError(Exception):
+    """The Django settings module cannot be imported."""
+
+
+class OptionError(Exception):
+    """A command-line option fails the check its ``AIO_ASYNC`` key would."""
+
+
+# Options and settings -------------------------------------------------------------------
+
 
 def worker_overrides(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The QueueSettings fields that command-line options replace."""
+    """The ``AIO_ASYNC`` keys that command-line options replace, with the options' values."""
     overrides: dict[str, Any] = {}
     if options.get("queue"):
-        overrides["queues"] = tuple(options["queue"])
+        overrides["QUEUES"] = list(options["queue"])
     for field in ("concurrency", "poll_interval", "shutdown_timeout"):
         if options.get(field) is not None:
-            overrides[field] = options[field]
+            overrides[field.upper()] = options[field]
     return overrides
+
+
+def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The worker overrides, checked as ``AIO_ASYNC`` is; OptionError names the bad option."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from aio_async.conf import QueueSettings, with_overrides
+
+    overrides = worker_overrides(options)
+    try:
+        with_overrides(QueueSettings(), overrides, OPTION_LABELS)
+    except ImproperlyConfigured as exc:
+        raise OptionError(str(exc)) from exc
+    return overrides
+
+
+def _settings(overrides: Mapping[str, Any] | None) -> QueueSettings:
+    from aio_async.conf import get_settings, with_overrides
+
+    return with_overrides(get_settings(), overrides or {}, OPTION_LABELS)
+
+
+# Running ---------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -63,10 +128,9 @@ def _signals(loop: asyncio.AbstractEventLoop, stop: Executor) -> Iterator[None]:
 
 
 def _executor(overrides: Mapping[str, Any] | None, **options: Any) -> Executor:
-    from aio_async.conf import get_settings
     from aio_async.executor import Executor
 
-    return Executor(settings=dataclasses.replace(get_settings(), **(overrides or {})), **options)
+    return Executor(settings=_settings(overrides), **options)
 
 
 def _outcomes(counted: Mapping[Any, int]) -> dict[str, int]:
@@ -74,7 +138,10 @@ def _outcomes(counted: Mapping[Any, int]) -> dict[str, int]:
 
 
 def run_worker(overrides: Mapping[str, Any] | None = None, *, handle_signals: bool = True) -> dict[str, int]:
-    """Run the long-lived worker until SIGINT/SIGTERM; return the outcomes counted."""
+    """Run the long-lived worker until SIGINT/SIGTERM; return the outcomes counted.
+
+    ``overrides`` replaces ``AIO_ASYNC`` keys (``{"QUEUES": ["mail"]}``), checked as the setting is.
+    """
     executor = _executor(overrides)
 
     async def main() -> dict[str, int]:
@@ -102,6 +169,127 @@ def flush(
     return asyncio.run(main())
 
 
+# Logging ---------------------------------------------------------------------------------
+
+
+def _project_handles_logs() -> bool:
+    """True when the logging configuration gives aio_async's records a handler already."""
+    if logging.getLogger("aio_async").hasHandlers():  # its own, or an ancestor's: the root's
+        return True
+    return any(
+        isinstance(known, logging.Logger) and known.handlers
+        for name, known in logging.Logger.manager.loggerDict.items()
+        if name.startswith("aio_async.")
+    )
+
+
+@contextlib.contextmanager
+def job_logging(level: int | None = None, stream: SupportsWrite[str] | None = None) -> Iterator[None]:
+    """Show aio_async's records (one line per finished job at INFO) while the block runs.
+
+    They go through the project's logging when it gives ``aio_async`` or the root logger a
+    handler; otherwise through a plain handler on ``stream`` (stderr). ``level`` is the
+    ``aio_async`` logger's level; None keeps the project's, or INFO when it set none.
+    """
+    package = logging.getLogger("aio_async")
+    previous = package.level
+    if level is not None or previous == logging.NOTSET:
+        package.setLevel(logging.INFO if level is None else level)
+    handler: logging.Handler | None = None
+    if not _project_handles_logs():
+        handler = logging.StreamHandler[Any](sys.stderr if stream is None else stream)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        package.addHandler(handler)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            package.removeHandler(handler)
+        package.setLevel(previous)
+
+
+class _Plain:
+    """A management command's stderr, written without the colour Django gives errors."""
+
+    def __init__(self, wrapper: OutputWrapper) -> None:
+        self.wrapper = wrapper
+
+    def write(self, text: str) -> int:
+        """Write ``text`` as it is."""
+        self.wrapper.write(text, style_func=lambda same: same, ending="")
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush the wrapped stream."""
+        self.wrapper.flush()
+
+
+def command_logging(stderr: OutputWrapper, verbosity: int) -> contextlib.AbstractContextManager[None]:
+    """job_logging() for a management command: its ``--verbosity``, its stderr."""
+    level = None if verbosity == 1 else VERBOSITY_LEVELS.get(verbosity, logging.DEBUG)
+    return job_logging(level, _Plain(stderr))
+
+
+def _cli_level(options: argparse.Namespace) -> int | None:
+    if options.log_level:
+        return int(getattr(logging, options.log_level))
+    if options.quiet:
+        return logging.WARNING
+    if options.verbosity is not None:
+        return VERBOSITY_LEVELS[options.verbosity]
+    return None
+
+
+# Parsing ---------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, and which takes no abbreviated option."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``prog: error: message`` on one line and exit 2."""
+        self.exit(CONFIGURATION_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, after_verb: bool) -> None:
+    """--settings and the verbosity options, accepted before the verb and after it.
+
+    After the verb their defaults are suppressed, so that they do not undo the same option
+    given before it.
+    """
+    default: dict[str, Any] = {"default": argparse.SUPPRESS} if after_verb else {}
+    parser.add_argument(
+        "--settings",
+        help="Django settings module (default: $DJANGO_SETTINGS_MODULE, else the embedded SQLite settings)",
+        **default,
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="level of the aio_async logger (overrides -v and -q)",
+        **default,
+    )
+    parser.add_argument(
+        "-v",
+        "--verbosity",
+        type=int,
+        choices=[0, 1, 2, 3],
+        help="0: warnings and errors only, 1: one line per finished job (default), 2 and 3: debug",
+        **default,
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="warnings and errors only (as --verbosity 0)",
+        **({"default": argparse.SUPPRESS} if after_verb else {"default": False}),
+    )
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -109,21 +297,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     """The options ``run`` and ``flush`` share."""
     parser.add_argument(
-        "--queue", action="append", help="queue to serve (repeatable; default: AIO_ASYNC['QUEUES'])"
+        "--queue",
+        action="append",
+        help="queue to serve (repeatable); '*' serves every queue (default: AIO_ASYNC['QUEUES'])",
     )
-    parser.add_argument(
-        "--concurrency", type=_positive_int, help="jobs at once (default: AIO_ASYNC['CONCURRENCY'])"
-    )
+    parser.add_argument("--concurrency", type=int, help="jobs at once (default: AIO_ASYNC['CONCURRENCY'])")
 
 
 def add_flush_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,40 +320,81 @@ def add_flush_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m aio_async", description=__doc__.splitlines()[0] if __doc__ else None
-    )
-    parser.add_argument(
-        "--settings", help="Django settings module (default: $DJANGO_SETTINGS_MODULE, else embedded SQLite)"
-    )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser = _Parser(prog="python -m aio_async", description=__doc__.splitlines()[0] if __doc__ else None)
+    _add_global_options(parser, after_verb=False)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the worker until SIGINT/SIGTERM")
+
+    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
+        _add_global_options(sub, after_verb=True)
+        return sub
+
+    run = verb("run", "run the worker until SIGINT/SIGTERM")
     add_worker_arguments(run)
-    run.add_argument("--poll-interval", type=_positive_float, help="seconds between polls")
-    run.add_argument("--shutdown-timeout", type=float, help="seconds to let running jobs finish on stop")
+    run.add_argument(
+        "--poll-interval", type=float, help="seconds between polls (default: AIO_ASYNC['POLL_INTERVAL'])"
+    )
+    run.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        help="seconds to let running jobs finish on stop (default: AIO_ASYNC['SHUTDOWN_TIMEOUT'])",
+    )
     run.add_argument(
         "--processes", type=_positive_int, default=1, help="worker processes, supervised (default 1)"
     )
-    flush_parser = commands.add_parser("flush", help="run due jobs until none is left, then exit")
-    add_flush_arguments(flush_parser)
-    commands.add_parser("health", help="print the queue's health as JSON")
-    commands.add_parser("demo", help="schedule a few jobs on the embedded SQLite database and run them")
+    add_flush_arguments(verb("flush", "run due jobs until none is left, then exit"))
+    verb("health", "print the queue's health as JSON")
+    verb(
+        "demo",
+        "schedule a few jobs on the embedded SQLite database and run them "
+        "(ignores --settings and DJANGO_SETTINGS_MODULE)",
+    )
     return parser
 
 
+def child_arguments(options: argparse.Namespace, settings_module: str) -> list[str]:
+    """The arguments of one worker under ``run --processes N``: the parsed options but --processes."""
+    arguments = [f"--settings={settings_module}"]
+    if options.log_level:
+        arguments.append(f"--log-level={options.log_level}")
+    if options.verbosity is not None:
+        arguments.append(f"--verbosity={options.verbosity}")
+    if options.quiet:
+        arguments.append("--quiet")
+    arguments.append("run")
+    arguments.extend(f"--queue={queue}" for queue in options.queue or ())
+    for option, value in (
+        ("--concurrency", options.concurrency),
+        ("--poll-interval", options.poll_interval),
+        ("--shutdown-timeout", options.shutdown_timeout),
+    ):
+        if value is not None:
+            arguments.append(f"{option}={value!r}")
+    return arguments
+
+
+# Django ----------------------------------------------------------------------------------
+
+
 def setup_django(settings_module: str | None) -> bool:
-    """Configure Django; return True when the embedded settings are in use (then migrate)."""
+    """Configure Django; return True when the embedded settings are in use (then migrate).
+
+    Raises SettingsError when the settings module cannot be imported.
+    """
     import django
 
     if settings_module:
         os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
-    embedded = not os.environ.get("DJANGO_SETTINGS_MODULE")
-    if embedded:
-        os.environ["DJANGO_SETTINGS_MODULE"] = "aio_async.embedded"
+    module = os.environ.get("DJANGO_SETTINGS_MODULE") or EMBEDDED_SETTINGS
+    os.environ["DJANGO_SETTINGS_MODULE"] = module
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    try:
+        importlib.import_module(module)
+    except (ImportError, SyntaxError) as exc:
+        raise SettingsError(f"cannot import settings module {module!r}: {exc}") from exc
     django.setup()
+    embedded = module == EMBEDDED_SETTINGS
     if embedded:
         from django.core.management import call_command
 
@@ -180,58 +402,82 @@ def setup_django(settings_module: str | None) -> bool:
     return embedded
 
 
-def _without_processes(argv: Sequence[str] | None) -> list[str]:
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    for index, argument in enumerate(arguments):
-        if argument == "--processes":
-            return arguments[:index] + arguments[index + 2 :]
-        if argument.startswith("--processes="):
-            return arguments[:index] + arguments[index + 1 :]
-    return arguments
+def _demo_settings(options: argparse.Namespace) -> None:
+    """Point Django at the embedded settings, saying on stderr which settings it ignores."""
+    from aio_async import embedded
+
+    ignored = []
+    if options.settings:
+        ignored.append(f"--settings {options.settings}")
+    environment = os.environ.get("DJANGO_SETTINGS_MODULE")
+    if environment and environment != EMBEDDED_SETTINGS:
+        ignored.append(f"DJANGO_SETTINGS_MODULE={environment}")
+    if ignored:
+        print(
+            f"aio_async demo: ignoring {' and '.join(ignored)}: the demo runs on its own SQLite file "
+            f"{embedded.DATABASES['default']['NAME']} ({EMBEDDED_SETTINGS}), never on another database",
+            file=sys.stderr,
+        )
+    options.settings = None
+    os.environ["DJANGO_SETTINGS_MODULE"] = EMBEDDED_SETTINGS
 
 
 def _exit_before_start(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def _command(options: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    """Run the verb, Django set up; return the exit code."""
+    if options.command == "run" and options.processes > 1:
+        from aio_async.supervisor import supervise
+
+        _settings(overrides)  # the project's settings and the options together, before any child
+        settings_module = os.environ["DJANGO_SETTINGS_MODULE"]
+        return supervise(options.processes, child_arguments(options, settings_module))
+    if options.command == "run":
+        print(json.dumps({"outcomes": run_worker(overrides)}))
+    elif options.command == "flush":
+        outcomes = flush(overrides, max_jobs=options.jobs, include=options.filter, exclude=options.exclude)
+        print(json.dumps({"outcomes": outcomes}))
+    elif options.command == "health":
+        from aio_async.health import health
+
+        print(json.dumps(health(), indent=2))
+    else:
+        from aio_async.demo.run import demo
+
+        return demo()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m aio_async``; returns the exit code."""
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db import DatabaseError
+
     options = _parser().parse_args(argv)
     if options.command == "run":
         # Until the worker's own handlers are installed nothing has been claimed, so a stop
         # request (a supervisor's SIGTERM during start-up) is simply a clean exit.
         signal.signal(signal.SIGTERM, _exit_before_start)
-    setup_django(options.settings)
-    logging.getLogger("aio_async").setLevel(options.log_level)
-    if not logging.getLogger().handlers and not logging.getLogger("aio_async").handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from django.core.exceptions import ImproperlyConfigured
-
     try:
-        if options.command == "run" and options.processes > 1:
-            from aio_async.supervisor import supervise
-
-            return supervise(options.processes, _without_processes(argv))
-        if options.command == "run":
-            outcomes = run_worker(worker_overrides(vars(options)))
-            print(json.dumps({"outcomes": outcomes}))
-        elif options.command == "flush":
-            outcomes = flush(
-                worker_overrides(vars(options)),
-                max_jobs=options.jobs,
-                include=options.filter,
-                exclude=options.exclude,
-            )
-            print(json.dumps({"outcomes": outcomes}))
-        elif options.command == "health":
-            from aio_async.health import health
-
-            print(json.dumps(health(), indent=2))
-        else:
-            from aio_async.demo.run import demo
-
-            return demo()
+        overrides = check_options(vars(options))
+    except OptionError as exc:
+        print(f"python -m aio_async {options.command}: error: {exc}", file=sys.stderr)
+        return CONFIGURATION_ERROR
+    if options.command == "demo":
+        _demo_settings(options)
+    try:
+        setup_django(options.settings)
+        with job_logging(_cli_level(options)):
+            return _command(options, overrides)
+    except SettingsError as exc:
+        print(f"aio_async: {exc}", file=sys.stderr)
+        return CONFIGURATION_ERROR
     except ImproperlyConfigured as exc:
         print(f"aio_async: configuration error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return CONFIGURATION_ERROR
+    except DatabaseError as exc:
+        detail = " ".join(str(exc).split())  # one line, whatever the driver's message spans
+        print(f"aio_async: database error: {type(exc).__name__}: {detail}", file=sys.stderr)
+        return 1

@@ -1,8 +1,11 @@
 """``run --processes N``: start N worker processes, restart one that dies, forward signals.
 
-Each child is ``python -m aio_async run`` with the same options, in a session of its own so
-that a Ctrl-C in the terminal reaches the children once, through the supervisor. Several
-machines sharing one PostgreSQL need nothing more than this same command on each.
+Each child is ``python -m aio_async run`` with the supervisor's options (built from the
+parsed options, without ``--processes``), in a session of its own so that a Ctrl-C in the
+terminal reaches the children once, through the supervisor. A child that exits with 2 met a
+configuration error (a bad setting, a database without migrations): restarting it would
+not help, so the supervisor stops the others and exits 2 too. Several machines sharing one
+PostgreSQL need nothing more than this same command on each.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import sys
 import time
 from collections.abc import Sequence
 from types import FrameType
+
+from aio_async.cli import CONFIGURATION_ERROR
 
 __all__ = ["supervise"]
 
@@ -83,6 +88,9 @@ def supervise(processes: int, worker_arguments: Sequence[str]) -> int:
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not received:
+            broken = [child for child in children if child.process.poll() == CONFIGURATION_ERROR]
+            if broken:
+                return _stop_on_configuration_error(broken[0], children)
             now = time.monotonic()
             for child in children:
                 child.restart_if_dead(now)
@@ -93,3 +101,21 @@ def supervise(processes: int, worker_arguments: Sequence[str]) -> int:
             signal.signal(signum, handler)
     logger.info("All worker processes stopped: exit codes %s", codes, extra={"action": "supervisor_stopped"})
     return 0 if all(code == 0 for code in codes) else 1
+
+
+def _stop_on_configuration_error(broken: _Child, children: list[_Child]) -> int:
+    """Stop every other child and return the exit code of a configuration error."""
+    logger.error(
+        "Worker process %s (pid %s) exited with %s, a configuration error (see above): "
+        "restarting it would not help; stopping the other worker processes",
+        broken.slot,
+        broken.process.pid,
+        CONFIGURATION_ERROR,
+        extra={"action": "supervisor_configuration_error", "pid": broken.process.pid},
+    )
+    for child in children:
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    for child in children:
+        child.process.wait()
+    return CONFIGURATION_ERROR

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
+from aio_async.cli import command_logging
 from aio_async.health import health
 
 
@@ -15,6 +16,12 @@ class Command(BaseCommand):
 
     help = "Print the queue's health as JSON."
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        """Django's parser, without abbreviated options."""
+        return super().create_parser(prog_name, subcommand, allow_abbrev=False, **kwargs)
+
     def handle(self, *args: Any, **options: Any) -> None:
         """Print the health report."""
-        self.stdout.write(json.dumps(health(), indent=2))
+        with command_logging(self.stderr, options["verbosity"]):
+            report = health()
+        self.stdout.write(json.dumps(report, indent=2))

@@ -1,0 +1,154 @@
+"""``run --processes N``: exactly N workers, built from the parsed options; abbreviations refused.
+
+The process tree is read from ``/proc``; whatever a test started is stopped and killed by its
+process ids afterwards, even when a broken supervisor kept spawning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aio_async import schedule
+from tests.acceptance.test_cli import ROOT, environment, wait_until
+from tests.app import tasks
+from tests.app.models import Record
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc"),
+]
+
+
+def _parents() -> dict[int, int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            # The command name, in parentheses, may hold spaces: the fields follow the last ")".
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def descendants(pid: int) -> set[int]:
+    """The live processes below ``pid``."""
+    parents = _parents()
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        for child, parent in parents.items():
+            if parent == current and child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def command_line(pid: int) -> list[str]:
+    """The arguments ``pid`` was started with."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+def kill_tree(process: subprocess.Popen[str]) -> None:
+    """Freeze the process and everything below it (so that nothing respawns), then kill them all."""
+    frozen: set[int] = set()
+    while True:
+        tree = ({process.pid} if process.poll() is None else set()) | descendants(process.pid)
+        if tree <= frozen:
+            break
+        for pid in tree - frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        frozen |= tree
+    for pid in frozen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait(10)
+
+
+@contextlib.contextmanager
+def started(*arguments: str, **extra: str) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """``python -m aio_async ARGUMENTS``, its stdout and stderr in a file; killed at the end."""
+    with tempfile.NamedTemporaryFile(prefix="aio-async-supervisor-", suffix=".log", delete=False) as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aio_async", *arguments],
+            cwd=ROOT,
+            env=environment(**extra),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        yield process, Path(log.name)
+    finally:
+        kill_tree(process)
+        os.unlink(log.name)
+
+
+def exit_code(process: subprocess.Popen[str], timeout: float = 30) -> int:
+    """The exit code, or a failure naming how many processes it left running."""
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running, with {len(descendants(process.pid))} processes below") from None
+
+
+def test_an_abbreviated_processes_option_is_refused_and_starts_nothing() -> None:
+    with started("--settings", "tests.settings", "run", "--proc", "2") as (process, log):
+        code = exit_code(process)
+        output = log.read_text()
+    assert code == 2, output
+    assert "error: unrecognized arguments: --proc 2" in output
+    assert len(output.strip().splitlines()) == 1, output
+    assert "Worker process" not in output
+
+
+def test_a_bad_option_stops_the_supervisor_before_any_worker_starts() -> None:
+    arguments = ["--settings", "tests.settings", "run", "--processes", "2", "--shutdown-timeout", "-1"]
+    with started(*arguments) as (process, log):
+        code = exit_code(process)
+        output = log.read_text()
+    assert code == 2, output
+    assert output.splitlines() == [
+        "python -m aio_async run: error: --shutdown-timeout must be a number >= 0.0, got -1.0."
+    ]
+
+
+def test_processes_runs_exactly_that_many_workers_with_the_parents_options() -> None:
+    # --settings after the verb, as with manage.py; the workers serve only "mail".
+    with started("run", "--settings", "tests.settings", "--processes", "2", "--queue", "mail") as (
+        process,
+        log,
+    ):
+        wait_until(lambda: log.read_text().count("started on queues mail") == 2, timeout=60)
+        schedule(tasks.write, ["in mail"], queue="mail")
+        schedule(tasks.write, ["in default"])
+        wait_until(lambda: Record.objects.filter(key="in mail").exists())
+        time.sleep(1.0)  # a worker that were a supervisor again would have spawned by now
+        children = descendants(process.pid)
+        assert len(children) == 2, [command_line(pid) for pid in children]
+        for pid in children:
+            arguments = command_line(pid)
+            assert arguments[1:3] == ["-m", "aio_async"]
+            assert not any(argument.startswith("--proc") for argument in arguments), arguments
+            assert "--queue=mail" in arguments
+            assert "--settings=tests.settings" in arguments
+            assert not descendants(pid)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        output = log.read_text()
+    assert code == 0, output
+    assert len([line for line in output.splitlines() if "Worker process" in line and "started" in line]) == 2
+    assert not Record.objects.filter(key="in default").exists()
