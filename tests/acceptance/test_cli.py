@@ -160,3 +160,240 @@ def test_a_bad_setting_is_a_clear_error_with_exit_code_2(tmp_path: Path) -> None
     )
     assert check.returncode != 0
     assert "aio_async.E001" in check.stderr
+
+
+# The demo runs on its own SQLite file, whatever the settings say -----------------------
+
+
+def test_demo_ignores_the_projects_settings_and_never_touches_its_database(tmp_path: Path) -> None:
+    from aio_async.demo.models import Note
+    from aio_async.demo.tasks import write_note
+
+    project_job = write_note.schedule(["the project's own demo job"])
+    Note.objects.create(text="the project's own note")
+    env = environment(DJANGO_SETTINGS_MODULE="tests.settings")
+    env.pop("AIO_ASYNC_SQLITE", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "aio_async", "--settings", "tests.settings", "demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All done." in result.stdout
+    ignoring = [line for line in result.stderr.splitlines() if "ignoring" in line]
+    assert ignoring == [
+        "aio_async demo: ignoring --settings tests.settings and DJANGO_SETTINGS_MODULE=tests.settings: "
+        f"the demo runs on its own SQLite file {tmp_path / 'aio_async.sqlite3'} (aio_async.embedded), "
+        "never on another database"
+    ]
+    assert (tmp_path / "aio_async.sqlite3").exists()
+    assert list(Job.objects.values_list("pk", flat=True)) == [project_job.pk]
+    assert Job.objects.get().status == Status.QUEUED
+    assert list(Note.objects.values_list("text", flat=True)) == ["the project's own note"]
+
+
+def test_demo_says_nothing_of_settings_it_was_not_given(tmp_path: Path) -> None:
+    env = environment()
+    env.pop("AIO_ASYNC_SQLITE", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "aio_async", "demo", "-q"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ignoring" not in result.stderr
+
+
+# Options pass the checks of the settings they replace ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        (
+            ["run", "--shutdown-timeout", "-1"],
+            "run: error: --shutdown-timeout must be a number >= 0.0, got -1.0.",
+        ),
+        (["run", "--concurrency", "0"], "run: error: --concurrency must be an integer >= 1, got 0."),
+        (["flush", "--concurrency", "-3"], "flush: error: --concurrency must be an integer >= 1, got -3."),
+        (["run", "--poll-interval", "0"], "run: error: --poll-interval must be a number >= 0.01, got 0.0."),
+        (["run", "--poll-interval", "nan"], "run: error: --poll-interval must be a number >= 0.01, got nan."),
+        (["flush", "--queue", ""], "flush: error: --queue must hold non-empty strings, got ['']."),
+        (["flush", "--jobs", "0"], "flush: error: argument --jobs: must be at least 1, got 0 (see --help)"),
+        (
+            ["run", "--concurrency", "many"],
+            "run: error: argument --concurrency: invalid int value: 'many' (see --help)",
+        ),
+    ],
+)
+def test_a_bad_option_is_one_line_with_exit_code_2(arguments: list[str], error: str) -> None:
+    result = run("-m", "aio_async", "--settings", "tests.settings", *arguments, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"python -m aio_async {error}"]
+    assert result.stdout == ""
+
+
+def test_a_bad_option_of_flush_queue_is_one_line_with_exit_code_2() -> None:
+    schedule(tasks.write, ["untouched"])
+    result = run(
+        "-m", "django", "flush_queue", "--settings", "tests.settings", "--concurrency", "0", timeout=30
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == ["CommandError: --concurrency must be an integer >= 1, got 0."]
+    assert not Record.objects.exists()
+
+
+# Queues: '*' serves every one; a worker names the tasks it will never run ----------------
+
+
+def test_queue_star_serves_every_queue_from_the_option_or_the_setting() -> None:
+    help_text = run("-m", "aio_async", "run", "--help", timeout=30).stdout
+    assert "'*' serves every queue" in " ".join(help_text.split())
+    schedule(tasks.write, ["mail"], queue="mail")
+    schedule(tasks.decorated, ["tasks"])  # @task(queue="tasks")
+    schedule(tasks.write, ["default"])
+    result = run("-m", "aio_async", "--settings", "tests.settings", "flush", "--queue", "*")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"outcomes": {"succeeded": 3}}
+    assert "started on queues *" in result.stderr
+    assert "--queue '*' for every queue" not in result.stderr
+    schedule(tasks.write, ["reports"], queue="reports")
+    result = run(
+        "-m",
+        "aio_async",
+        "--settings",
+        "tests.settings",
+        "flush",
+        AIO_ASYNC_TEST_SETTINGS='{"QUEUES": ["*"]}',
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"outcomes": {"succeeded": 1}}
+    assert sorted(Record.objects.values_list("key", flat=True)) == ["default", "mail", "reports", "tasks"]
+
+
+def test_a_worker_warns_once_about_registered_tasks_on_queues_it_does_not_serve() -> None:
+    job = schedule(tasks.decorated, ["waits"])
+    result = run("-m", "aio_async", "--settings", "tests.settings", "flush")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "--queue '*' for every queue" in line]
+    assert len(warnings) == 1, result.stderr
+    assert "WARNING aio_async.executor" in warnings[0]
+    assert "tasks: tests.app.tasks.decorated" in warnings[0]
+    assert "--queue tasks" in warnings[0]
+    job.refresh_from_db()
+    assert job.status == Status.QUEUED
+    served = run(
+        "-m", "aio_async", "--settings", "tests.settings", "flush", "--queue", "tasks", "--queue", "default"
+    )
+    assert "--queue '*' for every queue" not in served.stderr
+
+
+# Settings: one line when they cannot be imported; accepted after the verb ----------------
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--settings", "nosuch.settings", "flush"],
+        ["run", "--settings", "nosuch.settings"],
+        ["health", "--settings", "nosuch.settings"],
+    ],
+)
+def test_a_settings_module_that_cannot_be_imported_is_one_line_with_exit_code_2(arguments: list[str]) -> None:
+    result = run("-m", "aio_async", *arguments, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "aio_async: cannot import settings module 'nosuch.settings': No module named 'nosuch'"
+    ]
+
+
+def test_a_wrong_django_settings_module_is_one_line_too() -> None:
+    result = run("-m", "aio_async", "flush", DJANGO_SETTINGS_MODULE="tests.nosuch", timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "aio_async: cannot import settings module 'tests.nosuch': No module named 'tests.nosuch'"
+    ]
+
+
+def test_settings_and_verbosity_after_the_verb_as_with_manage_py() -> None:
+    schedule(tasks.write, ["after"])
+    result = run("-m", "aio_async", "flush", "--settings", "tests.settings", "--verbosity", "0")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"outcomes": {"succeeded": 1}}
+    assert "succeeded" not in result.stderr  # verbosity 0: warnings and errors only
+    report = run("-m", "aio_async", "health", "--settings", "tests.settings")
+    assert json.loads(report.stdout)["executed"] == 1
+
+
+# One line per finished job, from the CLI and from the management commands ----------------
+
+FLUSH_COMMANDS = {
+    "cli": ["-m", "aio_async", "--settings", "tests.settings", "flush"],
+    "manage.py": ["-m", "django", "flush_queue", "--settings", "tests.settings"],
+}
+
+
+@pytest.mark.parametrize("entry", sorted(FLUSH_COMMANDS))
+def test_flush_shows_each_finished_job_with_a_failures_id_name_and_error(entry: str) -> None:
+    good = schedule(tasks.write, ["fine"])
+    bad = schedule(tasks.write_then_fail, ["broken"], max_attempts=1)
+    result = run(*FLUSH_COMMANDS[entry])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"outcomes": {"failed": 1, "succeeded": 1}}
+    lines = result.stderr.splitlines()
+    failed = [line for line in lines if f"Job {bad.pk} (tests.app.tasks.write_then_fail" in line]
+    assert len(failed) == 1, result.stderr
+    assert "ERROR aio_async.jobs" in failed[0]
+    assert "failed for good" in failed[0]
+    assert "ValueError: failing after writing broken" in failed[0]
+    succeeded = [line for line in lines if f"Job {good.pk} (tests.app.tasks.write," in line]
+    assert len(succeeded) == 1, result.stderr
+    assert "INFO aio_async.jobs" in succeeded[0]
+    assert "succeeded" in succeeded[0]
+
+
+@pytest.mark.parametrize(("entry", "quiet"), [("cli", "-q"), ("cli", "-v0"), ("manage.py", "--verbosity=0")])
+def test_verbosity_0_shows_only_warnings_and_errors(entry: str, quiet: str) -> None:
+    good = schedule(tasks.write, ["fine"])
+    bad = schedule(tasks.write_then_fail, ["broken"], max_attempts=1)
+    result = run(*FLUSH_COMMANDS[entry], quiet)
+    assert result.returncode == 0, result.stderr
+    assert f"Job {bad.pk} (tests.app.tasks.write_then_fail" in result.stderr
+    assert f"Job {good.pk} (" not in result.stderr
+    assert " INFO " not in result.stderr
+
+
+@pytest.mark.parametrize("entry", sorted(FLUSH_COMMANDS))
+def test_job_lines_go_through_the_projects_logging_when_it_has_a_handler(entry: str, tmp_path: Path) -> None:
+    (tmp_path / "logging_settings.py").write_text(
+        "from tests.settings import *  # noqa\n"
+        "LOGGING = {\n"
+        "    'version': 1,\n"
+        "    'disable_existing_loggers': False,\n"
+        "    'formatters': {'project': {'format': 'PROJECT %(levelname)s %(message)s'}},\n"
+        "    'handlers': {'console': {'class': 'logging.StreamHandler', 'formatter': 'project'}},\n"
+        "    'root': {'handlers': ['console'], 'level': 'WARNING'},\n"
+        "}\n"
+    )
+    good = schedule(tasks.write, ["fine"])
+    bad = schedule(tasks.write_then_fail, ["broken"], max_attempts=1)
+    arguments = [argument.replace("tests.settings", "logging_settings") for argument in FLUSH_COMMANDS[entry]]
+    result = run(*arguments, PYTHONPATH=f"{ROOT}{os.pathsep}{tmp_path}")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    failed = [line for line in lines if f"Job {bad.pk} (" in line]
+    assert len(failed) == 1, result.stderr
+    assert failed[0].startswith(
+        f"PROJECT ERROR Job {bad.pk} (tests.app.tasks.write_then_fail, attempt 1): failed for good"
+    )
+    assert "ValueError: failing after writing broken" in failed[0]
+    assert len([line for line in lines if line.startswith(f"PROJECT INFO Job {good.pk} (")]) == 1
+    assert not any(" aio_async.jobs: " in line for line in lines)  # no second handler of ours
