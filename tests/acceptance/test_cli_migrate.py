@@ -1,0 +1,79 @@
+"""A worker started before ``migrate`` says so in one line and exits 2, from every entry point.
+
+Each test gets a fresh database without any table: on PostgreSQL a throw-away database on the
+test server, on SQLite a new file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from tests.acceptance.test_cli import run
+from tests.acceptance.test_cli_processes import exit_code, started
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MISSING = (
+    "database 'default' lacks aio_async's migrations 0001_initial, 0002_notify_trigger, "
+    "0003_slimmer_indexes, 0004_finished_isolated_excused: run `python manage.py migrate` "
+    "before starting a worker"
+)
+
+
+@pytest.fixture
+def unmigrated(tmp_path: Path) -> Iterator[str]:
+    """The name of a new, empty database, for AIO_ASYNC_TEST_DB_NAME."""
+    if connection.vendor != "postgresql":
+        yield str(tmp_path / "unmigrated.sqlite3")
+        return
+    name = f"test_aio_async_unmigrated_{os.getpid()}"
+    quoted = connection.ops.quote_name(name)
+    with connection.cursor() as cursor:  # autocommit: CREATE DATABASE cannot run in a transaction
+        cursor.execute(f"DROP DATABASE IF EXISTS {quoted}")
+        cursor.execute(f"CREATE DATABASE {quoted}")
+    try:
+        yield name
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {quoted}")
+
+
+def missing_migrations(stderr: str) -> str:
+    """The one line of stderr, which must name the missing migrations."""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert MISSING in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("verb", ["run", "flush"])
+def test_run_and_flush_before_migrate_say_run_migrate_and_exit_2(verb: str, unmigrated: str) -> None:
+    result = run("-m", "aio_async", "--settings", "tests.settings", verb, AIO_ASYNC_TEST_DB_NAME=unmigrated)
+    assert result.returncode == 2
+    assert missing_migrations(result.stderr) == f"aio_async: configuration error: {MISSING}"
+    assert result.stdout == ""
+
+
+def test_flush_queue_before_migrate_says_run_migrate_and_exits_2(unmigrated: str) -> None:
+    result = run(
+        "-m", "django", "flush_queue", "--settings", "tests.settings", AIO_ASYNC_TEST_DB_NAME=unmigrated
+    )
+    assert result.returncode == 2
+    assert missing_migrations(result.stderr) == f"CommandError: {MISSING}"
+
+
+def test_a_supervisor_does_not_restart_workers_that_cannot_start_before_migrate(unmigrated: str) -> None:
+    with started(
+        "--settings", "tests.settings", "run", "--processes", "2", AIO_ASYNC_TEST_DB_NAME=unmigrated
+    ) as (process, log):
+        code = exit_code(process, timeout=60)
+        output = log.read_text()
+    assert code == 2, output
+    assert output.count(f"aio_async: configuration error: {MISSING}") >= 1
+    assert "restarting it would not help" in output
+    assert "; restarting it\n" not in output
