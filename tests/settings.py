@@ -86,6 +86,9 @@ AIO_ASYNC: dict[str, Any] = {
     "CONCURRENCY": 4,
     "LEASE_SECONDS": 30,
 }
+# Django's Tasks framework (Django 6, or the django-tasks backport on 5.2) on aio_async; any
+# queue name (the tests use "other" too).
+TASKS = {"default": {"BACKEND": "aio_async.backends.AioAsyncBackend", "QUEUES": []}}
 # Fault tests run workers as subprocesses with other settings (a short lease, say).
 AIO_ASYNC.update(json.loads(os.environ.get("AIO_ASYNC_TEST_SETTINGS", "{}")))
 if "AIO_ASYNC_TEST_APPLICATION_NAME" in os.environ:  # to count a worker's connections
