@@ -69,9 +69,9 @@ else:
         from django.utils.json import normalize_json
     except ImportError:
         try:  # Django 5.2 with the backport
-            from django_tasks import Task, TaskContext, TaskResult, TaskResultStatus, task_backends
+            from django_tasks import task_backends
             from django_tasks.backends.base import BaseTaskBackend
-            from django_tasks.base import TaskError
+            from django_tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
             from django_tasks.exceptions import InvalidTaskBackendError as InvalidTaskBackend
             from django_tasks.exceptions import InvalidTaskError as InvalidTask
             from django_tasks.exceptions import TaskResultDoesNotExist

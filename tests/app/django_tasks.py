@@ -37,6 +37,10 @@ if TYPE_CHECKING:
         TaskResultMismatch,
     )
     from django.tasks.signals import task_enqueued, task_finished, task_started
+
+    #: The logger of the framework's signal receivers, and the path of its immediate backend.
+    LOGGER = "django.tasks"
+    IMMEDIATE_BACKEND = "django.tasks.backends.immediate.ImmediateBackend"
 else:
     try:
         from django.tasks import (
@@ -55,6 +59,9 @@ else:
             TaskResultMismatch,
         )
         from django.tasks.signals import task_enqueued, task_finished, task_started
+
+        LOGGER = "django.tasks"
+        IMMEDIATE_BACKEND = "django.tasks.backends.immediate.ImmediateBackend"
     except ImportError:  # Django 5.2 with the backport
         from django_tasks import (
             TaskContext,
@@ -70,7 +77,12 @@ else:
         from django_tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch
         from django_tasks.signals import task_enqueued, task_finished, task_started
 
+        LOGGER = "django_tasks"
+        IMMEDIATE_BACKEND = "django_tasks.backends.immediate.ImmediateBackend"
+
 __all__ = [
+    "IMMEDIATE_BACKEND",
+    "LOGGER",
     "InvalidTask",
     "InvalidTaskBackend",
     "Task",

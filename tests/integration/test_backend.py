@@ -33,6 +33,8 @@ from aio_async.operations import Attempt, ClaimRequest, claim
 from tests.app import django_tasks as dj
 from tests.app import tasks
 from tests.app.django_tasks import (
+    IMMEDIATE_BACKEND,
+    LOGGER,
     InvalidTask,
     Task,
     TaskResult,
@@ -186,7 +188,7 @@ def test_a_task_that_fails_every_attempt_sends_task_finished_from_the_last_insid
     run_all: Callable[[], object], sent: list[Sent], caplog: pytest.LogCaptureFixture
 ) -> None:
     result = dj.always_fails.enqueue("x")
-    with caplog.at_level(logging.INFO, logger="django.tasks"):
+    with caplog.at_level(logging.INFO, logger=LOGGER):
         run_all()
     assert [(s.signal, s.status, s.attempts) for s in sent] == [
         ("enqueued", "READY", 0),
@@ -196,7 +198,7 @@ def test_a_task_that_fails_every_attempt_sends_task_finished_from_the_last_insid
     ]
     assert sent[-1].handling is ValueError  # sys.exc_info(), which Django's receiver logs
     assert sent[-1].errors == ("builtins.ValueError", "builtins.ValueError")
-    (failed,) = [r for r in caplog.records if r.name == "django.tasks" and r.levelno == logging.ERROR]
+    (failed,) = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.ERROR]
     assert failed.exc_info is not None
     assert failed.exc_info[0] is ValueError
     assert result.id in failed.getMessage()
@@ -208,7 +210,7 @@ def test_a_retried_coroutine_task_sends_the_same_signals(
 ) -> None:
     succeeds = dj.aflaky.enqueue(2)
     fails = dj.aflaky.enqueue(9)
-    with caplog.at_level(logging.INFO, logger="django.tasks"):
+    with caplog.at_level(logging.INFO, logger=LOGGER):
         run_all()
     assert [(s.signal, s.status, s.attempts) for s in sent if s.id == succeeds.id] == [
         ("enqueued", "READY", 0),
@@ -222,7 +224,7 @@ def test_a_retried_coroutine_task_sends_the_same_signals(
         3,
     )
     assert [s.handling for s in sent if s.signal == "finished" and s.id == fails.id] == [RuntimeError]
-    (failed,) = [r for r in caplog.records if r.name == "django.tasks" and r.levelno == logging.ERROR]
+    (failed,) = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.ERROR]
     assert failed.exc_info is not None
     assert failed.exc_info[0] is RuntimeError
     assert refreshed(succeeds).return_value == 2
@@ -521,7 +523,7 @@ def test_options_of_using_then_the_backends_options_then_aio_async_settings() ->
 def test_a_task_made_for_another_backend_is_refused() -> None:
     tasks_setting = {
         "default": {"BACKEND": BACKEND, "QUEUES": []},
-        "immediate": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
+        "immediate": {"BACKEND": IMMEDIATE_BACKEND},
     }
     with override_settings(TASKS=tasks_setting):
         plain = task(backend="immediate")(tasks.add)

@@ -36,6 +36,7 @@ from aio_async.backends import AioAsyncBackend
 from aio_async.models import Job
 from tests.app import django_tasks as test_tasks
 from tests.app.django_tasks import (
+    LOGGER,
     InvalidTask,
     InvalidTaskBackend,
     TaskResult,
@@ -88,7 +89,7 @@ def _tasks_logs(caplog: pytest.LogCaptureFixture, level: int = logging.DEBUG) ->
     return [
         formatter.format(record)
         for record in caplog.records
-        if record.name == "django.tasks" and record.levelno >= level
+        if record.name == LOGGER and record.levelno >= level
     ]
 
 
@@ -169,7 +170,7 @@ def test_catches_exception(
     message: str,
 ) -> None:
     result = task.enqueue()
-    with caplog.at_level(logging.ERROR, logger="django.tasks"):
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
         run_worker()  # intent: the failure is caught (and logged once) by the worker, not enqueue
     logs = _tasks_logs(caplog, logging.ERROR)
     assert len(logs) == 1, logs
@@ -201,7 +202,7 @@ def test_throws_keyboard_interrupt(run_worker: Callable[[], None], caplog: pytes
     # the worker carries on with the next job.
     interrupted = default_task_backend.enqueue(test_tasks.failing_task_keyboard_interrupt, [], {})
     after = test_tasks.calculate_meaning_of_life.enqueue()
-    with caplog.at_level(logging.ERROR, logger="django.tasks"):
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
         run_worker()
     interrupted.refresh()
     after.refresh()
@@ -216,7 +217,7 @@ def test_throws_keyboard_interrupt(run_worker: Callable[[], None], caplog: pytes
 
 def test_complex_exception(run_worker: Callable[[], None], caplog: pytest.LogCaptureFixture) -> None:
     result = test_tasks.complex_exception.enqueue()
-    with caplog.at_level(logging.ERROR, logger="django.tasks"):
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
         run_worker()
     assert _tasks_logs(caplog, logging.ERROR)
     result.refresh()
@@ -240,7 +241,7 @@ def test_complex_exception(run_worker: Callable[[], None], caplog: pytest.LogCap
 
 def test_complex_return_value(run_worker: Callable[[], None], caplog: pytest.LogCaptureFixture) -> None:
     result = test_tasks.complex_return_value.enqueue()
-    with caplog.at_level(logging.ERROR, logger="django.tasks"):
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
         run_worker()
     assert _tasks_logs(caplog, logging.ERROR)
     result.refresh()
@@ -326,7 +327,7 @@ def test_can_pass_run_after(run_worker: Callable[[], None]) -> None:
 
 
 def test_enqueue_logs(run_worker: Callable[[], None], caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="django.tasks"):
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
         result = test_tasks.noop_task.enqueue()
         run_worker()  # intent: the three state changes, the last two logged by the worker
     logs = _tasks_logs(caplog)
@@ -340,7 +341,7 @@ def test_enqueue_logs(run_worker: Callable[[], None], caplog: pytest.LogCaptureF
 
 
 def test_failed_logs(run_worker: Callable[[], None], caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="django.tasks"):
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
         result = test_tasks.failing_task_value_error.enqueue()
         run_worker()
     logs = _tasks_logs(caplog)
@@ -354,7 +355,7 @@ def test_failed_logs(run_worker: Callable[[], None], caplog: pytest.LogCaptureFi
 def test_successful_task_no_none_type_in_logs(
     run_worker: Callable[[], None], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.DEBUG, logger="django.tasks"):
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
         result = test_tasks.noop_task.enqueue()
         run_worker()
     result.refresh()
@@ -448,7 +449,7 @@ def test_custom_backend_options() -> None:
 def test_enqueue_async_task_on_non_async_backend() -> None:
     with (
         mock.patch.object(AioAsyncBackend, "supports_async_task", False),
-        pytest.raises(InvalidTask, match=r"Backend does not support async Tasks\."),
+        pytest.raises(InvalidTask, match=r"(?i)Backend does not support async Tasks\."),
     ):
         default_task_backend.validate_task(test_tasks.noop_task_async)
 
