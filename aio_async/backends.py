@@ -41,7 +41,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from aio_async import allow
-from aio_async.api import schedule
+from aio_async.api import _not_in_async_code, schedule
 from aio_async.bridge import result_value
 from aio_async.conf import EVERY_QUEUE, get_settings
 from aio_async.context import JobContext, current_job
@@ -148,8 +148,7 @@ class AioAsyncTask(_TaskBase):
         timeout: float | None = None,
         **changes: Any,
     ) -> AioAsyncTask:
-        """A copy with other defaults: Django's (priority, queue_name, run_after, backend) and
-        aio_async's (max_attempts, timeout)."""
+        """A copy with other defaults: Django's, and aio_async's ``max_attempts`` and ``timeout``."""
         # A timedelta run_after passes through as it is: validate_task() accepts it (from now,
         # when enqueued).
         task: AioAsyncTask = _TaskBase.using(self, **changes)  # type: ignore[assignment]
@@ -472,6 +471,7 @@ class AioAsyncBackend(BaseTaskBackend):
 
     def enqueue(self, task: Task[_P, _R], args: Any, kwargs: Any) -> TaskResult[_P, _R]:
         """Write the task's job through ``aio_async.schedule()``, inside the caller's transaction."""
+        _not_in_async_code("enqueue")  # says: use `await aenqueue(...)`
         self.validate_task(task)
         # What Django's TaskResult would raise for arguments that are not JSON, before any write.
         job_args = normalize_json(list(args))

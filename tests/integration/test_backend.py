@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.core.exceptions import SynchronousOnlyOperation
 from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
@@ -459,6 +460,14 @@ def test_arguments_that_are_not_json_raise_as_django_does_and_write_nothing() ->
     result = dj.noop_task.enqueue(b"bytes", (1, 2), key={"a": (3,)})
     assert result.args == ["bytes", [1, 2]]
     assert Job.objects.get().kwargs == {"key": {"a": [3]}}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_enqueue_from_async_code_says_to_await_aenqueue() -> None:
+    with pytest.raises(SynchronousOnlyOperation, match=r"use `await aenqueue\(\.\.\.\)`"):
+        dj.noop_task.enqueue()
+    await dj.noop_task.aenqueue()
+    assert await Job.objects.acount() == 1
 
 
 @pytest.mark.django_db
