@@ -18,6 +18,15 @@ reaches a final state: after the job's transaction commits on success (sync task
 call for coroutine tasks), and, on failure, only from the last attempt, inside the exception
 handler. A retried attempt sends ``task_started`` again and no ``task_finished``.
 
+How a job reads as a ``TaskResult``: waiting and queued are READY, running is RUNNING,
+succeeded is SUCCESSFUL, failed and cancelled are FAILED (a cancelled job's errors end with
+``JobCancelled``). ``errors`` are the job's Error rows, oldest first; ``worker_ids`` has the
+worker of each, then the worker of a running or succeeded job, so ``attempts`` (and a
+``TaskContext``'s ``attempt``) counts the attempts that ran to an end or were lost with their
+worker; an attempt given back at a clean shutdown (excused, with no Error row) is not
+counted. aio_async keeps the start of the latest attempt only: ``started_at`` and
+``last_attempted_at`` are both that time.
+
 What a job's ``meta`` holds: the task's options as enqueued, under ``_task`` (keys that start
 with ``_`` are aio_async's own).
 """
