@@ -352,9 +352,11 @@ def cursor(connection: BaseDatabaseWrapper) -> CursorWrapper:
         # psycopg ignores prepare=True on a connection whose threshold is None, as Django sets
         # it by default. A threshold too high to be reached prepares only what asks to be.
         raw.prepare_threshold = _NEVER_BY_COUNT
-    kind = _cursor_classes()[prepare]
-    wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
-    return wrapper(kind(connection.connection), connection)
+    if connection.queries_logged:
+        # psycopg keeps no query text for a prepared statement, and Django before 6.1 then
+        # logs None: where queries are logged (DEBUG, CaptureQueriesContext) nothing is prepared.
+        return CursorDebugWrapper(_cursor_classes()[False](raw), connection)
+    return CursorWrapper(_cursor_classes()[prepare](raw), connection)
 
 
 _NEVER_BY_COUNT = 2**31 - 1
