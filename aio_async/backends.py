@@ -54,7 +54,7 @@ from aio_async.api import _not_in_async_code, schedule
 from aio_async.bridge import result_value
 from aio_async.conf import EVERY_QUEUE, get_settings
 from aio_async.context import JobContext, current_job
-from aio_async.errors import AioAsyncError, ScheduleError
+from aio_async.errors import JobCancelled, ScheduleError
 from aio_async.models import Error, Job, Status
 from aio_async.payload import TaskOptions, check_max_attempts, check_queue, check_timeout
 
@@ -115,10 +115,6 @@ _STATUS: dict[str, TaskResultStatus] = {
     Status.FAILED: TaskResultStatus.FAILED,
     Status.CANCELLED: TaskResultStatus.FAILED,
 }
-
-
-class JobCancelled(AioAsyncError):
-    """The job was cancelled (``deschedule()``, the admin's action) before it could run again."""
 
 
 def _first(value: Any, default: Any) -> Any:

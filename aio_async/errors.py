@@ -26,6 +26,7 @@ __all__ = [
     "GroupClosed",
     "InvalidArguments",
     "InvalidOption",
+    "JobCancelled",
     "JobFailure",
     "JobRefused",
     "NotCallable",
@@ -82,3 +83,7 @@ class JobRefused(JobFailure):
 
 class WorkerLost(JobFailure):
     """The job's worker stopped renewing its lease while the job ran; another worker rescued it."""
+
+
+class JobCancelled(JobFailure):
+    """The job was cancelled (``deschedule()``, the admin's action) before it could run again."""

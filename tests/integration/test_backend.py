@@ -26,7 +26,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from aio_async import deschedule, health, schedule, sql, testing
-from aio_async.backends import TASK_KEY, AioAsyncBackend, AioAsyncTask, JobCancelled
+from aio_async.backends import TASK_KEY, AioAsyncBackend, AioAsyncTask
+from aio_async.errors import JobCancelled
 from aio_async.conf import Backoff
 from aio_async.errors import InvalidArguments, ResultNotJSON
 from aio_async.models import Error, Job, Status
@@ -352,7 +353,7 @@ def test_a_cancelled_job_reads_failed_with_job_cancelled_last() -> None:
     assert cancelled.worker_ids == []
     (error,) = cancelled.errors
     assert error.exception_class is JobCancelled
-    assert error.exception_class_path == "aio_async.backends.JobCancelled"
+    assert error.exception_class_path == "aio_async.errors.JobCancelled"
     assert f"job {result.id} was cancelled" in error.traceback
     with pytest.raises(ValueError, match="Task failed"):
         _ = cancelled.return_value
