@@ -40,14 +40,19 @@ class PsycopgConnector:
     """An autocommit ``AsyncConnection`` that runs the queue's operations, one at a time.
 
     Opened on first use and dropped when it breaks; the next operation opens a new one.
-    Statements run prepared unless ``prepared`` is off (see ``sql.prepared``).
+    Statements run prepared unless ``prepared`` is off (see ``sql.prepared``). A connection
+    that is not ``durable`` commits without waiting for the WAL flush: for claims and lease
+    renewals only, whose loss in a server crash puts a job back as it was (see ``open_store``).
     """
 
     dialect = sql.POSTGRESQL
 
-    def __init__(self, connection: BaseDatabaseWrapper, *, prepared: bool = True) -> None:
+    def __init__(
+        self, connection: BaseDatabaseWrapper, *, prepared: bool = True, durable: bool = True
+    ) -> None:
         self._params = connection_params(connection)
         self._prepare = prepared
+        self._durable = durable
         self._connection: psycopg.AsyncConnection[Any] | None = None
         # One operation at a time: a transaction must not take in another's statements, and
         # two operations that find the connection dead must not open a replacement each.
@@ -55,7 +60,10 @@ class PsycopgConnector:
 
     async def _connected(self) -> psycopg.AsyncConnection[Any]:
         if self._connection is None or self._connection.closed:
-            self._connection = await psycopg.AsyncConnection.connect(**self._params, autocommit=True)
+            connection = await psycopg.AsyncConnection.connect(**self._params, autocommit=True)
+            if not self._durable:
+                await connection.execute("SET synchronous_commit = off")
+            self._connection = connection
         return self._connection
 
     async def run(self, make: sql.MakeOp[R], *, atomic: bool = False, retry: bool = False) -> R:

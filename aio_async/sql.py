@@ -89,6 +89,9 @@ class Dialect:
     json_value: str
     #: A JSON column, as text (so that one undecodable row cannot fail a whole fetch).
     json_text: str
+    #: ``id`` among the ids a subquery returns. PostgreSQL plans ``= ANY(ARRAY(...))`` as
+    #: lookups in the primary key; it plans ``IN (...)`` as a hash join over the whole table.
+    id_among: str
 
 
 POSTGRESQL = Dialect(
@@ -101,6 +104,7 @@ POSTGRESQL = Dialect(
     ),
     json_value="mine.value::jsonb",
     json_text="{column}::text",
+    id_among="id = ANY(ARRAY({ids}))",
 )
 SQLITE = Dialect(
     vendor="sqlite",
@@ -112,6 +116,7 @@ SQLITE = Dialect(
     ),
     json_value="mine.value",
     json_text="{column}",
+    id_among="id IN ({ids})",
 )
 
 
@@ -172,9 +177,12 @@ def claim(dialect: Dialect, queues: int, include: int = 0, exclude: int = 0) -> 
         f"UPDATE {JOB} SET status = 'running', "
         f"attempts = attempts + CASE WHEN attempts < {ATTEMPT_CAP} THEN 1 ELSE 0 END, "
         "locked_by = %s, locked_until = %s, started = %s "
-        "WHERE id IN (SELECT id FROM picked WHERE NOT EXISTS (SELECT 1 FROM picked WHERE isolated) "
-        "UNION ALL SELECT min(id) FROM picked WHERE isolated) "
-        f"RETURNING {returning}"
+        "WHERE "
+        + dialect.id_among.format(
+            ids="SELECT id FROM picked WHERE NOT EXISTS (SELECT 1 FROM picked WHERE isolated) "
+            "UNION ALL SELECT min(id) FROM picked WHERE isolated"
+        )
+        + f" RETURNING {returning}"
     )
 
 

@@ -152,12 +152,22 @@ class DatabaseStore:
     """The Store on a real database: queue operations through a connector, sync jobs in threads."""
 
     def __init__(
-        self, settings: QueueSettings, request: ClaimRequest, connector: Connector, concurrency: int
+        self,
+        settings: QueueSettings,
+        request: ClaimRequest,
+        connector: Connector,
+        concurrency: int,
+        *,
+        recorder: Connector | None = None,
     ) -> None:
         self.settings = settings
         self.request = request
         self.worker_id = request.worker_id
         self.connector = connector
+        #: Where attempts' ends are written (completions, failures, releases, rescues): a
+        #: second connection when there is one, so that a wave of completions never holds up
+        #: the claim that refills the freed slots.
+        self.recorder = recorder or connector
         self.concurrency = concurrency
         self._pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="aio_async-job")
         self._jobs = JobThread(settings.database, request.worker_id, settings)
@@ -199,7 +209,7 @@ class DatabaseStore:
             finished = [(attempt, result) for attempt, result, _ in batch]
             now = timezone.now()
             try:
-                held = await self.connector.run(
+                held = await self.recorder.run(
                     functools.partial(
                         operations.complete, finished=finished, worker_id=self.worker_id, now=now
                     ),
@@ -225,7 +235,7 @@ class DatabaseStore:
             retry_now = await sync_to_async(self._discard_if_lost, thread_sensitive=True)(cause)
         now = timezone.now()
         decided = operations.verdict(attempt, self.settings, now, final=final, retry_now=retry_now)
-        recorded = await self.connector.run(
+        recorded = await self.recorder.run(
             lambda d: operations.fail(d, attempt, error, self.worker_id, decided, now),
             atomic=True,
             retry=True,
@@ -243,7 +253,7 @@ class DatabaseStore:
     async def release(self, attempt: Attempt) -> bool:
         """Give a job back to the queue, its attempt excused."""
         now = timezone.now()
-        return await self.connector.run(
+        return await self.recorder.run(
             lambda d: operations.release(d, attempt, self.worker_id, now), atomic=True, retry=True
         )
 
@@ -257,11 +267,11 @@ class DatabaseStore:
         # the job threads tidy theirs before each job.
         await sync_to_async(tidy_connections, thread_sensitive=True)()
         now = timezone.now()
-        found = await self.connector.run(lambda d: operations.expired(d, self.worker_id, now))
+        found = await self.recorder.run(lambda d: operations.expired(d, self.worker_id, now))
         rescued = []
         for attempt, lost_worker, neighbours in found:
             try:
-                done = await self.connector.run(
+                done = await self.recorder.run(
                     functools.partial(
                         operations.rescue,
                         attempt=attempt,
@@ -291,7 +301,15 @@ class DatabaseStore:
         return self.connector.listen()
 
     async def check(self) -> list[str]:
-        """Refuse to start on an unmigrated database; warn when connections will run short."""
+        """Refuse to start on an unmigrated database; warn when connections will run short.
+
+        The worker's own connections are opened first, before job threads can take the
+        server's last free ones: without them it could claim jobs it cannot record.
+        """
+        if self.recorder is not self.connector:
+            for connector in (self.connector, self.recorder):
+                with contextlib.suppress(Exception):  # a database that is away: the claim loop waits
+                    await connector.run(_ping)
         return await sync_to_async(self._check, thread_sensitive=True)()
 
     def _check(self) -> list[str]:
@@ -322,7 +340,8 @@ class DatabaseStore:
                 f"{self.settings.poll_interval:g} s. Install psycopg 3 (pip install 'psycopg[binary]') "
                 "to pick jobs up as they are committed."
             )
-        needed = self.concurrency + 3
+        own = 3 if self.recorder is self.connector else 4  # LISTEN, claims, ends written, the async ORM
+        needed = self.concurrency + own
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT current_setting('max_connections')::int - "
@@ -334,8 +353,8 @@ class DatabaseStore:
             return problems
         return [
             *problems,
-            f"This worker needs up to {needed} database connections (concurrency {self.concurrency} + 3); "
-            f"the server allows {allowed} and {in_use} are in use: it will run fewer jobs at once when "
+            f"This worker needs up to {needed} database connections "
+            f"(concurrency {self.concurrency} + {own}); the server allows {allowed} and {in_use} are in use: it will run fewer jobs at once when "
             "it cannot connect. Lower --concurrency or raise PostgreSQL's max_connections.",
         ]
 
@@ -345,6 +364,8 @@ class DatabaseStore:
             with contextlib.suppress(Exception):
                 await self._recorder
         await self.connector.close()
+        if self.recorder is not self.connector:
+            await self.recorder.close()
         # The async ORM's thread served coroutine jobs and the start-up checks.
         await sync_to_async(connections.close_all, thread_sensitive=True)()
         # Each pool thread owns its own connection; a barrier gives every thread one close.
@@ -360,6 +381,11 @@ class DatabaseStore:
             return_exceptions=True,
         )
         self._pool.shutdown(wait=False)
+
+
+def _ping(dialect: sql.Dialect) -> sql.Op[None]:
+    """One round trip: opens a connector's connection."""
+    yield "SELECT 1", []
 
 
 def open_store(
@@ -378,11 +404,20 @@ def open_store(
         exclude=exclude,
     )
     connection = connections[settings.database]
-    connector: Connector
     if connection.vendor == "postgresql" and sql.psycopg3():
         from aio_async.postgres import PsycopgConnector
 
-        connector = PsycopgConnector(connection, prepared=sql.prepared(connection))
-    else:
-        connector = DjangoConnector(settings.database)
+        # Claims and lease renewals commit without waiting for the WAL flush: lost in a server
+        # crash, a claim leaves its job queued and its attempt not begun (the worker's fenced
+        # writes then match nothing), and a renewal is made again. Every write that records
+        # how an attempt ended waits for the flush, which also makes every earlier claim durable.
+        prepared = sql.prepared(connection)
+        return DatabaseStore(
+            settings,
+            request,
+            PsycopgConnector(connection, prepared=prepared, durable=False),
+            settings.concurrency,
+            recorder=PsycopgConnector(connection, prepared=prepared),
+        )
+    connector = DjangoConnector(settings.database)
     return DatabaseStore(settings, request, connector, settings.concurrency)

@@ -136,7 +136,7 @@ def test_a_worker_short_of_connections_runs_fewer_jobs_and_charges_none_of_them(
             output = worker.output
             assert worker.stop() == 0, output
         # It said once, plainly, what it needs and what the server allows, and once that it is short.
-        assert output.count("needs up to 33 database connections") == 1, output
+        assert output.count("needs up to 34 database connections") == 1, output
         assert output.count("cannot connect to the database") == 1, output
         with psycopg.connect(small.dsn()) as db:
             errors = db.execute("SELECT exception, message FROM aio_async_error").fetchall()

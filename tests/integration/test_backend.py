@@ -27,9 +27,8 @@ from django.utils import timezone
 
 from aio_async import deschedule, health, schedule, sql, testing
 from aio_async.backends import TASK_KEY, AioAsyncBackend, AioAsyncTask
-from aio_async.errors import JobCancelled
 from aio_async.conf import Backoff
-from aio_async.errors import InvalidArguments, ResultNotJSON
+from aio_async.errors import InvalidArguments, JobCancelled, ResultNotJSON
 from aio_async.models import Error, Job, Status
 from aio_async.operations import Attempt, ClaimRequest, claim
 from tests.app import django_tasks as dj
