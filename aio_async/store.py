@@ -354,8 +354,9 @@ class DatabaseStore:
         return [
             *problems,
             f"This worker needs up to {needed} database connections "
-            f"(concurrency {self.concurrency} + {own}); the server allows {allowed} and {in_use} are in use: it will run fewer jobs at once when "
-            "it cannot connect. Lower --concurrency or raise PostgreSQL's max_connections.",
+            f"(concurrency {self.concurrency} + {own}); the server allows {allowed} and {in_use} are "
+            "in use: it will run fewer jobs at once when it cannot connect. Lower --concurrency or "
+            "raise PostgreSQL's max_connections.",
         ]
 
     async def close(self) -> None:

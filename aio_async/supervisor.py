@@ -100,7 +100,10 @@ def supervise(processes: int, worker_arguments: Sequence[str]) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     logger.info("All worker processes stopped: exit codes %s", codes, extra={"action": "supervisor_stopped"})
-    return 0 if all(code == 0 for code in codes) else 1
+    # A worker restarted a moment before the signal may die of it before it handles signals,
+    # that is before it claims anything: a stop as clean as any.
+    clean = {0, *(-signum for signum in received)}
+    return 0 if all(code in clean for code in codes) else 1
 
 
 def _stop_on_configuration_error(broken: _Child, children: list[_Child]) -> int:

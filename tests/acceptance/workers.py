@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -59,6 +60,18 @@ class Worker:
             self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
 
+    def children(self) -> list[int]:
+        """The pids of the processes this one started (a supervisor's workers)."""
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.pid:
+                found.append(int(stat.parent.name))
+        return found
+
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM and wait for the exit code."""
         if self.alive():
@@ -70,6 +83,11 @@ class Worker:
 
     def __exit__(self, *exc: object) -> None:
         if self.alive():
+            # A supervisor's workers run in sessions of their own: a test that failed must not
+            # leave them running on the test database for the tests after it.
+            for pid in self.children():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.process.send_signal(signal.SIGCONT)
             self.kill()
         self.log.close()

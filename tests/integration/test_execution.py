@@ -274,5 +274,6 @@ def test_a_job_knows_which_job_and_attempt_it_is() -> None:
     assert drain() == {Outcome.SUCCEEDED: 2}
     for job, last in ((sync, True), (coroutine, False)):
         result = Job.objects.get(pk=job.pk).result
+        assert isinstance(result, dict)
         assert (result["id"], result["attempt"], result["last"]) == (job.pk, 1, last)
         assert result["worker"] == Job.objects.get(pk=job.pk).locked_by
