@@ -72,8 +72,12 @@ def supervise(processes: int, worker_arguments: Sequence[str]) -> int:
     command = [sys.executable, "-m", "aio_async", *worker_arguments]
     children = [_Child(slot, command) for slot in range(processes)]
     received: list[int] = []
+    #: Children that had died before the stop, awaiting their restart (a crash's back-off).
+    dead: list[_Child] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
+        if not received:
+            dead.extend(child for child in children if child.process.poll() is not None)
         received.append(signum)
         logger.info(
             "Received %s; passing it to %s worker process(es)",
@@ -99,11 +103,25 @@ def supervise(processes: int, worker_arguments: Sequence[str]) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    for child in dead:
+        logger.warning(
+            "Worker process %s (pid %s) exited with %s before the stop; not restarting it",
+            child.slot,
+            child.process.pid,
+            child.process.returncode,
+            extra={
+                "action": "worker_process_died",
+                "pid": child.process.pid,
+                "code": child.process.returncode,
+            },
+        )
     logger.info("All worker processes stopped: exit codes %s", codes, extra={"action": "supervisor_stopped"})
-    # A worker restarted a moment before the signal may die of it before it handles signals,
-    # that is before it claims anything: a stop as clean as any.
+    # The exit code says how the stop went. A worker that had died before it was already dealt
+    # with (its jobs are rescued; it would have been restarted); one restarted a moment before
+    # the signal may die of it before it handles signals, that is before it claims anything.
     clean = {0, *(-signum for signum in received)}
-    return 0 if all(code in clean for code in codes) else 1
+    stopped = [child.process.returncode for child in children if child not in dead]
+    return 0 if all(code in clean for code in stopped) else 1
 
 
 def _stop_on_configuration_error(broken: _Child, children: list[_Child]) -> int:

@@ -172,13 +172,18 @@ def test_a_job_that_kills_its_worker_fails_alone_and_its_neighbours_succeed() ->
     for key in keys:
         schedule(tasks.sleep_then_write, [key, 0.2], max_attempts=1)
     with Worker(env(), "--processes", "2", "--concurrency", "4") as supervisor:
-        wait_until(
-            lambda: (
-                all_succeeded(len(keys)) and Job.objects.filter(pk=crasher.pk, status=Status.FAILED).exists()
-            ),
-            timeout=120,
-            message="every neighbour succeeded and the crashing job failed",
-        )
+        try:
+            wait_until(
+                lambda: (
+                    all_succeeded(len(keys))
+                    and Job.objects.filter(pk=crasher.pk, status=Status.FAILED).exists()
+                ),
+                timeout=120,
+                message="every neighbour succeeded and the crashing job failed",
+            )
+        except AssertionError as exc:
+            states = list(Job.objects.values_list("id", "status", "attempts", "excused", "isolated", "locked_by"))
+            raise AssertionError(f"{exc}\n{states}\n{supervisor.output}") from None
         assert supervisor.stop() == 0, supervisor.output
     crasher.refresh_from_db()
     assert crasher.attempts - crasher.excused == 3  # its three attempts, each charged when it ran alone
