@@ -163,15 +163,19 @@ def test_processes_supervisor_restarts_a_killed_worker_and_stops_cleanly() -> No
         assert supervisor.output.count("Worker process") >= 3
 
 
-# On SQLite this end-to-end run does not finish within its 120 s (the rescue rules themselves
-# pass on SQLite in test_store.py); it is an open problem, not a promise dropped.
+# On SQLite, worker processes' transactions wait on each other's write lock for up to its
+# 5 s busy timeout; a lease renewal held up that long gets a live worker's job rescued. The
+# rescue rules themselves pass on SQLite in test_store.py; this end-to-end run is open there.
 @pytest.mark.postgres_only
 def test_a_job_that_kills_its_worker_fails_alone_and_its_neighbours_succeed() -> None:
     crasher = schedule(tasks.crash, ["crash"], max_attempts=3)
     keys = [f"neighbour-{index}" for index in range(30)]
     for key in keys:
         schedule(tasks.sleep_then_write, [key, 0.2], max_attempts=1)
-    with Worker(env(), "--processes", "2", "--concurrency", "4") as supervisor:
+    # A lease of several seconds: with 1.5 s, a lease renewal held up for a second on a busy
+    # machine gets a live worker's job rescued, and a neighbour with one attempt then fails
+    # for a reason that is not the one tested.
+    with Worker(env(LEASE_SECONDS=6), "--processes", "2", "--concurrency", "4") as supervisor:
         try:
             wait_until(
                 lambda: (
@@ -182,7 +186,7 @@ def test_a_job_that_kills_its_worker_fails_alone_and_its_neighbours_succeed() ->
                 message="every neighbour succeeded and the crashing job failed",
             )
         except AssertionError as exc:
-            states = list(Job.objects.values_list("id", "status", "attempts", "excused", "isolated", "locked_by"))
+            states = list(Job.objects.values_list("id", "status", "attempts", "excused", "locked_by"))
             raise AssertionError(f"{exc}\n{states}\n{supervisor.output}") from None
         assert supervisor.stop() == 0, supervisor.output
     crasher.refresh_from_db()
