@@ -9,16 +9,18 @@ made through the caller's connection and so inside the caller's transaction (DES
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 import functools
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Generic, NoReturn, ParamSpec, TypeVar, overload
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured, SynchronousOnlyOperation
-from django.db import connections, transaction
-from django.db.models import QuerySet
+from django.db import IntegrityError, connections, transaction
+from django.db.models import Case, F, QuerySet, When
 from django.utils import timezone
 
 from aio_async import allow, sql
@@ -28,6 +30,8 @@ from aio_async.models import Group, Job, Status
 from aio_async.payload import (
     DEFAULT_PRIORITY,
     TaskOptions,
+    Unique,
+    UniqueOptions,
     check_max_attempts,
     check_meta,
     check_priority,
@@ -119,6 +123,11 @@ def task(
     priority: int | None = None,
     max_attempts: int | None = None,
     timeout: float | None = None,
+    unique: bool | None = None,
+    unique_key: str | None = None,
+    unique_for: datetime.timedelta | float | None = None,
+    unique_states: Collection[str] | None = None,
+    on_conflict: str | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 def task(
     function: Callable[P, R] | None = None,
@@ -129,9 +138,26 @@ def task(
     priority: int | None = None,
     max_attempts: int | None = None,
     timeout: float | None = None,
+    unique: bool | None = None,
+    unique_key: str | None = None,
+    unique_for: datetime.timedelta | float | None = None,
+    unique_states: Collection[str] | None = None,
+    on_conflict: str | None = None,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Register a sync or ``async def`` function as allowed to run, with default options."""
-    options = TaskOptions.checked(queue=queue, priority=priority, max_attempts=max_attempts, timeout=timeout)
+    options = TaskOptions.checked(
+        queue=queue,
+        priority=priority,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        unique=UniqueOptions.checked(
+            unique=unique,
+            unique_key=unique_key,
+            unique_for=unique_for,
+            unique_states=unique_states,
+            on_conflict=on_conflict,
+        ),
+    )
 
     def decorate(function: Callable[P, R]) -> Task[P, R]:
         task_name = allow.check_name(name) if name is not None else allow.dotted_name(function)
@@ -173,7 +199,8 @@ def job_maker(
     queue: object = None,
     max_attempts: object = None,
     timeout: object = None,
-) -> Callable[[object, object], Job]:
+    unique: UniqueOptions | None = None,
+) -> JobMaker:
     """Check what every call shares, once; return a maker of unsaved Jobs from (args, kwargs).
 
     No database is touched: ``job_maker(...)(args, kwargs)`` is a ``schedule()`` call's Job,
@@ -182,6 +209,7 @@ def job_maker(
     name = _name_of(function)
     target = allow.resolve(name)
     options = target.options
+    rule = (unique or UniqueOptions()).over(options.unique).rule()
     now = timezone.now()
     shared_meta = check_meta(meta)
     fixed = {
@@ -195,12 +223,15 @@ def job_maker(
         "added": now,
         "run_after": run_after_value(run_after, now),
         "status": Status.QUEUED,
+        "unique_states": rule.stored_states if rule else "",
     }
     template = [
         fixed[attname] if attname in fixed else field.get_default()
         for attname, field in zip(_ATTNAMES, _FIELDS, strict=True)
     ]
-    at = {attname: _ATTNAMES.index(attname) for attname in ("args", "kwargs", "identity", "meta")}
+    at = {
+        attname: _ATTNAMES.index(attname) for attname in ("args", "kwargs", "identity", "meta", "unique_key")
+    }
     signature = target.signature
 
     def make(args: object, kwargs: object) -> Job:
@@ -213,11 +244,25 @@ def job_maker(
         values = template.copy()
         values[at["args"]] = job_args
         values[at["kwargs"]] = job_kwargs
-        values[at["identity"]] = identity(name, job_args, job_kwargs)
+        values[at["identity"]] = call = identity(name, job_args, job_kwargs)
         values[at["meta"]] = dict(shared_meta)
+        if rule is not None:
+            values[at["unique_key"]] = rule.stored_key(name, call)
         return Job(*values)  # type: ignore[misc]  # positional, in field order, as from_db builds
 
-    return make
+    return JobMaker(make, rule)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobMaker:
+    """What ``job_maker`` returns: a maker of unsaved Jobs, and the uniqueness they follow."""
+
+    make: Callable[[object, object], Job]
+    unique: Unique | None
+
+    def __call__(self, args: object, kwargs: object) -> Job:
+        """An unsaved, checked Job for a call with these arguments."""
+        return self.make(args, kwargs)
 
 
 def _not_in_async_code(name: str) -> None:
@@ -248,11 +293,18 @@ def _queue_database(group: object, using: str | None) -> str:
     return alias
 
 
-def _insert(jobs: list[Job], alias: str) -> None:
-    """Write new jobs through the caller's connection, in one statement where the database allows."""
+def _insert(jobs: list[Job], alias: str, *, unique: bool = False) -> None:
+    """Write new jobs through the caller's connection, in one statement where the database allows.
+
+    Each job written gets its id. With ``unique``, a job whose ``unique_key`` another job holds
+    is skipped and keeps no id.
+    """
+    if not jobs:
+        return
     connection = connections[alias]
     arrays = connection.vendor == "postgresql" and sql.psycopg3()
     columns = tuple((str(field.column), str(field.db_type(connection))) for field in _INSERTED)
+    rows: list[tuple[Any, ...]] = []
     with sql.cursor(connection) as cursor:
         if arrays:
             # One statement whatever the count: one value per column, or one array per column.
@@ -262,26 +314,103 @@ def _insert(jobs: list[Job], alias: str) -> None:
                 if field.get_internal_type() == "JSONField":  # sent as text, read as jsonb
                     column = [None if value is None else json.dumps(value) for value in column]
                 values.append(column if len(jobs) > 1 else column[0])
-            cursor.execute(sql.insert_jobs(columns, len(jobs), arrays=True), values)
-            ids = [pk for (pk,) in cursor.fetchall()]
+            cursor.execute(sql.insert_jobs(columns, len(jobs), arrays=True, unique=unique), values)
+            rows = cursor.fetchall()
         else:
             size = max(1, connection.ops.bulk_batch_size(list(_INSERTED), jobs))
-            ids = []
             for start in range(0, len(jobs), size):
                 batch = jobs[start : start + size]
                 cursor.execute(
-                    sql.insert_jobs(columns, len(batch), arrays=False),
+                    sql.insert_jobs(columns, len(batch), arrays=False, unique=unique),
                     [
                         field.get_db_prep_save(getattr(job, field.attname), connection)
                         for job in batch
                         for field in _INSERTED
                     ],
                 )
-                ids += [pk for (pk,) in cursor.fetchall()]
-    for job, pk in zip(jobs, ids, strict=True):
+                rows += cursor.fetchall()
+    if unique:
+        ids = {key: pk for pk, key in rows}
+        written = [(job, ids[str(job.unique_key)]) for job in jobs if job.unique_key in ids]
+    else:
+        written = list(zip(jobs, [pk for (pk,) in rows], strict=True))
+    for job, pk in written:
         job.pk = pk
         job._state.adding = False
         job._state.db = alias
+
+
+#: How often a unique insert is tried again when the job holding its key moved on between the
+#: INSERT that met it and the SELECT that looked for it (it started, or finished).
+_UNIQUE_TRIES = 5
+_KEY_BATCH = 500
+
+
+def _insert_unique(jobs: list[Job], alias: str, rule: Unique) -> list[Job]:
+    """Write unique jobs, each unless another job holds its key; return the job of each call.
+
+    The unique index decides, in the caller's transaction: an INSERT that meets a key held by a
+    transaction still open waits for it, then skips the row (it committed) or writes it (it
+    rolled back). A call whose key was held gets the holder, read back, with
+    ``unique_conflict`` set; with ``replace``, a holder that has not started takes the call's
+    arguments, priority and ``run_after`` first.
+    """
+    connection = connections[alias]
+    if rule.period is not None:
+        oldest = timezone.now() - datetime.timedelta(seconds=rule.period)
+        _by_keys(connection, sql.expire_unique, sorted({str(job.unique_key) for job in jobs}), [oldest])
+    # One job per key: the first call's, or the last one's when it replaces.
+    chosen: dict[str, Job] = {}
+    for job in reversed(jobs) if not rule.replace else jobs:
+        chosen[str(job.unique_key)] = job
+    holders: dict[str, int] = {}
+    pending = list(chosen.values())
+    for _ in range(_UNIQUE_TRIES):
+        if rule.replace:
+            holders.update(_replace(connection, pending))
+            pending = [job for job in pending if job.unique_key not in holders]
+        _insert(pending, alias, unique=True)
+        pending = [job for job in pending if job.pk is None]
+        holders.update(_by_keys(connection, sql.unique_holders, [str(job.unique_key) for job in pending]))
+        pending = [job for job in pending if job.unique_key not in holders]
+        if not pending:
+            break
+    else:
+        raise IntegrityError(f"{len(pending)} unique job(s) could neither be written nor found; try again")
+    existing = Job.objects.using(alias).in_bulk(set(holders.values()))
+    for holder in existing.values():
+        holder.unique_conflict = True
+    return [
+        existing[holders[key]] if (key := str(job.unique_key)) in holders else chosen[key] for job in jobs
+    ]
+
+
+def _by_keys(
+    connection: Any, statement: Callable[[int], str], keys: list[str], before: Sequence[Any] = ()
+) -> dict[str, int]:
+    """Run a statement over ``keys`` in batches; return its (id, key) rows as {key: id}."""
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [adapt(value) if isinstance(value, datetime.datetime) else value for value in before]
+    found: dict[str, int] = {}
+    with sql.cursor(connection) as cursor:
+        for start in range(0, len(keys), _KEY_BATCH):
+            batch = keys[start : start + _KEY_BATCH]
+            cursor.execute(statement(len(batch)), [*params, *batch])
+            if cursor.description:
+                found.update({key: pk for pk, key in cursor.fetchall()})
+    return found
+
+
+def _replace(connection: Any, jobs: list[Job]) -> dict[str, int]:
+    """Give each job's arguments, priority and run_after to the unstarted job holding its key."""
+    fields = [field for name in sql.REPLACED for field in _INSERTED if field.name == name]
+    replaced: dict[str, int] = {}
+    with sql.cursor(connection) as cursor:
+        for job in jobs:
+            values = [field.get_db_prep_save(getattr(job, field.attname), connection) for field in fields]
+            cursor.execute(sql.replace_unique(), [*values, job.unique_key])
+            replaced.update({key: pk for pk, key in cursor.fetchall()})
+    return replaced
 
 
 def schedule(
@@ -297,21 +426,42 @@ def schedule(
     max_attempts: int | None = None,
     timeout: float | None = None,
     using: str | None = None,
+    unique: bool | None = None,
+    unique_key: str | None = None,
+    unique_for: datetime.timedelta | float | None = None,
+    unique_states: Collection[str] | None = None,
+    on_conflict: str | None = None,
 ) -> Job:
     """Put a call of ``function`` in the queue, inside the caller's transaction."""
     _not_in_async_code("schedule")
     make = job_maker(
-        function, priority, run_after, meta, queue=queue, max_attempts=max_attempts, timeout=timeout
+        function,
+        priority,
+        run_after,
+        meta,
+        queue=queue,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        unique=UniqueOptions.checked(
+            unique=unique,
+            unique_key=unique_key,
+            unique_for=unique_for,
+            unique_states=unique_states,
+            on_conflict=on_conflict,
+        ),
     )
     alias = _queue_database(group, using)
     job = make(args, kwargs)
-    if group is None:
+    if group is None and make.unique is None:
         # One INSERT: in the caller's transaction, or a transaction of its own. On PostgreSQL
         # a trigger sends the NOTIFY inside that same transaction.
         _insert([job], alias)
         return job
     with transaction.atomic(using=alias):
-        job.group = Group.objects.using(alias).join(group)
+        if group is not None:
+            job.group = Group.objects.using(alias).join(group)
+        if make.unique is not None:
+            return _insert_unique([job], alias, make.unique)[0]
         _insert([job], alias)
     return job
 
@@ -328,6 +478,11 @@ def schedule_many(
     max_attempts: int | None = None,
     timeout: float | None = None,
     using: str | None = None,
+    unique: bool | None = None,
+    unique_key: str | None = None,
+    unique_for: datetime.timedelta | float | None = None,
+    unique_states: Collection[str] | None = None,
+    on_conflict: str | None = None,
 ) -> list[Job]:
     """Schedule many calls of ``function``, each an ``(args, kwargs)`` pair, in one INSERT.
 
@@ -336,7 +491,20 @@ def schedule_many(
     """
     _not_in_async_code("schedule_many")
     make = job_maker(
-        function, priority, run_after, meta, queue=queue, max_attempts=max_attempts, timeout=timeout
+        function,
+        priority,
+        run_after,
+        meta,
+        queue=queue,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        unique=UniqueOptions.checked(
+            unique=unique,
+            unique_key=unique_key,
+            unique_for=unique_for,
+            unique_states=unique_states,
+            on_conflict=on_conflict,
+        ),
     )
     jobs = []
     for index, call in enumerate(calls):
@@ -356,6 +524,8 @@ def schedule_many(
             joined = Group.objects.using(alias).join(group)
             for job in jobs:
                 job.group = joined
+        if make.unique is not None:
+            return _insert_unique(jobs, alias, make.unique)
         _insert(jobs, alias)
     return jobs
 
@@ -366,7 +536,11 @@ def cancel_pending(jobs: QuerySet[Job]) -> int:
     with transaction.atomic(using=alias):
         pending = jobs.filter(status__in=(Status.QUEUED, Status.WAITING))
         groups = set(pending.exclude(group=None).values_list("group_id", flat=True))
-        cancelled: int = pending.update(status=Status.CANCELLED, finished=timezone.now())
+        cancelled: int = pending.update(
+            status=Status.CANCELLED,
+            finished=timezone.now(),
+            unique_key=Case(When(unique_states__contains=Status.CANCELLED, then=F("unique_key"))),
+        )
         for group_id in sorted(groups):
             Group.objects.using(alias).release_final(group_id)
     return cancelled

@@ -169,6 +169,15 @@ class Job(models.Model):
     group = models.ForeignKey(
         Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs", db_index=False
     )
+    #: A unique job's key (a hash), held while the job is in one of ``unique_states``; each write
+    #: that moves the job out of them clears it. A unique index makes the key one job's at a time.
+    unique_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 - NULL: no key
+    #: The states in which a unique job holds its key, comma-separated ("queued,waiting").
+    unique_states = models.CharField(max_length=64, blank=True, default="")
+
+    #: Set on the job ``schedule()`` returns: True when it is an existing job that a unique
+    #: call found (and, with ``on_conflict="replace"``, updated) instead of a new one.
+    unique_conflict = False
 
     class Meta:
         indexes = [
@@ -192,6 +201,11 @@ class Job(models.Model):
             models.Index(fields=["group"], name="aio_async_job_group", condition=Q(group__isnull=False)),
             models.Index(
                 fields=["finished"], name="aio_async_job_succeeded", condition=Q(status="succeeded")
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["unique_key"], name="aio_async_job_unique", condition=Q(unique_key__isnull=False)
             ),
         ]
 

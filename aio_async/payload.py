@@ -25,6 +25,8 @@ __all__ = [
     "PRIORITY_LIMIT",
     "JSONError",
     "TaskOptions",
+    "Unique",
+    "UniqueOptions",
     "check_max_attempts",
     "check_meta",
     "check_priority",
@@ -121,6 +123,143 @@ def identity(name: str, args: list[Any], kwargs: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: The states a job can be in, in the order of its life; the first two always count for
+#: uniqueness (a job waiting for its group is queued in all but name).
+UNIQUE_STATES = ("queued", "waiting", "running", "succeeded", "failed", "cancelled")
+ON_CONFLICT = ("return_existing", "replace")
+
+
+@dataclasses.dataclass(frozen=True)
+class Unique:
+    """How a job is kept from having a twin: its key, the period and states that count, the rule.
+
+    The database enforces it: the job's row holds the key in ``unique_key`` (under a unique
+    index) while the job is in one of ``states``; every write that moves the job out of them
+    clears it. A job older than ``period`` seconds no longer counts, whatever its state.
+    """
+
+    #: The key the caller gave, or None: the call itself (name and arguments) is the key.
+    key: str | None
+    period: float | None
+    states: tuple[str, ...]
+    replace: bool
+
+    def stored_key(self, name: str, call_identity: str) -> str:
+        """The value of ``unique_key``: a hash, of the call or of the task's name and the key."""
+        if self.key is None:
+            return call_identity
+        text = json.dumps(["key", name, self.key], separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def stored_states(self) -> str:
+        """The value of ``unique_states``: the states that count, comma-separated."""
+        return ",".join(self.states)
+
+
+@dataclasses.dataclass(frozen=True)
+class UniqueOptions:
+    """Uniqueness as a task or a call asks for it; ``None`` means "not set here"."""
+
+    unique: bool | None = None
+    key: str | None = None
+    period: float | None = None
+    states: tuple[str, ...] | None = None
+    on_conflict: str | None = None
+
+    @classmethod
+    def checked(
+        cls,
+        *,
+        unique: object = None,
+        unique_key: object = None,
+        unique_for: object = None,
+        unique_states: object = None,
+        on_conflict: object = None,
+    ) -> UniqueOptions:
+        """The options after their checks; each is refused with a specific InvalidOption."""
+        if unique is not None and not isinstance(unique, bool):
+            raise InvalidOption(f"unique must be True or False, got {unique!r:.80}")
+        key = None if unique_key is None else check_text(unique_key, "unique_key", limit=1024)
+        if unique is False and key is not None:
+            raise InvalidOption("unique=False contradicts unique_key: a key makes the job unique")
+        if on_conflict is not None and on_conflict not in ON_CONFLICT:
+            raise InvalidOption(
+                f"on_conflict must be one of {', '.join(map(repr, ON_CONFLICT))}, got {on_conflict!r:.80}"
+            )
+        return cls(unique, key, _period(unique_for), _unique_states(unique_states), on_conflict)
+
+    def over(self, defaults: UniqueOptions) -> UniqueOptions:
+        """These options, with ``defaults``' where these are not set."""
+        return UniqueOptions(
+            *(
+                mine if mine is not None else theirs
+                for mine, theirs in zip(dataclasses.astuple(self), dataclasses.astuple(defaults), strict=True)
+            )
+        )
+
+    def rule(self) -> Unique | None:
+        """The uniqueness these options ask for, or None when the job is not unique."""
+        enabled = self.unique if self.unique is not None else self.key is not None
+        if not enabled:
+            given = [
+                name
+                for name, value in (
+                    ("unique_for", self.period),
+                    ("unique_states", self.states),
+                    ("on_conflict", self.on_conflict),
+                )
+                if value is not None
+            ]
+            if given and self.unique is None:  # unique=False turns a task's uniqueness off
+                raise InvalidOption(
+                    f"{' and '.join(given)} {'applies' if len(given) == 1 else 'apply'} to unique "
+                    "jobs only: pass unique=True (the call is the key) or unique_key='...'"
+                )
+            return None
+        return Unique(
+            key=self.key,
+            period=self.period,
+            states=self.states or UNIQUE_STATES[:2],
+            replace=self.on_conflict == "replace",
+        )
+
+
+def _period(value: object) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, datetime.timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < math.inf:
+        raise InvalidOption(
+            f"unique_for must be a positive timedelta or number of seconds, got {value!r:.80}"
+        )
+    return float(seconds)
+
+
+def _unique_states(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
+        raise InvalidOption(
+            f"unique_states must be a list of states such as ['queued', 'running'], got {value!r:.80}"
+        )
+    states = set(value)
+    unknown = sorted(map(repr, states - set(UNIQUE_STATES)))
+    if unknown:
+        raise InvalidOption(
+            f"unique_states: {', '.join(unknown)} is not a state; states are {', '.join(UNIQUE_STATES)}"
+        )
+    if "queued" not in states:
+        raise InvalidOption("unique_states must include 'queued': a job is scheduled queued")
+    finished = sorted(states & set(UNIQUE_STATES[3:]))
+    if finished and "running" not in states:
+        raise InvalidOption(
+            f"unique_states with {', '.join(finished)} must include 'running': a job passes through "
+            "it, and once a job stops counting it does not count again"
+        )
+    return tuple(state for state in UNIQUE_STATES if state in states or state == "waiting")
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskOptions:
     """A task's default options; ``None`` means "not set here": the next default applies."""
@@ -129,6 +268,7 @@ class TaskOptions:
     priority: int | None = None
     max_attempts: int | None = None
     timeout: float | None = None
+    unique: UniqueOptions = UniqueOptions()
 
     @classmethod
     def checked(
@@ -138,6 +278,7 @@ class TaskOptions:
         priority: object = None,
         max_attempts: object = None,
         timeout: object = None,
+        unique: UniqueOptions | None = None,
     ) -> TaskOptions:
         """Options after the same checks ``schedule()`` makes; ``None`` stays unset."""
         return cls(
@@ -145,6 +286,7 @@ class TaskOptions:
             priority=None if priority is None else check_priority(priority),
             max_attempts=None if max_attempts is None else check_max_attempts(max_attempts),
             timeout=check_timeout(timeout),
+            unique=unique or UniqueOptions(),
         )
 
 

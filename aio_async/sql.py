@@ -32,6 +32,7 @@ __all__ = [
     "ATTEMPT_CAP",
     "FENCE",
     "POSTGRESQL",
+    "REPLACED",
     "SQLITE",
     "SUCCEEDED",
     "Dialect",
@@ -40,18 +41,22 @@ __all__ = [
     "claim",
     "complete",
     "cursor",
+    "expire_unique",
     "expired",
     "for_vendor",
     "give_up",
     "heartbeat",
     "insert_error",
     "insert_jobs",
+    "keeps_unique",
     "lock_group",
     "prepared",
     "psycopg3",
     "release_final",
+    "replace_unique",
     "requeue",
     "run_on",
+    "unique_holders",
 ]
 
 _R = TypeVar("_R")
@@ -70,7 +75,16 @@ FENCE = (
     f"{JOB}.id = mine.id AND {JOB}.status = 'running' "
     f"AND {JOB}.attempts = mine.attempt AND {JOB}.locked_by = %s"
 )
-SUCCEEDED = "status = 'succeeded', result = {result}, finished = %s, locked_until = NULL"
+
+
+def keeps_unique(status: str) -> str:
+    """The assignment that clears a unique job's key as it moves to ``status``, unless it counts there."""
+    return f"unique_key = CASE WHEN {JOB}.unique_states LIKE '%%{status}%%' THEN {JOB}.unique_key END"
+
+
+SUCCEEDED = "status = 'succeeded', result = {result}, finished = %s, locked_until = NULL, " + keeps_unique(
+    "succeeded"
+)
 _UNFINISHED = "('waiting', 'queued', 'running')"
 
 
@@ -176,7 +190,7 @@ def claim(dialect: Dialect, queues: int, include: int = 0, exclude: int = 0) -> 
         f"ORDER BY priority DESC, run_after, id LIMIT %s{dialect.skip_locked}) "
         f"UPDATE {JOB} SET status = 'running', "
         f"attempts = attempts + CASE WHEN attempts < {ATTEMPT_CAP} THEN 1 ELSE 0 END, "
-        "locked_by = %s, locked_until = %s, started = %s "
+        f"locked_by = %s, locked_until = %s, started = %s, {keeps_unique('running')} "
         "WHERE "
         + dialect.id_among.format(
             ids="SELECT id FROM picked WHERE NOT EXISTS (SELECT 1 FROM picked WHERE isolated) "
@@ -234,7 +248,11 @@ def requeue(dialect: Dialect, *, expired: bool = False) -> str:
 @functools.cache
 def give_up(dialect: Dialect, *, expired: bool = False) -> str:
     """Mark jobs failed for good. Parameters: now, jobs, worker id (and now, when ``expired``)."""
-    return _fenced(dialect, "status = 'failed', finished = %s, locked_until = NULL", expired=expired)
+    return _fenced(
+        dialect,
+        f"status = 'failed', finished = %s, locked_until = NULL, {keeps_unique('failed')}",
+        expired=expired,
+    )
 
 
 @functools.cache
@@ -282,13 +300,16 @@ def release_final(dialect: Dialect) -> str:
 
 
 @functools.cache
-def insert_jobs(columns: Sequence[tuple[str, str]], rows: int, *, arrays: bool) -> str:
+def insert_jobs(columns: Sequence[tuple[str, str]], rows: int, *, arrays: bool, unique: bool = False) -> str:
     """Write new jobs. ``columns`` are (column, database type) pairs; returns their ids.
 
     With ``arrays`` (PostgreSQL through psycopg 3), one row goes as a VALUES row and many as
     one binary array per column (``unnest``), so the text and its plan are the same for two
     jobs or ten thousand, and values travel bound rather than as SQL text. Otherwise the
     statement has ``rows`` VALUES rows.
+
+    With ``unique`` (each row has a ``unique_key``), a row whose key another job holds is
+    skipped, and each row written returns id, unique_key.
     """
     names = ", ".join(f'"{name}"' for name, _ in columns)
     if arrays and rows == 1:
@@ -297,7 +318,47 @@ def insert_jobs(columns: Sequence[tuple[str, str]], rows: int, *, arrays: bool) 
         source = f"SELECT * FROM unnest({', '.join(f'%b::{kind}[]' for _, kind in columns)})"  # noqa: S608
     else:
         source = "VALUES " + ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * rows)
-    return f"INSERT INTO {JOB} ({names}) {source} RETURNING id"
+    if not unique:
+        return f"INSERT INTO {JOB} ({names}) {source} RETURNING id"
+    return (
+        f"INSERT INTO {JOB} ({names}) {source} "
+        "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING id, unique_key"
+    )
+
+
+#: What a unique call with ``on_conflict="replace"`` gives the unstarted job holding its key.
+REPLACED = ("args", "kwargs", "identity", "priority", "run_after")
+
+
+@functools.cache
+def replace_unique() -> str:
+    """Give a queued or waiting job holding a key new values of ``REPLACED``.
+
+    Parameters: each of ``REPLACED``, the key. Returns id, unique_key.
+    """
+    assignments = ", ".join(f"{column} = %s" for column in REPLACED)
+    return (
+        f"UPDATE {JOB} SET {assignments} WHERE unique_key = %s "  # noqa: S608
+        "AND status IN ('queued', 'waiting') RETURNING id, unique_key"
+    )
+
+
+@functools.cache
+def unique_holders(keys: int) -> str:
+    """The jobs holding these unique keys. Parameters: the keys. Returns id, unique_key."""
+    return f"SELECT id, unique_key FROM {JOB} WHERE unique_key IN ({', '.join(['%s'] * keys)})"  # noqa: S608
+
+
+@functools.cache
+def expire_unique(keys: int) -> str:
+    """Clear these keys on jobs added before a moment (their period is over).
+
+    Parameters: the moment, the keys.
+    """
+    return (
+        f"UPDATE {JOB} SET unique_key = NULL WHERE added <= %s "  # noqa: S608
+        f"AND unique_key IN ({', '.join(['%s'] * keys)})"
+    )
 
 
 # Running statements on one of Django's connections ---------------------------------------

@@ -142,11 +142,29 @@ TARGETS: list[tuple[str, str, str | None, float, str]] = [
     ("enqueue one at a time: at least 1.2× procrastinate", "enqueue_single", "procrastinate", 1.2, ">="),
     ("enqueue one at a time: at least 1× django-tasks-db", "enqueue_single", "django-tasks-db", 1, ">="),
     ("enqueue in bulk: at least 1× procrastinate's batch", "enqueue_bulk", "procrastinate", 1, ">="),
+    (
+        "enqueue one at a time, every job unique: at least 1.2× procrastinate",
+        "enqueue_single_unique",
+        "procrastinate",
+        1.2,
+        ">=",
+    ),
+    (
+        "drain no-op sync, every job unique, concurrency 10: at least 2× procrastinate",
+        "drain_unique_c10",
+        "procrastinate",
+        2,
+        ">=",
+    ),
     ("pick-up latency p50 below 2 ms, coroutine job", "latency_p50", None, 2, "<"),
     ("pick-up latency p95 below 5 ms, coroutine job", "latency_p95", None, 5, "<"),
     ("pick-up latency p50 below 2 ms, sync job", "latency_sync_p50", None, 2, "<"),
     ("pick-up latency p95 below 5 ms, sync job", "latency_sync_p95", None, 5, "<"),
 ]
+
+
+#: aio_async's scenarios that the peers have no twin of, and the peers' scenario they are held to.
+COMPARED_WITH = {"enqueue_single_unique": "enqueue_single", "drain_unique_c10": "drain_noop_c10"}
 
 
 def _index(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -163,7 +181,7 @@ def targets(rows: list[dict[str, Any]]) -> str:
 
     for what, scenario, other, bound, test in TARGETS:
         ours = by.get((OURS, scenario))
-        theirs = by.get((other, scenario)) if other else None
+        theirs = by.get((other, COMPARED_WITH.get(scenario, scenario))) if other else None
         if ours is None or (other and not theirs):
             continue
         value = ours["median"] / theirs["median"] if theirs else ours["median"]

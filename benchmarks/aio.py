@@ -175,10 +175,14 @@ class Worker:
         self.log.close()
 
 
-def fill(function: Any, count: int, args: tuple[Any, ...] = ()) -> None:
-    """Put ``count`` calls in the queue, in batches (not timed)."""
+def fill(function: Any, count: int, args: tuple[Any, ...] = (), *, unique: bool = False) -> None:
+    """Put ``count`` calls in the queue, in batches (not timed); each call unique if asked."""
     for start in range(0, count, 5000):
-        schedule_many(function, [(args, None)] * min(5000, count - start))
+        size = min(5000, count - start)
+        if unique:  # the job's index is its argument, so that each call is a key of its own
+            schedule_many(function, [((index,), None) for index in range(start, start + size)], unique=True)
+        else:
+            schedule_many(function, [(args, None)] * size)
 
 
 def window(after: int = 0) -> tuple[float, float, int]:
@@ -190,13 +194,13 @@ def window(after: int = 0) -> tuple[float, float, int]:
 
 
 def drain(
-    tag: str, function: Any, count: int, concurrency: int, args: tuple[Any, ...] = ()
+    tag: str, function: Any, count: int, concurrency: int, args: tuple[Any, ...] = (), *, unique: bool = False
 ) -> tuple[list[float], list[float]]:
     """Drain ``count`` prefilled jobs with one worker; steady and spawn-to-done rates per run."""
     steady, total = [], []
     for run in range(OPTIONS.runs):
         reset()
-        fill(function, count, args)
+        fill(function, count, args, unique=unique)
         worker = Worker(f"{tag}-{run}", "--concurrency", str(concurrency))
         try:
             worker.wait_for(lambda: remaining() == 0, timeout=900, every=0.1)
@@ -210,8 +214,8 @@ def drain(
 
 
 def enqueue() -> None:
-    """schedule() one at a time, and schedule_many() in one call."""
-    single, bulk = [], []
+    """schedule() one at a time (plain, then each call unique), and schedule_many() in one call."""
+    single, unique, bulk = [], [], []
     for _ in range(OPTIONS.runs):
         reset()
         started = time.perf_counter()
@@ -220,9 +224,15 @@ def enqueue() -> None:
         single.append(OPTIONS.n / (time.perf_counter() - started))
         reset()
         started = time.perf_counter()
+        for index in range(OPTIONS.n):
+            schedule(tasks.noop_with, [index], unique=True)
+        unique.append(OPTIONS.n / (time.perf_counter() - started))
+        reset()
+        started = time.perf_counter()
         schedule_many(tasks.noop, [((), None)] * OPTIONS.n)
         bulk.append(OPTIONS.n / (time.perf_counter() - started))
     record("enqueue_single", "jobs/s", single)
+    record("enqueue_single_unique", "jobs/s", unique, kind="unique=True")
     record("enqueue_bulk", "jobs/s", bulk)
 
 
@@ -233,6 +243,8 @@ def drains() -> None:
         record(f"drain_noop_c{concurrency}", "jobs/s", steady, spawn_to_done=total, kind="sync def")
     steady, total = drain("drain-async-c10", tasks.anoop, OPTIONS.n, 10)
     record("drain_async_c10", "jobs/s", steady, spawn_to_done=total, kind="async def")
+    steady, total = drain("drain-unique-c10", tasks.noop_with, OPTIONS.n, 10, unique=True)
+    record("drain_unique_c10", "jobs/s", steady, spawn_to_done=total, kind="sync def, unique=True")
 
 
 def io() -> None:

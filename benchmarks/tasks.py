@@ -15,6 +15,11 @@ def noop() -> None:
 
 
 @task
+def noop_with(index: int) -> None:
+    """Do nothing with an argument: scheduled with ``unique=True``, each index is a key of its own."""
+
+
+@task
 async def anoop() -> None:
     """Do nothing, as a coroutine."""
 

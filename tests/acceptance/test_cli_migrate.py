@@ -13,15 +13,17 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+import aio_async
 from tests.acceptance.test_cli import run
 from tests.acceptance.test_cli_processes import exit_code, started
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+#: Every migration aio_async ships, from its folder.
+MIGRATIONS = sorted(path.stem for path in (Path(aio_async.__file__).parent / "migrations").glob("0*.py"))
 MISSING = (
-    "database 'default' lacks aio_async's migrations 0001_initial, 0002_notify_trigger, "
-    "0003_slimmer_indexes, 0004_finished_isolated_excused: run `python manage.py migrate` "
-    "before starting a worker"
+    f"database 'default' lacks aio_async's migrations {', '.join(MIGRATIONS)}: run "
+    "`python manage.py migrate` before starting a worker"
 )
 
 
