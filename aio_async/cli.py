@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import json
 import logging
@@ -319,6 +320,43 @@ def add_flush_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``prune`` and ``manage.py prune_queue``."""
+    from aio_async.retention import PRUNED_STATES  # imports no settings
+
+    for state in PRUNED_STATES:
+        parser.add_argument(
+            f"--{state}",
+            metavar="AGE",
+            help=f"delete {state} jobs finished longer ago than AGE: 7d, 12h, 30m, 45s, 2w "
+            f"(default: AIO_ASYNC['RETENTION']['{state.upper()}'], else keep them)",
+        )
+    parser.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
+
+
+def prune_jobs(options: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """Run ``prune`` with the command line's ages over the setting's; ImproperlyConfigured if none."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from aio_async.conf import get_settings
+    from aio_async.retention import PRUNED_STATES, Retention, parse_age, prune
+
+    settings = get_settings()
+    configured = settings.retention or Retention()
+    given = {state: options.get(state) for state in PRUNED_STATES}
+    ages: dict[str, Any] = {
+        state: parse_age(age, f"--{state}") for state, age in given.items() if age is not None
+    }
+    retention = dataclasses.replace(configured, **ages)
+    if not retention.ages:
+        raise ImproperlyConfigured(
+            "nothing to prune: give an age, such as --succeeded 7d --failed 30d, or set "
+            "AIO_ASYNC['RETENTION'] = {'SUCCEEDED': '7d', 'FAILED': '30d'}"
+        )
+    counted = prune(retention, using=settings.database, dry_run=options.get("dry_run", False))
+    return {"would_delete" if options.get("dry_run") else "deleted": counted}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m aio_async", description=__doc__.splitlines()[0] if __doc__ else None)
     _add_global_options(parser, after_verb=False)
@@ -344,6 +382,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_flush_arguments(verb("flush", "run due jobs until none is left, then exit"))
     verb("health", "print the queue's health as JSON")
+    add_prune_arguments(verb("prune", "delete finished jobs older than their state's age, with their errors"))
     verb(
         "demo",
         "schedule a few jobs on the embedded SQLite database and run them "
@@ -439,6 +478,8 @@ def _command(options: argparse.Namespace, overrides: dict[str, Any]) -> int:
     elif options.command == "flush":
         outcomes = flush(overrides, max_jobs=options.jobs, include=options.filter, exclude=options.exclude)
         print(json.dumps({"outcomes": outcomes}))
+    elif options.command == "prune":
+        print(json.dumps(prune_jobs(vars(options))))
     elif options.command == "health":
         from aio_async.health import health
 

@@ -17,6 +17,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from aio_async.retention import Retention
+
 __all__ = ["EVERY_QUEUE", "Backoff", "QueueSettings", "get_settings", "parse_settings", "with_overrides"]
 
 BackoffPolicy = Callable[[int], float]
@@ -49,6 +51,8 @@ class QueueSettings:
     rescue_interval: float | None = None
     shutdown_timeout: float = 30.0
     prepared: bool = True
+    #: How long finished jobs are kept; None: for good (nothing is pruned unless asked).
+    retention: Retention | None = None
 
     @property
     def heartbeat_every(self) -> float:
@@ -121,6 +125,8 @@ def _value(key: str, value: object, label: str) -> Any:
         return value
     if key == "BACKOFF":
         return _backoff(label, value)
+    if key == "RETENTION":
+        return None if value is None else Retention.parse(value, label)
     if key == "DATABASE":
         if not isinstance(value, str) or value not in django_settings.DATABASES:
             raise ImproperlyConfigured(f"{label} must name an alias of DATABASES, got {value!r}.")

@@ -27,7 +27,10 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from asgiref.sync import sync_to_async
 
 from aio_async import context
 from aio_async.bridge import NoConnection, result_value
@@ -35,6 +38,7 @@ from aio_async.conf import QueueSettings, get_settings
 from aio_async.errors import FunctionNotFound, JobRefused
 from aio_async.log import job_event, job_finished
 from aio_async.operations import Attempt, ErrorInfo, Outcome
+from aio_async.retention import Retention, prune_in_thread
 from aio_async.startup import warn_unserved_queues
 from aio_async.store import Store, open_store
 
@@ -123,6 +127,8 @@ class Executor:
             ]
             if not until_empty:
                 side_tasks.append(asyncio.create_task(self._listen(store), name="listen"))
+            if not until_empty and self.settings.retention is not None:
+                side_tasks.append(asyncio.create_task(self._prune(self.settings.retention), name="prune"))
             for side in side_tasks:
                 side.add_done_callback(self._side_task_done)
             try:
@@ -445,6 +451,27 @@ class Executor:
                 extra={"action": "jobs_rescued", "job_ids": rescued},
             )
             self._wake.set()
+
+    async def _prune(self, retention: Retention) -> None:
+        """Delete old finished jobs now, then every ``retention.every`` seconds, in a thread of its own."""
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aio-async-prune")
+        run = sync_to_async(prune_in_thread, thread_sensitive=False, executor=pool)
+        try:
+            while not self._stop.is_set():
+                try:
+                    counted = await run(retention, self.settings.database, lambda: not self._stop.is_set())
+                except Exception as exc:  # noqa: BLE001 - the next round tries again
+                    logger.warning(
+                        "prune failed: %s: %s", type(exc).__name__, exc, extra={"action": "prune_failed"}
+                    )
+                else:
+                    if any(counted.values()):
+                        logger.info(
+                            "Pruned finished jobs: %s", counted, extra={"action": "pruned", **counted}
+                        )
+                await self._pause(retention.every)
+        finally:
+            pool.shutdown(wait=False)
 
     def _serves(self, queue: str) -> bool:
         return not queue or queue in self.settings.queues or "*" in self.settings.queues

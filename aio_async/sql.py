@@ -40,7 +40,11 @@ __all__ = [
     "Op",
     "claim",
     "complete",
+    "count_prunable",
     "cursor",
+    "delete_empty_groups",
+    "delete_errors",
+    "delete_jobs",
     "expire_unique",
     "expired",
     "for_vendor",
@@ -51,12 +55,14 @@ __all__ = [
     "keeps_unique",
     "lock_group",
     "prepared",
+    "prunable",
     "psycopg3",
     "release_final",
     "replace_unique",
     "requeue",
     "run_on",
     "unique_holders",
+    "unlink_finals",
 ]
 
 _R = TypeVar("_R")
@@ -358,6 +364,71 @@ def expire_unique(keys: int) -> str:
     return (
         f"UPDATE {JOB} SET unique_key = NULL WHERE added <= %s "  # noqa: S608
         f"AND unique_key IN ({', '.join(['%s'] * keys)})"
+    )
+
+
+def _past_age(table: str, states: int) -> str:
+    """``table``'s row is finished and past its state's age: ``states`` (state, cutoff) pairs."""
+    tests = " OR ".join([f"({table}.status = %s AND {table}.finished < %s)"] * states)
+    return f"COALESCE(({tests}), FALSE)"
+
+
+def _prunable_where(states: int) -> str:
+    return (
+        "status = %s AND finished < %s AND (group_id IS NULL OR NOT EXISTS ("  # noqa: S608
+        f"SELECT 1 FROM {JOB} AS member WHERE member.group_id = {JOB}.group_id "
+        f"AND NOT {_past_age('member', states)}))"
+    )
+
+
+@functools.cache
+def prunable(dialect: Dialect, states: int) -> str:
+    """A batch of jobs to prune: in a state, finished before its cutoff, and not holding back a group.
+
+    A job of a group qualifies only when every member of the group is past its own state's
+    age. Parameters: state, cutoff, then ``states`` (state, cutoff) pairs, limit. Returns
+    id, group_id. Rows another transaction holds are skipped.
+    """
+    return (
+        f"SELECT id, group_id FROM {JOB} WHERE {_prunable_where(states)} "  # noqa: S608
+        f"ORDER BY id LIMIT %s{dialect.skip_locked}"
+    )
+
+
+@functools.cache
+def count_prunable(states: int) -> str:
+    """How many jobs ``prunable`` would find in one state, all batches together (its parameters, no limit)."""
+    return f"SELECT count(*) FROM {JOB} WHERE {_prunable_where(states)}"  # noqa: S608
+
+
+def _ids(count: int) -> str:
+    return ", ".join(["%s"] * count)
+
+
+@functools.cache
+def delete_errors(jobs: int) -> str:
+    """Delete the errors of these jobs. Parameters: the job ids."""
+    return f"DELETE FROM {ERROR} WHERE job_id IN ({_ids(jobs)})"  # noqa: S608
+
+
+@functools.cache
+def unlink_finals(jobs: int) -> str:
+    """Let groups whose final job is among these jobs forget it. Parameters: the job ids."""
+    return f"UPDATE {GROUP} SET final_id = NULL WHERE final_id IN ({_ids(jobs)})"  # noqa: S608
+
+
+@functools.cache
+def delete_jobs(jobs: int) -> str:
+    """Delete these jobs. Parameters: the job ids."""
+    return f"DELETE FROM {JOB} WHERE id IN ({_ids(jobs)})"  # noqa: S608
+
+
+@functools.cache
+def delete_empty_groups(groups: int) -> str:
+    """Delete those of these groups that have no job left. Parameters: the group ids."""
+    return (
+        f"DELETE FROM {GROUP} WHERE id IN ({_ids(groups)}) "  # noqa: S608
+        f"AND NOT EXISTS (SELECT 1 FROM {JOB} WHERE {JOB}.group_id = {GROUP}.id)"
     )
 
 
