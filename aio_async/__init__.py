@@ -31,6 +31,7 @@ __all__ = [
     "current_job",
     "deschedule",
     "health",
+    "periodic",
     "schedule",
     "schedule_many",
     "task",
@@ -66,6 +67,7 @@ if _typing.TYPE_CHECKING:
         schedule_many,
         task,
     )
+    from aio_async.cron import periodic
     from aio_async.health import ahealth, health
 
 _LAZY = {
@@ -79,6 +81,7 @@ _LAZY = {
     "task": "aio_async.api",
     "ahealth": "aio_async.health",
     "health": "aio_async.health",
+    "periodic": "aio_async.cron",
 }
 
 

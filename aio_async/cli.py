@@ -382,6 +382,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_flush_arguments(verb("flush", "run due jobs until none is left, then exit"))
     verb("health", "print the queue's health as JSON")
+    verb("periodic", "list the periodic schedules with their next tick, as JSON")
     add_prune_arguments(verb("prune", "delete finished jobs older than their state's age, with their errors"))
     verb(
         "demo",
@@ -478,6 +479,10 @@ def _command(options: argparse.Namespace, overrides: dict[str, Any]) -> int:
     elif options.command == "flush":
         outcomes = flush(overrides, max_jobs=options.jobs, include=options.filter, exclude=options.exclude)
         print(json.dumps({"outcomes": outcomes}))
+    elif options.command == "periodic":
+        from aio_async.cron import describe, schedules
+
+        print(json.dumps(describe(schedules()), indent=2))
     elif options.command == "prune":
         print(json.dumps(prune_jobs(vars(options))))
     elif options.command == "health":

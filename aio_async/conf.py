@@ -17,6 +17,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from aio_async.cron import Schedule
+from aio_async.cron import parse_setting as parse_periodic
 from aio_async.retention import Retention
 
 __all__ = ["EVERY_QUEUE", "Backoff", "QueueSettings", "get_settings", "parse_settings", "with_overrides"]
@@ -53,6 +55,8 @@ class QueueSettings:
     prepared: bool = True
     #: How long finished jobs are kept; None: for good (nothing is pruned unless asked).
     retention: Retention | None = None
+    #: Schedules of tasks from other packages (``@periodic`` declares the project's own).
+    periodic: tuple[Schedule, ...] = ()
 
     @property
     def heartbeat_every(self) -> float:
@@ -127,6 +131,8 @@ def _value(key: str, value: object, label: str) -> Any:
         return _backoff(label, value)
     if key == "RETENTION":
         return None if value is None else Retention.parse(value, label)
+    if key == "PERIODIC":
+        return parse_periodic(value)
     if key == "DATABASE":
         if not isinstance(value, str) or value not in django_settings.DATABASES:
             raise ImproperlyConfigured(f"{label} must name an alias of DATABASES, got {value!r}.")

@@ -31,10 +31,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import connections
+from django.utils import timezone
 
 from aio_async import context
 from aio_async.bridge import NoConnection, result_value
 from aio_async.conf import QueueSettings, get_settings
+from aio_async.cron import PeriodicRunner, Schedule
+from aio_async.cron import schedules as periodic_schedules
 from aio_async.errors import FunctionNotFound, JobRefused
 from aio_async.log import job_event, job_finished
 from aio_async.operations import Attempt, ErrorInfo, Outcome
@@ -48,6 +52,9 @@ logger = logging.getLogger("aio_async.executor")
 
 #: Longest pause between retries while the database is unreachable.
 MAX_BACKOFF = 30.0
+#: A worker with periodic schedules looks at the clock at least this often (it may be changed).
+PERIODIC_RECHECK = 60.0
+PERIODIC_RETRY = 5.0
 
 
 def new_worker_id() -> str:
@@ -73,6 +80,8 @@ class Executor:
     max_jobs: int | None = None
     #: The store to use; by default the one for the queue's database.
     store: Store | None = None
+    #: The periodic schedules to fire; by default every schedule declared or configured.
+    schedules: list[Schedule] | None = None
 
     def __post_init__(self) -> None:
         self.outcomes: collections.Counter[Outcome] = collections.Counter()
@@ -103,6 +112,8 @@ class Executor:
 
     async def run(self, *, until_empty: bool = False) -> collections.Counter[Outcome]:
         """Run jobs until stopped, or until no job is due when ``until_empty``; count outcomes."""
+        if self.schedules is None:
+            self.schedules = periodic_schedules()
         store = self.store or open_store(
             self.settings, self.worker_id, include=self.include, exclude=self.exclude
         )
@@ -129,6 +140,8 @@ class Executor:
                 side_tasks.append(asyncio.create_task(self._listen(store), name="listen"))
             if not until_empty and self.settings.retention is not None:
                 side_tasks.append(asyncio.create_task(self._prune(self.settings.retention), name="prune"))
+            if not until_empty and self.schedules:
+                side_tasks.append(asyncio.create_task(self._periodic(self.schedules), name="periodic"))
             for side in side_tasks:
                 side.add_done_callback(self._side_task_done)
             try:
@@ -471,6 +484,33 @@ class Executor:
                         )
                 await self._pause(retention.every)
         finally:
+            pool.shutdown(wait=False)
+
+    async def _periodic(self, found: list[Schedule]) -> None:
+        """Fire the schedules' ticks as they come due, in a thread of its own (one connection)."""
+        runner = PeriodicRunner(found, self.settings.database)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aio-async-periodic")
+        on_thread = sync_to_async(thread_sensitive=False, executor=pool)
+        started = False
+        try:
+            while not self._stop.is_set():
+                try:
+                    if started:
+                        await on_thread(runner.due)(timezone.now())
+                    else:  # make up for missed ticks that replay, and plan the next ones
+                        await on_thread(runner.start)(timezone.now())
+                        started = True
+                except Exception as exc:  # noqa: BLE001 - the database is away: try again
+                    logger.warning(
+                        "periodic failed: %s: %s",
+                        type(exc).__name__,
+                        exc,
+                        extra={"action": "periodic_failed"},
+                    )
+                wait = runner.seconds_to_next(timezone.now()) if started else PERIODIC_RETRY
+                await self._pause(min(wait, PERIODIC_RECHECK))
+        finally:
+            await on_thread(connections.close_all)()
             pool.shutdown(wait=False)
 
     def _serves(self, queue: str) -> bool:

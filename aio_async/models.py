@@ -18,7 +18,7 @@ from django.utils import timezone
 from aio_async import sql
 from aio_async.errors import GroupClosed, InvalidOption
 
-__all__ = ["FINISHED", "UNFINISHED", "Error", "Group", "Job", "Status", "release_final"]
+__all__ = ["FINISHED", "UNFINISHED", "Error", "Group", "Job", "Status", "Tick", "release_final"]
 
 
 class Status(models.TextChoices):
@@ -241,3 +241,26 @@ class Error(models.Model):
 
     def __str__(self) -> str:
         return f"{self.exception}: {self.message}"[:200]
+
+
+class Tick(models.Model):
+    """One tick of a periodic schedule. Its unique (schedule, tick) makes one job per tick.
+
+    ``tick`` is the tick's key: the local wall-clock time for a schedule at fixed hours and
+    minutes (so that the hour repeated when clocks go back does not run it twice), the UTC
+    time otherwise. ``job_id`` is the job it made: none when the tick was skipped (its
+    schedule does not overlap and the previous run had not finished), or once the job was
+    pruned; it is a plain column, so that pruning jobs never has to touch ticks.
+    """
+
+    schedule = models.CharField(max_length=255)
+    tick = models.CharField(max_length=64)
+    at = models.DateTimeField()
+    job_id = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["schedule", "tick"], name="aio_async_tick_unique")]
+        indexes = [models.Index(fields=["schedule", "-at"], name="aio_async_tick_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.schedule} @ {self.tick}"

@@ -114,6 +114,13 @@ def prune(
             counted[state] += deleted
             if deleted < batch:
                 break
+    # Periodic ticks as old as the longest-kept state's jobs go too (their jobs are gone).
+    oldest = min(cutoff for _, cutoff in cutoffs)
+    while keep_going():
+        with transaction.atomic(using=using):
+            deleted = sql.run_on(connection, _delete_ticks(oldest, batch))
+        if deleted < batch:
+            break
     return counted
 
 
@@ -128,6 +135,11 @@ def _count(cutoffs: list[tuple[str, datetime.datetime]]) -> sql.Op[dict[str, int
         rows = yield sql.count_prunable(len(cutoffs)), [state, cutoff, *_past(cutoffs)]
         counted[state] = int(rows[0][0])
     return counted
+
+
+def _delete_ticks(before: datetime.datetime, batch: int) -> sql.Op[int]:
+    rows = yield sql.delete_old_ticks(), [before, batch]
+    return len(rows)
 
 
 def _delete_batch(

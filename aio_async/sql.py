@@ -45,6 +45,7 @@ __all__ = [
     "delete_empty_groups",
     "delete_errors",
     "delete_jobs",
+    "delete_old_ticks",
     "expire_unique",
     "expired",
     "for_vendor",
@@ -52,6 +53,7 @@ __all__ = [
     "heartbeat",
     "insert_error",
     "insert_jobs",
+    "insert_tick",
     "keeps_unique",
     "lock_group",
     "prepared",
@@ -429,6 +431,32 @@ def delete_empty_groups(groups: int) -> str:
     return (
         f"DELETE FROM {GROUP} WHERE id IN ({_ids(groups)}) "  # noqa: S608
         f"AND NOT EXISTS (SELECT 1 FROM {JOB} WHERE {JOB}.group_id = {GROUP}.id)"
+    )
+
+
+@functools.cache
+def insert_tick() -> str:
+    """Record a periodic schedule's tick unless it is recorded already.
+
+    Parameters: schedule, tick key, the tick's time. Returns the new row's id, or nothing.
+    """
+    return (
+        'INSERT INTO "aio_async_tick" (schedule, tick, at) VALUES (%s, %s, %s) '
+        "ON CONFLICT (schedule, tick) DO NOTHING RETURNING id"
+    )
+
+
+@functools.cache
+def delete_old_ticks() -> str:
+    """Delete a batch of periodic ticks older than a moment, but each schedule's latest.
+
+    Parameters: the moment, limit. Returns their ids. (The latest tick tells a starting
+    worker what it missed.)
+    """
+    return (
+        'DELETE FROM "aio_async_tick" WHERE id IN (SELECT id FROM "aio_async_tick" AS old '
+        'WHERE old.at < %s AND EXISTS (SELECT 1 FROM "aio_async_tick" AS newer '
+        "WHERE newer.schedule = old.schedule AND newer.at > old.at) LIMIT %s) RETURNING id"
     )
 
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from aio_async import schedule
 from aio_async.executor import Executor
-from aio_async.models import Error, Group, Job, Status
+from aio_async.models import Error, Group, Job, Status, Tick
 from aio_async.retention import Retention, parse_age, prune
 from tests.acceptance.test_cli import run
 from tests.app import tasks
@@ -168,3 +168,13 @@ def test_the_command_line_refuses_to_guess(arguments: list[str], message: str) -
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert Job.objects.count() == 1
+
+
+def test_old_periodic_ticks_go_but_each_schedules_latest() -> None:
+    now = timezone.now()
+    for name in ("a", "b"):
+        for days in (30, 20, 10):
+            Tick.objects.create(schedule=name, tick=f"{days}", at=now - datetime.timedelta(days=days))
+    Tick.objects.create(schedule="a", tick="new", at=now)
+    prune(Retention(succeeded=15 * 86400), batch=1)
+    assert sorted(Tick.objects.values_list("schedule", "tick")) == [("a", "10"), ("a", "new"), ("b", "10")]
