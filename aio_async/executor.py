@@ -496,10 +496,12 @@ class Executor:
             while not self._stop.is_set():
                 try:
                     if started:
-                        await on_thread(runner.due)(timezone.now())
+                        made = await on_thread(runner.due)(timezone.now())
                     else:  # make up for missed ticks that replay, and plan the next ones
-                        await on_thread(runner.start)(timezone.now())
+                        made = await on_thread(runner.start)(timezone.now())
                         started = True
+                    if made:
+                        self._wake.set()  # the jobs may be this worker's to run: no need to poll
                 except Exception as exc:  # noqa: BLE001 - the database is away: try again
                     logger.warning(
                         "periodic failed: %s: %s",
