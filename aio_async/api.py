@@ -29,6 +29,7 @@ from aio_async.errors import InvalidArguments, InvalidOption
 from aio_async.models import Group, Job, Status
 from aio_async.payload import (
     DEFAULT_PRIORITY,
+    NOT_UNIQUE,
     TaskOptions,
     Unique,
     UniqueOptions,
@@ -209,7 +210,7 @@ def job_maker(
     name = _name_of(function)
     target = allow.resolve(name)
     options = target.options
-    rule = (unique or UniqueOptions()).over(options.unique).rule()
+    rule = (unique or NOT_UNIQUE).over(options.unique).rule()
     now = timezone.now()
     shared_meta = check_meta(meta)
     fixed = {

@@ -22,6 +22,7 @@ from aio_async.errors import InvalidArguments, InvalidOption
 
 __all__ = [
     "DEFAULT_PRIORITY",
+    "NOT_UNIQUE",
     "PRIORITY_LIMIT",
     "JSONError",
     "TaskOptions",
@@ -178,6 +179,8 @@ class UniqueOptions:
         on_conflict: object = None,
     ) -> UniqueOptions:
         """The options after their checks; each is refused with a specific InvalidOption."""
+        if all(value is None for value in (unique, unique_key, unique_for, unique_states, on_conflict)):
+            return NOT_UNIQUE  # the common case, on every schedule() call: nothing to check
         if unique is not None and not isinstance(unique, bool):
             raise InvalidOption(f"unique must be True or False, got {unique!r:.80}")
         key = None if unique_key is None else check_text(unique_key, "unique_key", limit=1024)
@@ -191,6 +194,8 @@ class UniqueOptions:
 
     def over(self, defaults: UniqueOptions) -> UniqueOptions:
         """These options, with ``defaults``' where these are not set."""
+        if defaults == NOT_UNIQUE:
+            return self
         return UniqueOptions(
             *(
                 mine if mine is not None else theirs
@@ -200,6 +205,8 @@ class UniqueOptions:
 
     def rule(self) -> Unique | None:
         """The uniqueness these options ask for, or None when the job is not unique."""
+        if self is NOT_UNIQUE:
+            return None
         enabled = self.unique if self.unique is not None else self.key is not None
         if not enabled:
             given = [
@@ -223,6 +230,10 @@ class UniqueOptions:
             states=self.states or UNIQUE_STATES[:2],
             replace=self.on_conflict == "replace",
         )
+
+
+#: No uniqueness asked for.
+NOT_UNIQUE = UniqueOptions()
 
 
 def _period(value: object) -> float | None:
@@ -268,7 +279,7 @@ class TaskOptions:
     priority: int | None = None
     max_attempts: int | None = None
     timeout: float | None = None
-    unique: UniqueOptions = UniqueOptions()
+    unique: UniqueOptions = NOT_UNIQUE
 
     @classmethod
     def checked(
@@ -286,7 +297,7 @@ class TaskOptions:
             priority=None if priority is None else check_priority(priority),
             max_attempts=None if max_attempts is None else check_max_attempts(max_attempts),
             timeout=check_timeout(timeout),
-            unique=unique or UniqueOptions(),
+            unique=unique or NOT_UNIQUE,
         )
 
 
