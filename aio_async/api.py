@@ -458,6 +458,10 @@ def schedule(
         # a trigger sends the NOTIFY inside that same transaction.
         _insert([job], alias)
         return job
+    if group is None and make.unique is not None:
+        # Each statement of a unique insert stands alone (outside a transaction, each commits):
+        # the INSERT decides, and a holder that moves on before it is read is looked for again.
+        return _insert_unique([job], alias, make.unique)[0]
     with transaction.atomic(using=alias):
         if group is not None:
             job.group = Group.objects.using(alias).join(group)
