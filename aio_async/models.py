@@ -172,8 +172,9 @@ class Job(models.Model):
     #: A unique job's key (a hash), held while the job is in one of ``unique_states``; each write
     #: that moves the job out of them clears it. A unique index makes the key one job's at a time.
     unique_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 - NULL: no key
-    #: The states in which a unique job holds its key, comma-separated ("queued,waiting").
-    unique_states = models.CharField(max_length=64, blank=True, default="")
+    #: The states in which a unique job holds its key, comma-separated ("queued,waiting"). The
+    #: database has the default too, for rows written without it (a release before this one).
+    unique_states = models.CharField(max_length=64, blank=True, default="", db_default="")
 
     #: Set on the job ``schedule()`` returns: True when it is an existing job that a unique
     #: call found (and, with ``on_conflict="replace"``, updated) instead of a new one.

@@ -160,6 +160,13 @@ TARGETS: list[tuple[str, str, str | None, float, str]] = [
     ("pick-up latency p95 below 5 ms, coroutine job", "latency_p95", None, 5, "<"),
     ("pick-up latency p50 below 2 ms, sync job", "latency_sync_p50", None, 2, "<"),
     ("pick-up latency p95 below 5 ms, sync job", "latency_sync_p95", None, 5, "<"),
+    (
+        "pick-up latency p99 while prune deletes 100,000 jobs: below 100 ms",
+        "prune_pickup_latency_p99",
+        None,
+        100,
+        "<",
+    ),
 ]
 
 
@@ -301,7 +308,7 @@ def main() -> None:
     parser.add_argument("--n-lat", type=int, default=50)
     parser.add_argument("--n-memory", type=int, default=100_000)
     parser.add_argument(
-        "--only", default="", help="scenario families: enqueue,drain,io,latency,scale,memory,floor"
+        "--only", default="", help="scenario families: enqueue,drain,io,latency,scale,memory,prune,floor"
     )
     parser.add_argument(
         "--tuned",

@@ -9,6 +9,7 @@ default database settings (system ``aio_async``) or the tuned ones (``aio_async 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -42,7 +43,7 @@ def _options() -> argparse.Namespace:
     parser.add_argument("--n-memory", type=int, default=100_000)
     parser.add_argument("--out", required=True)
     parser.add_argument("--logs", required=True)
-    parser.add_argument("--only", default="", help="families: enqueue,drain,io,latency,scale,memory")
+    parser.add_argument("--only", default="", help="families: enqueue,drain,io,latency,scale,memory,prune")
     parser.add_argument("--sqlite", default="", help="measure on this SQLite file instead of PostgreSQL")
     return parser.parse_args()
 
@@ -371,6 +372,83 @@ def memory() -> None:
     )
 
 
+def prune_latency() -> None:
+    """Pick-up latency of an idle worker while ``prune`` deletes 100,000 finished jobs.
+
+    The jobs (10 % with an error each) finished two days ago; ``prune --succeeded 1d`` runs
+    as its own process while a job is scheduled every 20 ms. Each job's latency is its start
+    minus its schedule's commit, as in ``latency``.
+    """
+    rows = 100_000
+    reset()
+    sql(
+        "INSERT INTO aio_async_job (name, args, kwargs, meta, identity, queue, priority, status, added, "
+        "run_after, finished, attempts, excused, max_attempts, isolated, locked_by, unique_states) "
+        "SELECT 'benchmarks.tasks.noop', '[]', '{}', '{}', md5(g::text), 'default', 5, 'succeeded', "
+        "now() - interval '2 days', now() - interval '2 days', now() - interval '2 days', 1, 0, 1, false, "
+        f"'history', '' FROM generate_series(1, {rows}) g"
+    )
+    sql(
+        "INSERT INTO aio_async_error (job_id, attempt, exception, message, traceback, worker, created) "
+        "SELECT id, 1, 'ValueError', 'boom', '', 'history', now() FROM aio_async_job WHERE id % 10 = 0"
+    )
+    sql("VACUUM ANALYZE aio_async_job")
+    sql("VACUUM ANALYZE aio_async_error")
+    sql("CHECKPOINT")
+    stamps = os.path.join(OPTIONS.logs, f"{LABEL}-prune-latency.txt")
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(stamps)
+    worker = Worker("prune-latency", "--concurrency", "1", env={"BENCH_LAT_FILE": stamps})
+    committed: dict[float, float] = {}
+    try:
+        schedule(tasks.astamp, [0.0])  # warm-up
+        worker.wait_for(lambda: remaining() == 0, timeout=60)
+        began = time.time()
+        with open(os.path.join(OPTIONS.logs, f"{LABEL}-prune.log"), "ab") as log:
+            pruning = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "aio_async",
+                    "--settings",
+                    "benchmarks.settings",
+                    "prune",
+                    "--succeeded",
+                    "1d",
+                ],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        while pruning.poll() is None:
+            called = time.time()
+            schedule(tasks.astamp, [called])
+            committed[called] = time.time()
+            time.sleep(0.02)
+        took = time.time() - began
+        assert pruning.returncode == 0, pruning.returncode
+        worker.wait_for(lambda: remaining() == 0, timeout=60)
+    finally:
+        worker.stop()
+    left = int(sql("SELECT count(*) FROM aio_async_job WHERE locked_by = 'history'"))
+    assert left == 0, left
+    latencies = [
+        (start - committed[enqueued]) * 1000 for enqueued, start in _common.read_latency_file(stamps)
+    ]
+    record(
+        "prune_pickup_latency_p99",
+        "ms",
+        [_common.pct(latencies, 0.99)],
+        p50_ms=round(_common.pct(latencies, 0.5), 3),
+        max_ms=round(max(latencies), 3),
+        jobs_during_prune=len(latencies),
+        pruned=rows,
+        prune_seconds=round(took, 2),
+        kind="async def, scheduled every 20 ms while prune --succeeded 1d deletes 100,000 jobs",
+    )
+
+
 def main() -> None:
     """Migrate, then run the chosen scenario families."""
     call_command("migrate", verbosity=0)
@@ -381,6 +459,7 @@ def main() -> None:
         ("latency", latency),
         ("scale", scale),
         ("memory", memory),
+        ("prune", prune_latency),
     ):
         if wanted(family):
             what = f"=== {SYSTEM} ({settings.BENCH_CONFIG}) {family}"

@@ -38,3 +38,30 @@ def test_three_workers_on_a_one_second_schedule_make_one_job_per_tick() -> None:
     jobs = Job.objects.filter(meta__periodic="second")
     assert jobs.count() == len(ticks)
     assert sorted(jobs.values_list("pk", flat=True)) == sorted(int(tick.job_id or 0) for tick in ticks)
+
+
+def test_a_slow_job_that_does_not_overlap_never_runs_twice_at_once() -> None:
+    slow = [
+        {
+            "CRON": "* * * * * *",
+            "TASK": "tests.app.tasks.sleep_then_write",
+            "ARGS": ["slow", 2.5],
+            "NAME": "slow",
+            "OVERLAP": False,
+        }
+    ]
+    env = environment(str(connection.settings_dict["NAME"]), {"PERIODIC": slow, "POLL_INTERVAL": 0.2})
+    with Worker(env, "--processes", "2", "--concurrency", "4") as supervisor:
+        deadline = time.monotonic() + 60
+        while Job.objects.filter(meta__periodic="slow", status="succeeded").count() < 2:
+            assert time.monotonic() < deadline, supervisor.output
+            time.sleep(0.2)
+        assert supervisor.stop() == 0, supervisor.output
+    runs = list(Job.objects.filter(meta__periodic="slow").exclude(started=None).order_by("started"))
+    assert len(runs) >= 2
+    for earlier, later in itertools.pairwise(runs):
+        assert earlier.finished is not None
+        assert later.started is not None
+        assert later.started >= earlier.finished  # one at a time, with free slots on both workers
+    skipped = Tick.objects.filter(schedule="slow", job_id=None).count()
+    assert skipped >= 2  # ticks came every second while a 2.5 s job ran

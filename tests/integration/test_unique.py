@@ -284,3 +284,19 @@ def test_a_second_caller_waits_for_the_first_transaction(first_commits: bool) ->
     assert job.unique_conflict is first_commits
     assert (job.pk == first[0]) is first_commits
     assert Job.objects.count() == 1
+
+
+def test_a_job_written_without_the_unique_columns_is_a_plain_job() -> None:
+    # As the release before unique jobs writes it, during a rolling deploy: the database's
+    # defaults fill the new columns.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO aio_async_job (name, args, kwargs, meta, identity, queue, priority, status, "
+            "added, run_after, attempts, excused, max_attempts, isolated, locked_by) "
+            "VALUES ('tests.app.tasks.add', '[1, 2]', '{}', '{}', 'x', 'default', 5, 'queued', "
+            "%s, %s, 0, 0, 5, %s, '')",
+            [timezone.now(), timezone.now(), False],
+        )
+    job = Job.objects.get()
+    assert (job.unique_key, job.unique_states) == (None, "")
+    assert not unique_add(1, 2).unique_conflict
