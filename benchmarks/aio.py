@@ -390,7 +390,7 @@ def prune_latency() -> None:
     )
     sql(
         "INSERT INTO aio_async_error (job_id, attempt, exception, message, traceback, worker, created) "
-        "SELECT id, 1, 'ValueError', 'boom', '', 'history', now() FROM aio_async_job WHERE id % 10 = 0"
+        "SELECT id, 1, 'ValueError', 'boom', '', 'history', now() FROM aio_async_job WHERE id %% 10 = 0"
     )
     sql("VACUUM ANALYZE aio_async_job")
     sql("VACUUM ANALYZE aio_async_error")
