@@ -22,6 +22,7 @@ import contextlib
 import datetime
 import functools
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -320,6 +321,12 @@ class DatabaseStore:
         try:
             loader = MigrationLoader(connection)
         except (OperationalError, InterfaceError) as exc:
+            if _NO_SUCH_DATABASE.search(str(exc)):  # not an outage: waiting would wait for good
+                name = connection.settings_dict.get("NAME")
+                raise ImproperlyConfigured(
+                    f"database {self.settings.database!r} ({name!r}) does not exist on the server: "
+                    f"create it (createdb {name}) or fix DATABASES[{self.settings.database!r}]['NAME']"
+                ) from None
             return [f"Cannot reach database {self.settings.database!r} yet ({exc}); waiting for it"]
         missing = sorted(
             name
@@ -387,6 +394,10 @@ class DatabaseStore:
 def _ping(dialect: sql.Dialect) -> sql.Op[None]:
     """One round trip: opens a connector's connection."""
     yield "SELECT 1", []
+
+
+#: PostgreSQL's refusal of a connection to a database that does not exist (its English text).
+_NO_SUCH_DATABASE = re.compile(r'database "[^"]*" does not exist')
 
 
 def open_store(

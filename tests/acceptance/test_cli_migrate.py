@@ -79,3 +79,14 @@ def test_a_supervisor_does_not_restart_workers_that_cannot_start_before_migrate(
     assert output.count(f"aio_async: configuration error: {MISSING}") >= 1
     assert "restarting it would not help" in output
     assert "; restarting it\n" not in output
+
+
+@pytest.mark.postgres_only
+def test_a_database_that_does_not_exist_is_a_configuration_error_not_an_outage() -> None:
+    name = f"test_aio_async_nowhere_{os.getpid()}"
+    result = run("-m", "aio_async", "--settings", "tests.settings", "run", AIO_ASYNC_TEST_DB_NAME=name)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"aio_async: configuration error: database 'default' ({name!r}) does not exist on the server: "
+        f"create it (createdb {name}) or fix DATABASES['default']['NAME']"
+    ]
