@@ -117,6 +117,24 @@ class Schedule:
                 return
             yield tick
 
+    def latest(
+        self, after: datetime.datetime, until: datetime.datetime, count: int
+    ) -> list[datetime.datetime]:
+        """The last ``count`` ticks strictly after ``after`` and no later than ``until``, in order.
+
+        Found walking back from ``until``, so that a long gap (workers stopped for a month, a
+        schedule every second) costs ``count`` steps, not one per tick missed.
+        """
+        found: list[datetime.datetime] = []
+        times = croniter(self.cron, (until + datetime.timedelta(seconds=1)).astimezone(self.zone))
+        while len(found) < count:
+            tick: datetime.datetime = times.get_prev(datetime.datetime)
+            if tick <= after:
+                break
+            if tick <= until:
+                found.append(tick)
+        return found[::-1]
+
     def next_tick(self, after: datetime.datetime) -> datetime.datetime:
         """The first tick strictly after ``after``."""
         tick: datetime.datetime = croniter(self.cron, after.astimezone(self.zone)).get_next(datetime.datetime)
@@ -211,8 +229,13 @@ def parse_setting(raw: object) -> tuple[Schedule, ...]:
     return tuple(found.values())
 
 
-def schedules() -> list[Schedule]:
-    """Every schedule, by name: the decorated tasks' and ``AIO_ASYNC["PERIODIC"]``'s."""
+def schedules(*, check_tasks: bool = False) -> list[Schedule]:
+    """Every schedule, by name: the decorated tasks' and ``AIO_ASYNC["PERIODIC"]``'s.
+
+    With ``check_tasks`` (a worker starting), a schedule whose task does not import or is not
+    allowed to run is a configuration error, rather than a failure at each of its ticks.
+    """
+    from aio_async import allow
     from aio_async.conf import get_settings
 
     found = dict(_DECLARED)
@@ -222,6 +245,12 @@ def schedules() -> list[Schedule]:
                 f"AIO_ASYNC['PERIODIC'] names {schedule.name!r}, as a @periodic task does; give it a NAME."
             )
         found[schedule.name] = schedule
+    if check_tasks:
+        for schedule in found.values():
+            try:
+                allow.resolve(schedule.task)
+            except ScheduleError as exc:
+                raise ImproperlyConfigured(f"periodic schedule {schedule.name!r}: {exc}") from None
     return [found[name] for name in sorted(found)]
 
 
@@ -293,7 +322,7 @@ class PeriodicRunner:
                 .first()
             )
             if last is not None and schedule.replay:
-                missed = list(schedule.ticks(last, now))[-schedule.replay :]
+                missed = schedule.latest(last, now, schedule.replay)
                 made += [job for tick in missed if (job := fire(schedule, tick, self.using)) is not None]
             self.next[schedule.name] = schedule.next_tick(now)
         return made
@@ -305,7 +334,7 @@ class PeriodicRunner:
             planned = self.next[schedule.name]
             if planned > now:
                 continue
-            ticks = [planned, *schedule.ticks(planned, now)][-(schedule.replay + 1) :]
+            ticks = schedule.latest(planned - datetime.timedelta(microseconds=1), now, schedule.replay + 1)
             made += [job for tick in ticks if (job := fire(schedule, tick, self.using)) is not None]
             self.next[schedule.name] = schedule.next_tick(now)
         return made

@@ -113,7 +113,7 @@ class Executor:
     async def run(self, *, until_empty: bool = False) -> collections.Counter[Outcome]:
         """Run jobs until stopped, or until no job is due when ``until_empty``; count outcomes."""
         if self.schedules is None:
-            self.schedules = periodic_schedules()
+            self.schedules = periodic_schedules(check_tasks=True)
         store = self.store or open_store(
             self.settings, self.worker_id, include=self.include, exclude=self.exclude
         )

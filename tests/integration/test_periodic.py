@@ -214,3 +214,26 @@ def test_the_command_line_lists_the_schedules_with_their_next_tick() -> None:
     assert next_tick.minute % 5 == 0
     assert timezone.now() < next_tick <= timezone.now() + datetime.timedelta(minutes=5)
     assert listed["last_tick"] is None
+
+
+def test_a_month_without_workers_costs_only_the_ticks_replayed() -> None:
+    schedule = every("* * * * * *", replay=2)
+    t0 = timezone.now().replace(microsecond=0) - datetime.timedelta(days=30)
+    assert fire(schedule, t0) is not None
+    now = timezone.now()
+    made = PeriodicRunner([schedule]).start(now)  # walks back two ticks, not 2.6 million forward
+    ticks = sorted(Job.objects.filter(pk__in=made).values_list("meta__tick", flat=True))
+    assert len(ticks) == 2
+    assert datetime.datetime.fromisoformat(ticks[-1]) <= now
+
+
+def test_a_worker_refuses_to_start_with_a_schedule_whose_task_does_not_import() -> None:
+    setting = [{"CRON": "* * * * *", "TASK": "tests.app.tasks.nowhere", "NAME": "lost"}]
+    result = run(
+        "-m", "aio_async", "--settings", "tests.settings", "run",
+        AIO_ASYNC_TEST_SETTINGS=json.dumps({"PERIODIC": setting}),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("aio_async: configuration error: periodic schedule 'lost': "), line
+    assert "tests.app.tasks.nowhere" in line
