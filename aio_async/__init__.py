@@ -16,22 +16,26 @@ __all__ = [
     "InvalidOption",
     "JobCancelled",
     "JobContext",
+    "JobFailed",
     "JobFailure",
     "JobRefused",
     "NotCallable",
     "ResultNotJSON",
+    "ResultTimeout",
     "ScheduleError",
     "Task",
     "TaskNotAllowed",
     "WorkerLost",
     "adeschedule",
     "ahealth",
+    "aresult",
     "aschedule",
     "aschedule_many",
     "current_job",
     "deschedule",
     "health",
     "periodic",
+    "result",
     "schedule",
     "schedule_many",
     "task",
@@ -47,10 +51,12 @@ from aio_async.errors import (
     InvalidArguments,
     InvalidOption,
     JobCancelled,
+    JobFailed,
     JobFailure,
     JobRefused,
     NotCallable,
     ResultNotJSON,
+    ResultTimeout,
     ScheduleError,
     TaskNotAllowed,
     WorkerLost,
@@ -69,6 +75,7 @@ if _typing.TYPE_CHECKING:
     )
     from aio_async.cron import periodic
     from aio_async.health import ahealth, health
+    from aio_async.results import aresult, result
 
 _LAZY = {
     "Task": "aio_async.api",
@@ -82,6 +89,8 @@ _LAZY = {
     "ahealth": "aio_async.health",
     "health": "aio_async.health",
     "periodic": "aio_async.cron",
+    "aresult": "aio_async.results",
+    "result": "aio_async.results",
 }
 
 

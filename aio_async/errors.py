@@ -10,6 +10,8 @@ The hierarchy::
     │   ├── InvalidArguments           args or kwargs are not JSON (or not a list / a dict)
     │   ├── InvalidOption              priority, max_attempts, queue, timeout, meta, run_after
     │   └── GroupClosed                the group already has a finished member
+    ├── JobFailed                      result(): the job failed for good or was cancelled
+    ├── ResultTimeout                  result(): the job did not finish in time (a TimeoutError)
     └── JobFailure                     recorded as an Error row by the worker
         ├── ResultNotJSON              the job returned a value that is not JSON
         ├── JobRefused                 the row cannot run: a callable that is not allowed,
@@ -27,10 +29,12 @@ __all__ = [
     "InvalidArguments",
     "InvalidOption",
     "JobCancelled",
+    "JobFailed",
     "JobFailure",
     "JobRefused",
     "NotCallable",
     "ResultNotJSON",
+    "ResultTimeout",
     "ScheduleError",
     "TaskNotAllowed",
     "WorkerLost",
@@ -87,3 +91,23 @@ class WorkerLost(JobFailure):
 
 class JobCancelled(JobFailure):
     """The job was cancelled (``deschedule()``, the admin's action) before it could run again."""
+
+
+class JobFailed(AioAsyncError):
+    """``result()`` of a job that failed for good or was cancelled: its last recorded error."""
+
+    def __init__(
+        self, job_id: int, status: str, exception: str, error_message: str, error_traceback: str
+    ) -> None:
+        cause = f"{exception}: {error_message}" if exception else "no error was recorded"
+        super().__init__(f"job {job_id} {status} ({cause})")
+        self.job_id = job_id
+        self.status = status
+        #: The dotted path of the last error's exception, as its Error row records it.
+        self.exception = exception
+        self.error_message = error_message
+        self.error_traceback = error_traceback
+
+
+class ResultTimeout(AioAsyncError, TimeoutError):
+    """``result()`` gave up waiting; the job is left as it is and may still finish."""

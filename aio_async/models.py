@@ -176,6 +176,10 @@ class Job(models.Model):
     #: database has the default too, for rows written without it (a release before this one).
     unique_states = models.CharField(max_length=64, blank=True, default="", db_default="")
 
+    #: Someone waits for the job's end (``result()``): when it finishes, a trigger sends a
+    #: NOTIFY in the same transaction (PostgreSQL). Jobs nobody waits for send none.
+    awaited = models.BooleanField(default=False, db_default=False)
+
     #: Set on the job ``schedule()`` returns: True when it is an existing job that a unique
     #: call found (and, with ``on_conflict="replace"``, updated) instead of a new one.
     unique_conflict = False
