@@ -23,6 +23,7 @@ __all__ = [
     "ResultNotJSON",
     "ResultTimeout",
     "ScheduleError",
+    "Snooze",
     "Task",
     "TaskNotAllowed",
     "WorkerLost",
@@ -58,6 +59,7 @@ from aio_async.errors import (
     ResultNotJSON,
     ResultTimeout,
     ScheduleError,
+    Snooze,
     TaskNotAllowed,
     WorkerLost,
 )

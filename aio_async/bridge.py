@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from aio_async import operations, sql
 from aio_async.conf import QueueSettings
-from aio_async.errors import ResultNotJSON
+from aio_async.errors import ResultNotJSON, Snooze
 from aio_async.operations import Attempt, ErrorInfo, Outcome
 from aio_async.payload import JSONError, json_value
 
@@ -122,6 +122,8 @@ class JobThread:
                         raise _NotCommitted  # the lease was taken over
             except _NotCommitted:
                 return Outcome.LEASE_LOST, None
+            except Snooze as snoozed:  # its work rolled back; back to the queue, for later
+                return self.record_snooze(attempt, snoozed.seconds), None
             except BaseException as exc:  # noqa: BLE001 - SystemExit in a job must not stop the worker
                 error = ErrorInfo.from_exception(exc)
                 lost = connection_lost(exc, self.alias)
@@ -137,6 +139,15 @@ class JobThread:
         if attempt.timeout is None or attempt.started is None:
             return False
         return timezone.now() > attempt.started + datetime.timedelta(seconds=attempt.timeout)
+
+    def record_snooze(self, attempt: Attempt, seconds: float) -> Outcome:
+        """Requeue a job that raised Snooze, in a new transaction on this thread's connection."""
+        connection = connections[self.alias]
+        later = timezone.now() + datetime.timedelta(seconds=seconds)
+        op = operations.snooze(sql.for_vendor(connection.vendor), attempt, self.worker_id, later)
+        with transaction.atomic(using=self.alias):
+            held = sql.run_on(connection, op)
+        return Outcome.SNOOZED if held else Outcome.LEASE_LOST
 
     def record_failure(
         self, attempt: Attempt, error: ErrorInfo, *, final: bool = False, retry_now: bool = False

@@ -10,6 +10,7 @@ The hierarchy::
     │   ├── InvalidArguments           args or kwargs are not JSON (or not a list / a dict)
     │   ├── InvalidOption              priority, max_attempts, queue, timeout, meta, run_after
     │   └── GroupClosed                the group already has a finished member
+    ├── Snooze                         raised by a job: run me again later, no attempt used
     ├── JobFailed                      result(): the job failed for good or was cancelled
     ├── ResultTimeout                  result(): the job did not finish in time (a TimeoutError)
     └── JobFailure                     recorded as an Error row by the worker
@@ -36,6 +37,7 @@ __all__ = [
     "ResultNotJSON",
     "ResultTimeout",
     "ScheduleError",
+    "Snooze",
     "TaskNotAllowed",
     "WorkerLost",
 ]
@@ -111,3 +113,17 @@ class JobFailed(AioAsyncError):
 
 class ResultTimeout(AioAsyncError, TimeoutError):
     """``result()`` gave up waiting; the job is left as it is and may still finish."""
+
+
+class Snooze(AioAsyncError):
+    """Raise from a job to run it again after ``seconds``, without using up an attempt.
+
+    A sync job's work rolls back, as for any exception; no Error row is written, and the
+    job's ``meta["snoozed"]`` counts its snoozes.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < 10**9:
+            raise ValueError(f"Snooze takes a number of seconds from 0, got {seconds!r:.80}")
+        super().__init__(f"snoozed for {seconds:g} s")
+        self.seconds = float(seconds)

@@ -39,7 +39,7 @@ from aio_async.bridge import NoConnection, result_value
 from aio_async.conf import QueueSettings, get_settings
 from aio_async.cron import PeriodicRunner, Schedule
 from aio_async.cron import schedules as periodic_schedules
-from aio_async.errors import FunctionNotFound, JobRefused
+from aio_async.errors import FunctionNotFound, JobRefused, Snooze
 from aio_async.log import job_event, job_finished
 from aio_async.operations import Attempt, ErrorInfo, Outcome
 from aio_async.retention import Retention, prune_in_thread
@@ -302,6 +302,9 @@ class Executor:
             result = result_value(value)
         except asyncio.CancelledError:
             raise
+        except Snooze as snoozed:
+            self._free(attempt)
+            return await asyncio.shield(store.snooze(attempt, snoozed.seconds)), None
         except BaseException as exc:  # noqa: BLE001 - recorded; the worker lives on
             self._free(attempt)
             error = ErrorInfo.from_exception(exc)

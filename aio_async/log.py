@@ -20,6 +20,7 @@ jobs_logger = logging.getLogger("aio_async.jobs")
 _LEVELS = {
     Outcome.SUCCEEDED: logging.INFO,
     Outcome.RELEASED: logging.INFO,
+    Outcome.SNOOZED: logging.INFO,
     Outcome.RETRYING: logging.WARNING,
     Outcome.LEASE_LOST: logging.WARNING,
     Outcome.FAILED: logging.ERROR,
@@ -27,6 +28,7 @@ _LEVELS = {
 _WORDS = {
     Outcome.SUCCEEDED: "succeeded",
     Outcome.RELEASED: "released back to the queue, its attempt excused",
+    Outcome.SNOOZED: "snoozed: back in the queue for later, its attempt excused",
     Outcome.RETRYING: "failed, to be retried",
     Outcome.LEASE_LOST: "lost its lease to another worker: nothing it wrote was committed",
     Outcome.FAILED: "failed for good",

@@ -39,6 +39,7 @@ __all__ = [
     "heartbeat",
     "release",
     "rescue",
+    "snooze",
     "verdict",
 ]
 
@@ -56,6 +57,8 @@ class Outcome(enum.Enum):
     LEASE_LOST = "lease_lost"
     #: Given back to the queue without using up an attempt (a clean stop).
     RELEASED = "released"
+    #: The job raised Snooze: back in the queue for later, without using up an attempt.
+    SNOOZED = "snoozed"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -325,6 +328,14 @@ def fail(
     if decided.give_up and rows[0][1] is not None:
         yield from release_final(dialect, rows[0][1], now)
     return True
+
+
+def snooze(
+    dialect: sql.Dialect, attempt: Attempt, worker_id: str, run_after: datetime.datetime
+) -> sql.Op[bool]:
+    """Requeue a job that snoozed, its attempt excused; False if it was no longer held."""
+    rows = yield sql.snooze(dialect), [run_after, _mine([(attempt.job_id, attempt.number, None)]), worker_id]
+    return bool(rows)
 
 
 def release(dialect: sql.Dialect, attempt: Attempt, worker_id: str, now: datetime.datetime) -> sql.Op[bool]:

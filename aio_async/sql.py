@@ -63,6 +63,7 @@ __all__ = [
     "replace_unique",
     "requeue",
     "run_on",
+    "snooze",
     "unique_holders",
     "unlink_finals",
 ]
@@ -111,6 +112,8 @@ class Dialect:
     json_value: str
     #: A JSON column, as text (so that one undecodable row cannot fail a whole fetch).
     json_text: str
+    #: The job's ``meta`` with its ``snoozed`` count one higher.
+    snoozed_meta: str
     #: ``id`` among the ids a subquery returns. PostgreSQL plans ``= ANY(ARRAY(...))`` as
     #: lookups in the primary key; it plans ``IN (...)`` as a hash join over the whole table.
     id_among: str
@@ -126,6 +129,9 @@ POSTGRESQL = Dialect(
     ),
     json_value="mine.value::jsonb",
     json_text="{column}::text",
+    snoozed_meta=(
+        f"jsonb_set({JOB}.meta, '{{snoozed}}', to_jsonb(COALESCE(({JOB}.meta->>'snoozed')::integer, 0) + 1))"
+    ),
     id_among="id = ANY(ARRAY({ids}))",
 )
 SQLITE = Dialect(
@@ -138,6 +144,7 @@ SQLITE = Dialect(
     ),
     json_value="mine.value",
     json_text="{column}",
+    snoozed_meta=f"json_set({JOB}.meta, '$.snoozed', COALESCE(json_extract({JOB}.meta, '$.snoozed'), 0) + 1)",
     id_among="id IN ({ids})",
 )
 
@@ -250,6 +257,20 @@ def requeue(dialect: Dialect, *, expired: bool = False) -> str:
         f"excused = {JOB}.excused + CASE WHEN {JOB}.excused < {ATTEMPT_CAP} THEN %s ELSE 0 END, "
         "isolated = %s, locked_by = '', locked_until = NULL",
         expired=expired,
+    )
+
+
+@functools.cache
+def snooze(dialect: Dialect) -> str:
+    """Put a job that snoozed back in the queue, its attempt excused, its snoozes counted.
+
+    Parameters: run after, jobs, worker id. Returns id, group_id.
+    """
+    return _fenced(
+        dialect,
+        "status = 'queued', run_after = %s, "
+        f"excused = {JOB}.excused + CASE WHEN {JOB}.excused < {ATTEMPT_CAP} THEN 1 ELSE 0 END, "
+        f"locked_by = '', locked_until = NULL, meta = {dialect.snoozed_meta}",
     )
 
 

@@ -78,6 +78,9 @@ class Store(Protocol):
     async def release(self, attempt: Attempt) -> bool:
         """Give a job back to the queue, its attempt excused; False if it was no longer held."""
 
+    async def snooze(self, attempt: Attempt, seconds: float) -> Outcome:
+        """Requeue a coroutine job that raised Snooze, to run after ``seconds``, its attempt excused."""
+
     async def rescue(self) -> list[int]:
         """Requeue or fail the jobs of workers whose leases expired; return their ids."""
 
@@ -257,6 +260,14 @@ class DatabaseStore:
         return await self.recorder.run(
             lambda d: operations.release(d, attempt, self.worker_id, now), atomic=True, retry=True
         )
+
+    async def snooze(self, attempt: Attempt, seconds: float) -> Outcome:
+        """Requeue a coroutine job that raised Snooze, its attempt excused."""
+        later = timezone.now() + datetime.timedelta(seconds=seconds)
+        held = await self.recorder.run(
+            lambda d: operations.snooze(d, attempt, self.worker_id, later), retry=True
+        )
+        return Outcome.SNOOZED if held else Outcome.LEASE_LOST
 
     async def rescue(self) -> list[int]:
         """Requeue or fail the jobs whose lease expired, each in a transaction of its own.

@@ -9,7 +9,7 @@ import time
 from os import system  # noqa: F401 - the allow-list test names tests.app.tasks.system
 from pathlib import Path
 
-from aio_async import current_job, task
+from aio_async import Snooze, current_job, task
 from tests.app.models import Record
 
 
@@ -149,3 +149,20 @@ def whoami() -> dict[str, object]:
 async def awhoami() -> dict[str, object]:
     """What current_job() says inside a coroutine job."""
     return whoami()
+
+
+def snooze_then_write(key: str, times: int, seconds: float = 0) -> int:
+    """Write, then snooze (the write rolls back) until snoozed ``times`` times; then keep the write."""
+    attempt = current_job().attempt
+    Record.objects.create(key=f"{key}-{attempt}")
+    if attempt <= times:
+        raise Snooze(seconds)
+    return attempt
+
+
+async def asnooze(times: int) -> int:
+    """``snooze_then_write`` as a coroutine, without the write."""
+    attempt = current_job().attempt
+    if attempt <= times:
+        raise Snooze(0)
+    return attempt

@@ -143,6 +143,16 @@ class MemoryStore:
         job.status, job.excused = "queued", job.excused + 1
         return True
 
+    async def snooze(self, attempt: Attempt, seconds: float) -> Outcome:
+        """Requeue for later with the attempt excused."""
+        self.held.discard((attempt.job_id, attempt.number))
+        self.events.append(("snooze", attempt.job_id))
+        if not self._holds(attempt):
+            return Outcome.LEASE_LOST
+        job = self.jobs[attempt.job_id]
+        job.status, job.excused = "snoozed", job.excused + 1
+        return Outcome.SNOOZED
+
     async def rescue(self) -> list[int]:
         """Nothing to rescue in memory."""
         self.events.append(("rescue",))
