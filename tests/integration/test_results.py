@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import time
 from collections.abc import AsyncIterator
@@ -76,14 +77,30 @@ def test_waiting_inside_a_transaction_is_refused() -> None:
             result(job, timeout=1)
 
 
+@contextlib.asynccontextmanager
+async def running(poll_interval: float) -> AsyncIterator[Executor]:
+    """A worker running beside the test."""
+    executor = Executor(settings=queue_settings(poll_interval=poll_interval))
+    task = asyncio.create_task(executor.run())
+    try:
+        yield executor
+    finally:
+        executor.stop()
+        await task
+
+
 @pytest.fixture
 async def worker() -> AsyncIterator[Executor]:
-    """A worker running beside the test, polling only once a minute."""
-    executor = Executor(settings=queue_settings(poll_interval=60.0))
-    running = asyncio.create_task(executor.run())
-    yield executor
-    executor.stop()
-    await running
+    """A worker that polls often (without LISTEN, polling is how it finds jobs)."""
+    async with running(poll_interval=0.05) as executor:
+        yield executor
+
+
+@pytest.fixture
+async def listening_worker() -> AsyncIterator[Executor]:
+    """A worker that polls once a minute: on PostgreSQL with psycopg 3, NOTIFY wakes it."""
+    async with running(poll_interval=60.0) as executor:
+        yield executor
 
 
 async def test_a_waiter_gets_the_result_of_a_job_that_runs_meanwhile(worker: Executor) -> None:
@@ -93,7 +110,7 @@ async def test_a_waiter_gets_the_result_of_a_job_that_runs_meanwhile(worker: Exe
 
 @pytest.mark.postgres_only
 @pytest.mark.psycopg3
-async def test_on_postgresql_the_waiter_wakes_on_the_commit_not_on_a_poll(worker: Executor) -> None:
+async def test_on_postgresql_the_waiter_wakes_on_the_commit_not_on_a_poll(listening_worker: Executor) -> None:
     job = await sync_to_async(schedule)(tasks.asleep, [0.5])
     assert await aresult(job, timeout=30) == 0.5
     returned = timezone.now()
