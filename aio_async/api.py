@@ -29,7 +29,6 @@ from aio_async.errors import InvalidArguments, InvalidOption
 from aio_async.models import Group, Job, Status
 from aio_async.payload import (
     DEFAULT_PRIORITY,
-    NOT_UNIQUE,
     TaskOptions,
     Unique,
     UniqueOptions,
@@ -200,7 +199,11 @@ def job_maker(
     queue: object = None,
     max_attempts: object = None,
     timeout: object = None,
-    unique: UniqueOptions | None = None,
+    unique: object = None,
+    unique_key: object = None,
+    unique_for: object = None,
+    unique_states: object = None,
+    on_conflict: object = None,
 ) -> JobMaker:
     """Check what every call shares, once; return a maker of unsaved Jobs from (args, kwargs).
 
@@ -210,7 +213,14 @@ def job_maker(
     name = _name_of(function)
     target = allow.resolve(name)
     options = target.options
-    rule = (unique or NOT_UNIQUE).over(options.unique).rule()
+    asked = UniqueOptions.checked(
+        unique=unique,
+        unique_key=unique_key,
+        unique_for=unique_for,
+        unique_states=unique_states,
+        on_conflict=on_conflict,
+    )
+    rule = asked.over(options.unique).rule()
     now = timezone.now()
     shared_meta = check_meta(meta)
     fixed = {
@@ -443,13 +453,11 @@ def schedule(
         queue=queue,
         max_attempts=max_attempts,
         timeout=timeout,
-        unique=UniqueOptions.checked(
-            unique=unique,
-            unique_key=unique_key,
-            unique_for=unique_for,
-            unique_states=unique_states,
-            on_conflict=on_conflict,
-        ),
+        unique=unique,
+        unique_key=unique_key,
+        unique_for=unique_for,
+        unique_states=unique_states,
+        on_conflict=on_conflict,
     )
     alias = _queue_database(group, using)
     job = make(args, kwargs)
@@ -503,13 +511,11 @@ def schedule_many(
         queue=queue,
         max_attempts=max_attempts,
         timeout=timeout,
-        unique=UniqueOptions.checked(
-            unique=unique,
-            unique_key=unique_key,
-            unique_for=unique_for,
-            unique_states=unique_states,
-            on_conflict=on_conflict,
-        ),
+        unique=unique,
+        unique_key=unique_key,
+        unique_for=unique_for,
+        unique_states=unique_states,
+        on_conflict=on_conflict,
     )
     jobs = []
     for index, call in enumerate(calls):
