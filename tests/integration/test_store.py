@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 from django.utils import timezone
 
-from aio_async import schedule
+from aio_async import Snooze, schedule
 from aio_async.bridge import JobThread
 from aio_async.models import Error, Group, Job, Status
 from aio_async.operations import Attempt, ClaimRequest, ErrorInfo, Outcome
@@ -344,6 +344,19 @@ async def _release(store: DatabaseStore, attempt: Attempt) -> bool:
     return await store.release(attempt)
 
 
+async def _snooze(store: DatabaseStore, attempt: Attempt) -> bool:
+    return await store.snooze(attempt, 0) == Outcome.SNOOZED
+
+
+def _snooze_now() -> None:
+    raise Snooze(0)
+
+
+async def _sync_snooze(store: DatabaseStore, attempt: Attempt) -> bool:
+    outcome, _ = await _run_in_thread(attempt, _snooze_now)
+    return outcome == Outcome.SNOOZED
+
+
 async def _heartbeat(store: DatabaseStore, attempt: Attempt) -> bool:
     return attempt.job_id in await store.heartbeat([attempt])
 
@@ -354,6 +367,8 @@ WRITERS: dict[str, Writer] = {
     "coroutine completion": _coroutine_completion,
     "failure": _failure,
     "release": _release,
+    "snooze": _snooze,
+    "sync snooze": _sync_snooze,
     "heartbeat": _heartbeat,
 }
 
