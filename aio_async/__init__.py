@@ -27,11 +27,13 @@ __all__ = [
     "Task",
     "TaskNotAllowed",
     "WorkerLost",
+    "acancel",
     "adeschedule",
     "ahealth",
     "aresult",
     "aschedule",
     "aschedule_many",
+    "cancel",
     "current_job",
     "deschedule",
     "health",
@@ -67,9 +69,11 @@ from aio_async.errors import (
 if _typing.TYPE_CHECKING:
     from aio_async.api import (
         Task,
+        acancel,
         adeschedule,
         aschedule,
         aschedule_many,
+        cancel,
         deschedule,
         schedule,
         schedule_many,
@@ -81,6 +85,8 @@ if _typing.TYPE_CHECKING:
 
 _LAZY = {
     "Task": "aio_async.api",
+    "acancel": "aio_async.api",
+    "cancel": "aio_async.api",
     "adeschedule": "aio_async.api",
     "aschedule": "aio_async.api",
     "aschedule_many": "aio_async.api",

@@ -14,16 +14,17 @@ import datetime
 import functools
 import json
 import os
+import socket
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Generic, NoReturn, ParamSpec, TypeVar, overload
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured, SynchronousOnlyOperation
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Case, F, QuerySet, When
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from aio_async import allow, sql
+from aio_async import allow, operations, sql
 from aio_async.conf import get_settings
 from aio_async.errors import InvalidArguments, InvalidOption
 from aio_async.models import Group, Job, Status
@@ -45,10 +46,12 @@ from aio_async.payload import (
 
 __all__ = [
     "Task",
+    "acancel",
     "acancel_pending",
     "adeschedule",
     "aschedule",
     "aschedule_many",
+    "cancel",
     "cancel_pending",
     "deschedule",
     "schedule",
@@ -541,20 +544,59 @@ def schedule_many(
     return jobs
 
 
-def cancel_pending(jobs: QuerySet[Job]) -> int:
-    """Cancel the jobs in ``jobs`` that have not started, releasing group finals they held back."""
-    alias = jobs.db
+#: Jobs cancelled per statement (SQLite caps a statement's parameters).
+CANCEL_BATCH = 500
+
+Cancellable = Job | int | QuerySet[Job] | Iterable[Job | int]
+
+
+def _cancel(jobs: Cancellable, by: str | None, using: str | None, *, running_too: bool) -> int:
+    """Cancel ``jobs`` in one transaction (the caller's, if any); return how many."""
+    if isinstance(jobs, QuerySet):
+        alias = jobs.db
+        found = jobs.filter(status__in=(Status.WAITING, Status.QUEUED, Status.RUNNING))
+        ids = list(found.order_by().values_list("id", flat=True))
+    else:
+        items = [jobs] if isinstance(jobs, Job | int) else list(jobs)
+        ids = []
+        for item in items:
+            if isinstance(item, Job) and item.pk is not None:
+                ids.append(item.pk)
+            elif isinstance(item, int) and not isinstance(item, bool):
+                ids.append(item)
+            else:
+                raise InvalidOption(f"cancel() takes jobs, job ids or a queryset of jobs, got {item!r:.80}")
+        saved = {item._state.db for item in items if isinstance(item, Job)} - {None}
+        alias = _queue_database(None, using or (saved.pop() if len(saved) == 1 else None))
+    if by is None:
+        by = f"cancel() in process {os.getpid()} on {socket.gethostname()}"
+    connection = connections[alias]
+    dialect = sql.for_vendor(connection.vendor)
+    cancelled = 0
     with transaction.atomic(using=alias):
-        pending = jobs.filter(status__in=(Status.QUEUED, Status.WAITING))
-        groups = set(pending.exclude(group=None).values_list("group_id", flat=True))
-        cancelled: int = pending.update(
-            status=Status.CANCELLED,
-            finished=timezone.now(),
-            unique_key=Case(When(unique_states__contains=Status.CANCELLED, then=F("unique_key"))),
-        )
-        for group_id in sorted(groups):
-            Group.objects.using(alias).release_final(group_id)
+        for start in range(0, len(ids), CANCEL_BATCH):
+            batch = sorted(set(ids[start : start + CANCEL_BATCH]))
+            op = operations.cancel(dialect, batch, by, timezone.now(), running_too=running_too)
+            cancelled += len(sql.run_on(connection, op))
     return cancelled
+
+
+def cancel(jobs: Cancellable, *, by: str | None = None, using: str | None = None) -> int:
+    """Cancel jobs that have not finished, running ones too; return how many were cancelled.
+
+    ``jobs`` is a job, a job id, a queryset of jobs or an iterable of jobs and ids. Each
+    cancelled job gets an Error row saying who cancelled it (``by``: a person, a process).
+    A running job's worker is told (at once on PostgreSQL, within a second elsewhere): a
+    coroutine job is cancelled, a sync job sees ``current_job().cancel_requested``, and
+    nothing either writes from then on is committed. Runs in the caller's transaction.
+    """
+    _not_in_async_code("cancel")
+    return _cancel(jobs, by, using, running_too=True)
+
+
+def cancel_pending(jobs: QuerySet[Job], *, by: str | None = None) -> int:
+    """Cancel the jobs in ``jobs`` that have not started, releasing group finals they held back."""
+    return _cancel(jobs, by, None, running_too=False)
 
 
 def deschedule(
@@ -569,7 +611,8 @@ def deschedule(
     name = _name_of(function)
     job_args, job_kwargs = normalise_arguments(args, kwargs)
     alias = _queue_database(None, using)
-    return cancel_pending(Job.objects.using(alias).filter(identity=identity(name, job_args, job_kwargs)))
+    matching = Job.objects.using(alias).filter(identity=identity(name, job_args, job_kwargs))
+    return cancel_pending(matching, by="deschedule()")
 
 
 aschedule = sync_to_async(schedule, thread_sensitive=True)
@@ -578,5 +621,7 @@ aschedule_many = sync_to_async(schedule_many, thread_sensitive=True)
 aschedule_many.__doc__ = "Schedule many calls of ``function`` in one INSERT, from async code."
 adeschedule = sync_to_async(deschedule, thread_sensitive=True)
 adeschedule.__doc__ = "Cancel matching jobs that have not started, from async code."
+acancel = sync_to_async(cancel, thread_sensitive=True)
+acancel.__doc__ = "Cancel jobs that have not finished, running ones too, from async code."
 acancel_pending = sync_to_async(cancel_pending, thread_sensitive=True)
 acancel_pending.__doc__ = "Cancel the jobs of a queryset that have not started, from async code."

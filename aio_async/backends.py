@@ -530,15 +530,16 @@ class AioAsyncBackend(BaseTaskBackend):
             )
         spec = _spec_of(job.meta)
         task_errors = [_task_error(error) for error in errors]
-        if job.status == Status.CANCELLED:
-            path = _class_path(JobCancelled)
+        path = _class_path(JobCancelled)
+        if job.status == Status.CANCELLED and not any(error.exception == path for error in errors):
+            # cancelled by an earlier release, which wrote no Error row for a cancellation
             task_errors.append(
                 TaskError(
                     exception_class_path=path,
                     traceback=f"{path}: job {job.pk} was cancelled at {job.finished} before it could run\n",
                 )
             )
-        worker_ids = [error.worker for error in errors]
+        worker_ids = [error.worker for error in errors if error.worker]  # not a job cancelled unstarted
         if job.status in (Status.RUNNING, Status.SUCCEEDED) and job.locked_by:
             worker_ids.append(job.locked_by)
         result: TaskResult[..., Any] = TaskResult(

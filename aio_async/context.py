@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import datetime
+import threading
 
 __all__ = ["JobContext", "current_job"]
 
@@ -23,11 +24,27 @@ class JobContext:
     max_attempts: int
     worker_id: str
     started: datetime.datetime | None
+    _cancelled: threading.Event = dataclasses.field(
+        default_factory=threading.Event, repr=False, compare=False
+    )
 
     @property
     def last_attempt(self) -> bool:
         """True when a failure of this attempt fails the job for good."""
         return self.charged >= self.max_attempts
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once the job was cancelled (``cancel()``) while it runs: stop, nothing more commits.
+
+        A coroutine job is cancelled on its worker anyway; a sync job, whose thread cannot be
+        stopped, should look at this between steps of long work and return.
+        """
+        return self._cancelled.is_set()
+
+    def request_cancel(self) -> None:
+        """Set ``cancel_requested`` (the worker does, when it learns of the cancellation)."""
+        self._cancelled.set()
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("aio_async_job", default=None)

@@ -37,6 +37,7 @@ from django.utils import timezone
 from aio_async import context
 from aio_async.bridge import NoConnection, result_value
 from aio_async.conf import QueueSettings, get_settings
+from aio_async.context import JobContext
 from aio_async.cron import PeriodicRunner, Schedule
 from aio_async.cron import schedules as periodic_schedules
 from aio_async.errors import FunctionNotFound, JobRefused, Snooze
@@ -44,7 +45,7 @@ from aio_async.log import job_event, job_finished
 from aio_async.operations import Attempt, ErrorInfo, Outcome
 from aio_async.retention import Retention, prune_in_thread
 from aio_async.startup import warn_unserved_queues
-from aio_async.store import Store, open_store
+from aio_async.store import CANCELLED, Store, open_store
 
 __all__ = ["Executor", "new_worker_id"]
 
@@ -62,10 +63,15 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+#: Without LISTEN, a worker running jobs asks this often whether any was cancelled.
+CANCEL_CHECK = 1.0
+
+
 @dataclasses.dataclass
 class _Running:
     attempt: Attempt
     task: asyncio.Task[Outcome]
+    context: JobContext
     coroutine: bool = False
 
 
@@ -97,6 +103,9 @@ class Executor:
         self._claimed = 0
         #: Attempts whose end could not be written (the database was away): given back later.
         self._unrecorded: list[Attempt] = []
+        #: Jobs cancelled while they ran here (their attempt numbers): stopped, not failed.
+        self._cancelled: dict[int, int] = {}
+        self._checks: set[asyncio.Task[None]] = set()
 
     @property
     def concurrency(self) -> int:
@@ -136,7 +145,13 @@ class Executor:
                     self._every(self.settings.rescue_every, self._rescue, store), name="rescue"
                 ),
             ]
-            if not until_empty:
+            if until_empty or store.listen() is None:
+                side_tasks.append(
+                    asyncio.create_task(
+                        self._every(CANCEL_CHECK, self._look_for_cancelled, store), name="cancel-check"
+                    )
+                )
+            else:
                 side_tasks.append(asyncio.create_task(self._listen(store), name="listen"))
             if not until_empty and self.settings.retention is not None:
                 side_tasks.append(asyncio.create_task(self._prune(self.settings.retention), name="prune"))
@@ -222,8 +237,9 @@ class Executor:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     def _start(self, store: Store, attempt: Attempt) -> None:
-        task = asyncio.create_task(self._attempt(store, attempt), name=f"job-{attempt.job_id}")
-        self._running[attempt.job_id] = _Running(attempt, task)
+        job = attempt.context(self.worker_id)
+        task = asyncio.create_task(self._attempt(store, attempt, job), name=f"job-{attempt.job_id}")
+        self._running[attempt.job_id] = _Running(attempt, task, job)
         self._busy[attempt.job_id] = attempt.number
         if attempt.isolated:
             self._isolating = True
@@ -237,6 +253,8 @@ class Executor:
 
     def _finished(self, attempt: Attempt, task: asyncio.Task[Outcome]) -> None:
         self._running.pop(attempt.job_id, None)
+        if self._cancelled.get(attempt.job_id) == attempt.number:
+            del self._cancelled[attempt.job_id]
         if attempt.isolated:
             self._isolating = False
         self._wake.set()
@@ -261,10 +279,10 @@ class Executor:
 
     # Running one attempt ----------------------------------------------------------------
 
-    async def _attempt(self, store: Store, attempt: Attempt) -> Outcome:
+    async def _attempt(self, store: Store, attempt: Attempt, job: JobContext) -> Outcome:
         """Run one attempt to its end and record how it ended."""
         began = time.monotonic()
-        context.enter(attempt.context(self.worker_id))  # this task's context, copied to a job thread
+        context.enter(job)  # this task's context, copied to a job thread
         error: ErrorInfo | None = None
         in_thread = False  # a sync job's slot is freed by its thread, once its function returned
         try:
@@ -287,6 +305,8 @@ class Executor:
         finally:
             if not in_thread:
                 self._free(attempt)
+        if outcome is Outcome.LEASE_LOST and self._cancelled.get(attempt.job_id) == attempt.number:
+            outcome, error = Outcome.CANCELLED, None  # its writes were refused because of that
         job_finished(attempt, self.worker_id, outcome, time.monotonic() - began, error)
         return outcome
 
@@ -301,7 +321,11 @@ class Executor:
                     value = await call()
             result = result_value(value)
         except asyncio.CancelledError:
-            raise
+            task = asyncio.current_task()
+            if self._cancelled.get(attempt.job_id) != attempt.number or task is None or task.uncancel():
+                raise  # a shutdown, or more than the job's cancellation
+            self._free(attempt)
+            return Outcome.CANCELLED, None
         except Snooze as snoozed:
             self._free(attempt)
             return await asyncio.shield(store.snooze(attempt, snoozed.seconds)), None
@@ -413,34 +437,36 @@ class Executor:
 
     # Side tasks ---------------------------------------------------------------------------
 
-    async def _every(self, seconds: float, action: Callable[[Store], Awaitable[None]], store: Store) -> None:
+    async def _every(
+        self,
+        seconds: float,
+        action: Callable[..., Awaitable[None]],
+        store: Store,
+        *args: Any,
+        once: bool = False,
+    ) -> None:
+        """Run ``action(store, *args)`` every ``seconds`` (or ``once``, now), logging its failures."""
         while not self._stop.is_set():
-            await self._pause(seconds)
-            if self._stop.is_set():
-                return
+            if not once:
+                await self._pause(seconds)
+                if self._stop.is_set():
+                    return
             try:
-                await action(store)
+                await action(store, *args)
             except Exception as exc:  # noqa: BLE001 - transient database trouble
                 name = action.__name__.strip("_")
                 logger.warning(
                     "%s failed: %s: %s", name, type(exc).__name__, exc, extra={"action": f"{name}_failed"}
                 )
+            if once:
+                return
 
     async def _heartbeat(self, store: Store) -> None:
         running = list(self._running.values())
         held = await store.heartbeat([item.attempt for item in running])
-        for item in running:
-            if item.attempt.job_id in held or item.attempt.job_id not in self._busy:
-                continue
-            job_event(
-                logging.WARNING,
-                "lease_lost",
-                item.attempt,
-                self.worker_id,
-                "its lease was taken over while it ran; nothing it writes will commit",
-            )
-            if item.coroutine:
-                item.task.cancel()
+        gone = [item for item in running if item.attempt.job_id not in held]
+        if gone:
+            await self._stop_lost(store, gone)
         if self.capacity < self.concurrency:
             self.capacity += 1  # try one more slot: connections may have freed up
             self._wake.set()
@@ -450,6 +476,52 @@ class Executor:
                     self.concurrency,
                     extra={"action": "connections_restored", "worker_id": self.worker_id},
                 )
+
+    async def _look_for_cancelled(self, store: Store, job_ids: set[int] | None = None) -> None:
+        """Stop the running jobs (among ``job_ids``, or all) that are no longer this worker's."""
+        running = [
+            item
+            for item in self._running.values()
+            if (job_ids is None or item.attempt.job_id in job_ids)
+            and self._busy.get(item.attempt.job_id) == item.attempt.number
+        ]
+        if running:
+            await self._stop_lost(store, running)
+
+    async def _stop_lost(self, store: Store, candidates: list[_Running]) -> None:
+        """Stop the jobs among ``candidates`` that were cancelled or whose lease was taken over.
+
+        A coroutine job is cancelled on the loop; a sync job's thread cannot be stopped, so
+        its ``current_job().cancel_requested`` is set. Either way nothing it writes commits.
+        """
+        gone = await store.lost([item.attempt for item in candidates])
+        for item in candidates:
+            attempt = item.attempt
+            if attempt.job_id not in gone or self._busy.get(attempt.job_id) != attempt.number:
+                continue  # still held, or its function has returned: its end is being written
+            if self._cancelled.get(attempt.job_id) == attempt.number:
+                continue  # already stopping
+            if gone[attempt.job_id] == "cancelled":
+                self._cancelled[attempt.job_id] = attempt.number
+                job_event(
+                    logging.INFO,
+                    "job_cancelled",
+                    attempt,
+                    self.worker_id,
+                    "was cancelled while it ran; %s",
+                    "stopping it" if item.coroutine else "asking it to stop (current_job().cancel_requested)",
+                )
+            else:
+                job_event(
+                    logging.WARNING,
+                    "lease_lost",
+                    attempt,
+                    self.worker_id,
+                    "its lease was taken over while it ran; nothing it writes will commit",
+                )
+            item.context.request_cancel()
+            if item.coroutine:
+                item.task.cancel()
 
     async def _rescue(self, store: Store) -> None:
         while self._unrecorded:
@@ -518,6 +590,15 @@ class Executor:
             await on_thread(connections.close_all)()
             pool.shutdown(wait=False)
 
+    def _on_cancel_notice(self, store: Store, payload: str) -> None:
+        """Stop the jobs a NOTIFY says were cancelled, if they run here, in a task of its own."""
+        ids = {int(part) for part in payload.split(",") if part.isdigit()}
+        if not ids & self._running.keys():
+            return
+        check = asyncio.create_task(self._every(0, self._look_for_cancelled, store, ids, once=True))
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+
     def _serves(self, queue: str) -> bool:
         return not queue or queue in self.settings.queues or "*" in self.settings.queues
 
@@ -528,9 +609,11 @@ class Executor:
             if wakeups is None:
                 return
             try:
-                async for queue in wakeups:
+                async for kind, payload in wakeups:
                     failures = 0
-                    if self._serves(queue):
+                    if kind == CANCELLED:
+                        self._on_cancel_notice(store, payload)
+                    elif self._serves(payload):
                         self._wake.set()
             except Exception as exc:  # noqa: BLE001 - reconnect after a database restart
                 failures += 1

@@ -23,7 +23,7 @@ from typing import Any
 from aio_async import allow, sql
 from aio_async.conf import QueueSettings
 from aio_async.context import JobContext
-from aio_async.errors import JobRefused, ScheduleError, WorkerLost
+from aio_async.errors import JobCancelled, JobRefused, ScheduleError, WorkerLost
 from aio_async.models import release_final
 from aio_async.retry import retry_delay
 
@@ -33,10 +33,12 @@ __all__ = [
     "ErrorInfo",
     "Outcome",
     "Verdict",
+    "cancel",
     "claim",
     "complete",
     "fail",
     "heartbeat",
+    "lost",
     "release",
     "rescue",
     "snooze",
@@ -59,6 +61,8 @@ class Outcome(enum.Enum):
     RELEASED = "released"
     #: The job raised Snooze: back in the queue for later, without using up an attempt.
     SNOOZED = "snoozed"
+    #: The job was cancelled while it ran: nothing it wrote after that was committed.
+    CANCELLED = "cancelled"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -244,6 +248,51 @@ def complete(
     for group_id in sorted({row[1] for row in rows if row[1] is not None}):
         yield from release_final(dialect, group_id, now)
     return {row[0] for row in rows}
+
+
+def lost(dialect: sql.Dialect, attempts: Sequence[Attempt], worker_id: str) -> sql.Op[dict[int, str | None]]:
+    """Those of ``attempts`` that no longer hold their jobs, with each job's status now."""
+    rows = yield sql.lost(dialect), [_mine([(a.job_id, a.number, None) for a in attempts]), worker_id]
+    return {row[0]: row[1] for row in rows}
+
+
+def cancel(
+    dialect: sql.Dialect,
+    job_ids: Sequence[int],
+    by: str,
+    now: datetime.datetime,
+    *,
+    running_too: bool = True,
+) -> sql.Op[list[int]]:
+    """Cancel the unfinished jobs among ``job_ids``, with an Error row each saying who did.
+
+    A running job is cancelled too, unless not ``running_too``: its worker's fenced writes
+    match nothing from then on, and on PostgreSQL a NOTIFY, sent on commit, tells the worker
+    to stop it. A group member may release its group's final job. Returns the ids cancelled.
+    """
+    if not job_ids:
+        return []
+    locked = yield sql.lock_unfinished(dialect, len(job_ids)), list(job_ids)
+    if not running_too:
+        locked = [row for row in locked if row[1] != "running"]
+    if not locked:
+        return []
+    ids = [row[0] for row in locked]
+    running = [row[0] for row in locked if row[1] == "running"]
+    rows = yield sql.cancel(dialect, len(ids)), [now, *ids]
+    kind = f"{JobCancelled.__module__}.{JobCancelled.__qualname__}"
+    pending = sorted(set(ids) - set(running))
+    if pending:
+        yield sql.cancel_errors(len(pending)), [kind, f"cancelled by {by} before it ran", now, *pending]
+    if running:
+        message = f"cancelled by {by} while it ran: nothing it writes from then on is committed"
+        yield sql.cancel_errors(len(running)), [kind, message, now, *running]
+        notify = sql.notify_cancelled(dialect)
+        if notify is not None:
+            yield notify, [",".join(map(str, running))]
+    for group_id in sorted({row[1] for row in rows if row[1] is not None}):
+        yield from release_final(dialect, group_id, now)
+    return ids
 
 
 @dataclasses.dataclass(frozen=True)

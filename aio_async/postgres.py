@@ -101,17 +101,17 @@ class PsycopgConnector:
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
 
-    async def listen(self) -> AsyncIterator[str]:
-        """LISTEN on a dedicated connection and yield each payload (a queue name).
+    async def listen(self) -> AsyncIterator[tuple[str, str]]:
+        """LISTEN on a dedicated connection; yield ("wake", queue) and ("cancelled", job ids).
 
-        Yields ``""`` first, once listening: wake-ups before that moment were missed, so the
-        caller should look for due jobs then.
+        Yields ``("wake", "")`` first, once listening: wake-ups before that moment were
+        missed, so the caller should look for due jobs then.
         """
         async with await psycopg.AsyncConnection.connect(**self._params, autocommit=True) as listener:
-            await listener.execute(f"LISTEN {CHANNEL}")
-            yield ""
+            await listener.execute(f"LISTEN {CHANNEL}; LISTEN {sql.CANCEL_CHANNEL}")
+            yield "wake", ""
             async for notice in listener.notifies():
-                yield notice.payload
+                yield ("cancelled" if notice.channel == sql.CANCEL_CHANNEL else "wake"), notice.payload
 
     async def close(self) -> None:
         """Close the connection, if open."""

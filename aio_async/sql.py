@@ -30,6 +30,7 @@ from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 __all__ = [
     "ATTEMPT_CAP",
+    "CANCEL_CHANNEL",
     "FENCE",
     "POSTGRESQL",
     "REPLACED",
@@ -38,6 +39,8 @@ __all__ = [
     "Dialect",
     "MakeOp",
     "Op",
+    "cancel",
+    "cancel_errors",
     "claim",
     "complete",
     "count_prunable",
@@ -56,6 +59,9 @@ __all__ = [
     "insert_tick",
     "keeps_unique",
     "lock_group",
+    "lock_unfinished",
+    "lost",
+    "notify_cancelled",
     "prepared",
     "prunable",
     "psycopg3",
@@ -79,6 +85,10 @@ GROUP = '"aio_async_group"'
 ATTEMPT_CAP = 2_000_000_000
 #: Retries lower a job's priority by one, down to this floor.
 PRIORITY_FLOOR = -1_000_000
+
+#: The PostgreSQL channel on which ``cancel()`` tells workers which running jobs it cancelled
+#: (the payload: their ids, comma-separated), sent in its transaction, so delivered on commit.
+CANCEL_CHANNEL = "aio_async_cancel"
 
 FENCE = (
     f"{JOB}.id = mine.id AND {JOB}.status = 'running' "
@@ -282,6 +292,68 @@ def give_up(dialect: Dialect, *, expired: bool = False) -> str:
         f"status = 'failed', finished = %s, locked_until = NULL, {keeps_unique('failed')}",
         expired=expired,
     )
+
+
+@functools.cache
+def lost(dialect: Dialect) -> str:
+    """Which of a worker's attempts no longer hold their jobs, and each job's status now.
+
+    Parameters: jobs, worker id. Returns id, status (NULL when the job was deleted). A job
+    cancelled while it ran reads ``cancelled``; one whose lease was taken over, ``running``
+    or whatever its new holder made of it.
+    """
+    return (
+        f"SELECT mine.id, {JOB}.status FROM {dialect.mine} "  # noqa: S608 - fixed fragments only
+        f"LEFT JOIN {JOB} ON {JOB}.id = mine.id WHERE NOT COALESCE(({FENCE}), FALSE)"
+    )
+
+
+@functools.cache
+def lock_unfinished(dialect: Dialect, jobs: int) -> str:
+    """Lock those of these jobs that have not finished, in id order.
+
+    Parameters: the job ids. Returns id, status, attempts, locked_by.
+    """
+    return (
+        f"SELECT id, status, attempts, locked_by FROM {JOB} WHERE id IN ({_ids(jobs)}) "  # noqa: S608
+        f"AND status IN {_UNFINISHED} ORDER BY id{dialect.for_update}"
+    )
+
+
+@functools.cache
+def cancel(dialect: Dialect, jobs: int) -> str:
+    """Cancel these jobs, running ones included: a running job's worker can commit nothing more.
+
+    Parameters: now, the job ids. Returns id, group_id of the jobs cancelled. Run after
+    ``lock_unfinished``, in its transaction.
+    """
+    return (
+        f"UPDATE {JOB} SET status = 'cancelled', finished = %s, locked_until = NULL, "  # noqa: S608
+        f"{keeps_unique('cancelled')} WHERE id IN ({_ids(jobs)}) AND status IN {_UNFINISHED} "
+        "RETURNING id, group_id"
+    )
+
+
+@functools.cache
+def cancel_errors(jobs: int) -> str:
+    """One Error row per cancelled job, saying why: its attempt, its worker if it ran.
+
+    Parameters: exception, message, now, the job ids.
+    """
+    return (
+        f"INSERT INTO {ERROR} (job_id, attempt, exception, message, traceback, worker, created) "  # noqa: S608
+        f"SELECT id, attempts, %s, %s, '', locked_by, %s FROM {JOB} WHERE id IN ({_ids(jobs)})"
+    )
+
+
+def notify_cancelled(dialect: Dialect) -> str | None:
+    """Tell workers which running jobs were cancelled (PostgreSQL); None where nothing listens.
+
+    Parameter: the ids, comma-separated. Delivered when the transaction commits.
+    """
+    if dialect.vendor != "postgresql":
+        return None
+    return f"SELECT pg_notify('{CANCEL_CHANNEL}', %s)"
 
 
 @functools.cache

@@ -36,11 +36,17 @@ from aio_async.bridge import JobThread, connection_lost, tidy_connections
 from aio_async.conf import QueueSettings
 from aio_async.operations import Attempt, ClaimRequest, ErrorInfo, Outcome
 
-__all__ = ["DatabaseStore", "DjangoConnector", "Store", "open_store"]
+__all__ = ["CANCELLED", "WAKE", "DatabaseStore", "DjangoConnector", "Notice", "Store", "open_store"]
 
 logger = logging.getLogger("aio_async.store")
 
 R = TypeVar("R")
+
+#: What ``listen()`` yields: (``WAKE``, a queue name) as jobs become due, and (``CANCELLED``,
+#: comma-separated job ids) as running jobs are cancelled.
+Notice = tuple[str, str]
+WAKE = "wake"
+CANCELLED = "cancelled"
 
 
 class Store(Protocol):
@@ -51,6 +57,9 @@ class Store(Protocol):
 
     async def heartbeat(self, attempts: Sequence[Attempt]) -> set[int]:
         """Extend the leases of ``attempts``; return the job ids still held."""
+
+    async def lost(self, attempts: Sequence[Attempt]) -> dict[int, str | None]:
+        """Those of ``attempts`` that no longer hold their jobs, with each job's status now."""
 
     async def run_sync(
         self, attempt: Attempt, call: Callable[[], Any], returned: Callable[[], None]
@@ -84,8 +93,8 @@ class Store(Protocol):
     async def rescue(self) -> list[int]:
         """Requeue or fail the jobs of workers whose leases expired; return their ids."""
 
-    def listen(self) -> AsyncIterator[str] | None:
-        """Queue names as jobs become due (PostgreSQL's NOTIFY), or None: poll instead."""
+    def listen(self) -> AsyncIterator[Notice] | None:
+        """Notices as jobs become due or are cancelled (PostgreSQL's NOTIFY), or None: poll instead."""
 
     async def check(self) -> list[str]:
         """Problems to warn about before the first claim; raises when the worker cannot start."""
@@ -129,7 +138,7 @@ class DjangoConnector:
         with transaction.atomic(using=self.alias):
             return sql.run_on(connection, make(self.dialect))
 
-    def listen(self) -> AsyncIterator[str] | None:
+    def listen(self) -> AsyncIterator[Notice] | None:
         """None: Django's connections cannot wait for notifications; the worker polls."""
         return None
 
@@ -145,8 +154,8 @@ class Connector(Protocol):
     async def run(self, make: sql.MakeOp[R], *, atomic: bool = False, retry: bool = False) -> R:
         """Run the operation ``make(dialect)``, in one transaction when ``atomic``."""
 
-    def listen(self) -> AsyncIterator[str] | None:
-        """Queue names as jobs become due, or None when the connection cannot listen."""
+    def listen(self) -> AsyncIterator[Notice] | None:
+        """Notices as jobs become due or are cancelled, or None when the connection cannot listen."""
 
     async def close(self) -> None:
         """Close the connection."""
@@ -192,6 +201,12 @@ class DatabaseStore:
         return await self.connector.run(
             lambda d: operations.heartbeat(d, attempts, self.worker_id, until), retry=True
         )
+
+    async def lost(self, attempts: Sequence[Attempt]) -> dict[int, str | None]:
+        """Those of ``attempts`` this worker no longer holds (cancelled, taken over), with their status."""
+        if not attempts:
+            return {}
+        return await self.connector.run(lambda d: operations.lost(d, attempts, self.worker_id), retry=True)
 
     async def run_sync(
         self, attempt: Attempt, call: Callable[[], Any], returned: Callable[[], None]
@@ -308,8 +323,8 @@ class DatabaseStore:
                 rescued.append(attempt.job_id)
         return rescued
 
-    def listen(self) -> AsyncIterator[str] | None:
-        """The connector's wake-ups, if it has them."""
+    def listen(self) -> AsyncIterator[Notice] | None:
+        """The connector's notices, if it has them."""
         return self.connector.listen()
 
     async def check(self) -> list[str]:

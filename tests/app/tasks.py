@@ -166,3 +166,33 @@ async def asnooze(times: int) -> int:
     if attempt <= times:
         raise Snooze(0)
     return attempt
+
+
+async def await_cancel(key: str) -> str:
+    """Write a Record (committed at once), then wait a minute: cancelling it is the way out."""
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(write)(key)
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        await sync_to_async(write)(f"{key}-stopped")
+        raise
+    return "not cancelled"
+
+
+def write_until_cancelled(key: str, marker: str, *, write_first: bool = True) -> str:
+    """Write, wait for cancel_requested, create ``marker``, write again: all in the job's transaction.
+
+    Without ``write_first`` the job writes only once cancelled.
+    """
+    if write_first:
+        write(key)
+    deadline = time.monotonic() + 30
+    while not current_job().cancel_requested:
+        if time.monotonic() > deadline:
+            return "not cancelled"
+        time.sleep(0.01)
+    Path(marker).touch()
+    write(f"{key}-after")
+    return "stopped"

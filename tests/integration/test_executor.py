@@ -60,7 +60,7 @@ async def test_an_idle_worker_wakes_on_notify_not_on_its_poll() -> None:
 
 def listening() -> bool:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN aio_async'")
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN aio_async;%'")
         return bool(cursor.fetchone()[0])
 
 

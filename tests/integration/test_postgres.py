@@ -148,9 +148,9 @@ async def test_the_stores_wakeups_say_when_listening_began_then_name_queues() ->
     wakeups = store.listen()
     assert wakeups is not None
     try:
-        assert await anext(wakeups) == ""  # listening now
+        assert await anext(wakeups) == ("wake", "")  # listening now
         await sync_to_async(schedule)(tasks.add, [1, 1], queue="mail")
-        assert await asyncio.wait_for(anext(wakeups), 5) == "mail"
+        assert await asyncio.wait_for(anext(wakeups), 5) == ("wake", "mail")
     finally:
         await wakeups.aclose()  # type: ignore[attr-defined]
         await store.close()

@@ -158,16 +158,20 @@ class MemoryStore:
         self.events.append(("rescue",))
         return []
 
-    def listen(self) -> AsyncIterator[str] | None:
+    def listen(self) -> AsyncIterator[tuple[str, str]] | None:
         """Wake-ups put in ``self.wakeups``, when there is one."""
         if self.wakeups is None:
             return None
         return self._wakeups(self.wakeups)
 
-    async def _wakeups(self, queue: asyncio.Queue[str]) -> AsyncIterator[str]:
-        yield ""
+    async def _wakeups(self, queue: asyncio.Queue[str]) -> AsyncIterator[tuple[str, str]]:
+        yield "wake", ""
         while True:
-            yield await queue.get()
+            yield "wake", await queue.get()
+
+    async def lost(self, attempts: Sequence[Attempt]) -> dict[int, str | None]:
+        """The attempts that no longer hold their jobs, with the jobs' statuses."""
+        return {a.job_id: self.jobs[a.job_id].status for a in attempts if not self._holds(a)}
 
     async def check(self) -> list[str]:
         """No problems."""

@@ -1,0 +1,160 @@
+"""cancel(): queued jobs at once, running jobs on their worker, nothing they write afterwards commits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection, transaction
+
+from aio_async import InvalidOption, JobFailed, acancel, aresult, cancel, schedule, sql
+from aio_async.executor import Executor
+from aio_async.models import Error, Group, Job, Status
+from aio_async.operations import Outcome
+from tests.app import tasks
+from tests.app.models import Record
+from tests.conftest import drain, queue_settings
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_queued_job_is_cancelled_at_once_with_an_error_row_saying_who() -> None:
+    job = schedule(tasks.write, ["never"])
+    other = schedule(tasks.write, ["kept"])
+    assert cancel(job, by="alice") == 1
+    job.refresh_from_db()
+    assert job.status == Status.CANCELLED
+    assert job.finished is not None
+    (error,) = job.errors.all()
+    assert error.exception == "aio_async.errors.JobCancelled"
+    assert error.message == "cancelled by alice before it ran"
+    assert cancel(job.pk) == 0  # finished already: nothing to do, nothing written
+    assert job.errors.count() == 1
+    assert drain() == {Outcome.SUCCEEDED: 1}
+    assert list(Record.objects.values_list("key", flat=True)) == ["kept"]
+    assert Job.objects.get(pk=other.pk).status == Status.SUCCEEDED
+
+
+def test_cancel_takes_ids_querysets_and_lists_and_says_who_by_default() -> None:
+    jobs = [schedule(tasks.add, [n, n]) for n in range(4)]
+    assert cancel([jobs[0], jobs[1].pk]) == 2
+    assert cancel(Job.objects.filter(pk=jobs[2].pk)) == 1
+    assert cancel(jobs[3].pk) == 1
+    messages = set(Error.objects.values_list("message", flat=True))
+    assert len(messages) == 1
+    assert messages.pop().startswith("cancelled by cancel() in process ")
+
+
+@pytest.mark.parametrize("bad", ["7", None, 1.5, True, [object()]])
+def test_bad_input_is_refused_and_cancels_nothing(bad: object) -> None:
+    job = schedule(tasks.add, [1, 1])
+    with pytest.raises(InvalidOption, match=r"cancel\(\) takes jobs, job ids or a queryset"):
+        cancel([job, bad] if not isinstance(bad, list) else [job, *bad])  # type: ignore[list-item]
+    job.refresh_from_db()
+    assert job.status == Status.QUEUED
+    assert not Error.objects.exists()
+
+
+def test_a_cancel_in_a_transaction_that_rolls_back_never_happened() -> None:
+    job = schedule(tasks.write, ["runs"])
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert cancel(job) == 1
+        raise RuntimeError("roll back")
+    job.refresh_from_db()
+    assert job.status == Status.QUEUED
+    assert not Error.objects.exists()
+
+
+def test_cancelling_the_last_unfinished_member_releases_the_groups_final_job() -> None:
+    group = Group.objects.create(reference="g")
+    member = schedule(tasks.add, [1, 1], group=group)
+    final = schedule(tasks.add, [2, 2], group=group)
+    group.on_completion(final)
+    assert cancel(member) == 1
+    final.refresh_from_db()
+    assert final.status == Status.QUEUED
+
+
+@contextlib.asynccontextmanager
+async def worker() -> AsyncIterator[Executor]:
+    """A worker beside the test that renews its leases every 10 s.
+
+    Only the NOTIFY (PostgreSQL with psycopg 3, where it also polls once a minute only) or
+    its once-a-second look for cancelled jobs (elsewhere) can tell it of a cancellation
+    within the tests' two seconds.
+    """
+    listens = connection.vendor == "postgresql" and sql.psycopg3()
+    executor = Executor(settings=queue_settings(poll_interval=60.0 if listens else 0.05, lease_seconds=30.0))
+    running = asyncio.create_task(executor.run())
+    try:
+        yield executor
+    finally:
+        executor.stop()
+        await running
+
+
+async def until(predicate: Callable[[], bool], within: float = 10.0) -> float:
+    """Wait for ``predicate`` (run in a thread, it may query); return the seconds it took."""
+    began = time.monotonic()
+    while time.monotonic() - began < within:
+        if await sync_to_async(predicate)():
+            return time.monotonic() - began
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+async def test_a_running_coroutine_job_is_cancelled_on_its_worker_within_two_seconds() -> None:
+    async with worker() as executor:
+        job = await sync_to_async(schedule)(tasks.await_cancel, ["a"])
+        await until(lambda: Record.objects.filter(key="a").exists())
+        assert await acancel(job, by="bob") == 1
+        took = await until(lambda: executor.outcomes[Outcome.CANCELLED] == 1)
+        assert took < 2.0
+        assert await Record.objects.filter(key="a-stopped").aexists()  # its task was cancelled
+    await job.arefresh_from_db()
+    assert job.status == Status.CANCELLED
+    (error,) = [error async for error in job.errors.all()]
+    assert error.message == "cancelled by bob while it ran: nothing it writes from then on is committed"
+    assert (error.attempt, error.worker) == (1, executor.worker_id)
+    assert dict(executor.outcomes) == {Outcome.CANCELLED: 1}
+    with pytest.raises(JobFailed, match="cancelled by bob"):
+        await aresult(job, timeout=1)
+
+
+# On SQLite a sync job's transaction holds the database's one write lock (BEGIN IMMEDIATE) for
+# as long as the job runs, so cancel() waits for the job to end: only coroutine jobs can be
+# cancelled while they run there.
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("write_first", [True, False])
+async def test_a_running_sync_job_sees_cancel_requested_and_its_work_never_commits(
+    tmp_path: Path, write_first: bool
+) -> None:
+    marker = tmp_path / "saw-cancel"
+    async with worker() as executor:
+        arguments = {"write_first": write_first}
+        job = await sync_to_async(schedule)(tasks.write_until_cancelled, ["s", str(marker)], arguments)
+        await until(lambda: Job.objects.get(pk=job.pk).status == Status.RUNNING)
+        assert await acancel(job) == 1
+        took = await until(marker.exists)
+        assert took < 2.0
+        await until(lambda: executor.outcomes[Outcome.CANCELLED] == 1)
+    await job.arefresh_from_db()
+    assert (job.status, job.result) == (Status.CANCELLED, None)  # its completion was refused
+    assert not await Record.objects.aexists()  # and its writes rolled back
+    assert dict(executor.outcomes) == {Outcome.CANCELLED: 1}
+
+
+async def test_the_neighbours_of_a_cancelled_job_run_on() -> None:
+    async with worker() as executor:
+        doomed = await sync_to_async(schedule)(tasks.await_cancel, ["doomed"])
+        await until(lambda: Record.objects.filter(key="doomed").exists())
+        await acancel(doomed)
+        await until(lambda: executor.outcomes[Outcome.CANCELLED] == 1)
+        kept = await sync_to_async(schedule)(tasks.write, ["next"])
+        assert await aresult(kept, timeout=10) is not None
+    assert dict(executor.outcomes) == {Outcome.CANCELLED: 1, Outcome.SUCCEEDED: 1}
