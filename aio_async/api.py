@@ -27,7 +27,7 @@ from django.utils import timezone
 from aio_async import allow, operations, sql
 from aio_async.conf import get_settings
 from aio_async.errors import InvalidArguments, InvalidOption
-from aio_async.models import Group, Job, Status
+from aio_async.models import Dependency, Group, Job, Status
 from aio_async.payload import (
     DEFAULT_PRIORITY,
     TaskOptions,
@@ -445,8 +445,13 @@ def schedule(
     unique_for: datetime.timedelta | float | None = None,
     unique_states: Collection[str] | None = None,
     on_conflict: str | None = None,
+    after: Job | int | Iterable[Job | int] | None = None,
 ) -> Job:
-    """Put a call of ``function`` in the queue, inside the caller's transaction."""
+    """Put a call of ``function`` in the queue, inside the caller's transaction.
+
+    With ``after`` (jobs or job ids), the job waits until every one of them has succeeded;
+    if one fails for good or is cancelled, so is this job.
+    """
     _not_in_async_code("schedule")
     make = job_maker(
         function,
@@ -464,7 +469,8 @@ def schedule(
     )
     alias = _queue_database(group, using)
     job = make(args, kwargs)
-    if group is None and make.unique is None:
+    prerequisites = _prerequisites(after, make.unique)
+    if group is None and make.unique is None and not prerequisites:
         # One INSERT: in the caller's transaction, or a transaction of its own. On PostgreSQL
         # a trigger sends the NOTIFY inside that same transaction.
         _insert([job], alias)
@@ -478,7 +484,7 @@ def schedule(
             job.group = Group.objects.using(alias).join(group)
         if make.unique is not None:
             return _insert_unique([job], alias, make.unique)[0]
-        _insert([job], alias)
+        _insert_after([job], alias, prerequisites)
     return job
 
 
@@ -499,11 +505,13 @@ def schedule_many(
     unique_for: datetime.timedelta | float | None = None,
     unique_states: Collection[str] | None = None,
     on_conflict: str | None = None,
+    after: Job | int | Iterable[Job | int] | None = None,
 ) -> list[Job]:
     """Schedule many calls of ``function``, each an ``(args, kwargs)`` pair, in one INSERT.
 
     Every call is checked as ``schedule()`` checks it before anything is written; one bad
     call writes nothing at all. The jobs join the caller's transaction like ``schedule()``'s.
+    With ``after``, every one of them waits for those jobs (see ``schedule``).
     """
     _not_in_async_code("schedule_many")
     make = job_maker(
@@ -531,6 +539,7 @@ def schedule_many(
         except InvalidArguments as exc:
             raise InvalidArguments(f"call {index}: {exc}") from None
     alias = _queue_database(group, using)
+    prerequisites = _prerequisites(after, make.unique)
     if not jobs:
         return []
     with transaction.atomic(using=alias):
@@ -540,8 +549,58 @@ def schedule_many(
                 job.group = joined
         if make.unique is not None:
             return _insert_unique(jobs, alias, make.unique)
-        _insert(jobs, alias)
+        _insert_after(jobs, alias, prerequisites)
     return jobs
+
+
+def _prerequisites(after: object, unique: Unique | None) -> list[int]:
+    """The ids of the jobs ``after`` names, checked before anything is written."""
+    if after is None:
+        return []
+    items = [after] if isinstance(after, Job | int | str) else after
+    if not isinstance(items, Iterable) or isinstance(items, dict):
+        raise InvalidOption(f"after= takes a job, a job id or a list of them, got {after!r:.80}")
+    ids = set()
+    for item in items:
+        if isinstance(item, Job) and item.pk is not None:
+            ids.add(item.pk)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            ids.add(item)
+        else:
+            raise InvalidOption(f"after= takes saved jobs or job ids, got {item!r:.80}")
+    if ids and unique is not None:
+        raise InvalidOption("after= cannot be combined with a unique job: schedule one or the other")
+    return sorted(ids)
+
+
+def _insert_after(jobs: list[Job], alias: str, prerequisites: list[int]) -> None:
+    """Write jobs that wait for ``prerequisites`` (if any), settled at once if those have finished.
+
+    Run inside a transaction: the prerequisites' rows are marked (and locked) first, so that
+    one finishing meanwhile either waits for this transaction and settles these jobs, or has
+    finished before and is seen so here.
+    """
+    if not prerequisites:
+        _insert(jobs, alias)
+        return
+    connection = connections[alias]
+    with sql.cursor(connection) as cursor:
+        cursor.execute(sql.mark_prerequisites(len(prerequisites)), prerequisites)
+        found = {row[0] for row in cursor.fetchall()}
+    missing = [pk for pk in prerequisites if pk not in found]
+    if missing:
+        raise InvalidOption(f"after=: no job {', '.join(map(str, missing))} in database {alias!r}")
+    for job in jobs:
+        job.status = Status.WAITING
+    _insert(jobs, alias)
+    Dependency.objects.using(alias).bulk_create(
+        [Dependency(job_id=job.pk, after_id=pk) for job in jobs for pk in prerequisites]
+    )
+    ids = [job.pk for job in jobs]
+    sql.run_on(connection, operations.settle_waiting(sql.for_vendor(connection.vendor), ids, timezone.now()))
+    statuses = dict(Job.objects.using(alias).filter(pk__in=ids).values_list("pk", "status"))
+    for job in jobs:
+        job.status = statuses[job.pk]
 
 
 #: Jobs cancelled per statement (SQLite caps a statement's parameters).

@@ -18,7 +18,7 @@ from django.utils import timezone
 from aio_async import sql
 from aio_async.errors import GroupClosed, InvalidOption
 
-__all__ = ["FINISHED", "UNFINISHED", "Error", "Group", "Job", "Status", "Tick", "release_final"]
+__all__ = ["FINISHED", "UNFINISHED", "Dependency", "Error", "Group", "Job", "Status", "Tick", "release_final"]
 
 
 class Status(models.TextChoices):
@@ -116,6 +116,10 @@ class Group(models.Model):
                 f"job {job.pk} is not a member of group {self.reference!r}; schedule it with "
                 "group=<the group> first"
             )
+        if Dependency.objects.using(alias).filter(job=job).exists():
+            raise InvalidOption(
+                f"job {job.pk} runs after other jobs (after=), so it cannot be a group's final job too"
+            )
         groups = Group.objects.using(alias)
         with transaction.atomic(using=alias):
             groups.select_for_update().filter(pk=self.pk).first()
@@ -180,6 +184,10 @@ class Job(models.Model):
     #: NOTIFY in the same transaction (PostgreSQL). Jobs nobody waits for send none.
     awaited = models.BooleanField(default=False, db_default=False)
 
+    #: Some job runs after this one (``schedule(..., after=[this])``): whatever finishes it
+    #: settles those jobs in the same transaction (queues them, or cancels them).
+    has_dependents = models.BooleanField(default=False, db_default=False)
+
     #: Set on the job ``schedule()`` returns: True when it is an existing job that a unique
     #: call found (and, with ``on_conflict="replace"``, updated) instead of a new one.
     unique_conflict = False
@@ -204,6 +212,7 @@ class Job(models.Model):
                 condition=Q(status__in=["queued", "waiting"]),
             ),
             models.Index(fields=["group"], name="aio_async_job_group", condition=Q(group__isnull=False)),
+            models.Index(fields=["id"], name="aio_async_job_waiting", condition=Q(status="waiting")),
             models.Index(
                 fields=["finished"], name="aio_async_job_succeeded", condition=Q(status="succeeded")
             ),
@@ -228,6 +237,19 @@ class Job(models.Model):
     def charged(self) -> int:
         """Attempts that count against ``max_attempts``."""
         return self.attempts - self.excused
+
+
+class Dependency(models.Model):
+    """``job`` runs only after ``after`` has succeeded; it is cancelled if ``after`` fails or is cancelled."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="dependencies", db_index=False)
+    after = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="dependents")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "after"], name="aio_async_dependency_unique")]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} after job {self.after_id}"
 
 
 class Error(models.Model):

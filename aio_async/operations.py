@@ -41,6 +41,9 @@ __all__ = [
     "lost",
     "release",
     "rescue",
+    "settle",
+    "settle_unsettled",
+    "settle_waiting",
     "snooze",
     "verdict",
 ]
@@ -111,6 +114,8 @@ class Attempt:
     started: datetime.datetime | None = None
     #: Why the row cannot be run at all (arguments that do not decode), or None.
     problem: str | None = None
+    #: Jobs run after this one (known at the claim): its end settles them, in one transaction.
+    has_dependents: bool = False
 
     @classmethod
     def from_row(cls, row: Sequence[Any], started: datetime.datetime) -> Attempt:
@@ -132,6 +137,7 @@ class Attempt:
             timeout,
             group,
             isolated,
+            has_dependents,
         ) = row
         problem = None
         try:
@@ -142,7 +148,7 @@ class Attempt:
             problem = f"its arguments cannot be decoded ({type(exc).__name__}: {str(exc)[:200]})"
         return cls(
             job_id, attempts, name, args, kwargs, queue, priority, excused, max_attempts, timeout, group,
-            bool(isolated), started, problem,
+            bool(isolated), started, problem, bool(has_dependents),
         )  # fmt: skip
 
     @property
@@ -247,6 +253,7 @@ def complete(
     rows = yield sql.complete(dialect), [now, _mine(done), worker_id]
     for group_id in sorted({row[1] for row in rows if row[1] is not None}):
         yield from release_final(dialect, group_id, now)
+    yield from settle(dialect, [row[0] for row in rows if row[2]], now)
     return {row[0] for row in rows}
 
 
@@ -263,12 +270,15 @@ def cancel(
     now: datetime.datetime,
     *,
     running_too: bool = True,
+    why: str | None = None,
 ) -> sql.Op[list[int]]:
     """Cancel the unfinished jobs among ``job_ids``, with an Error row each saying who did.
 
     A running job is cancelled too, unless not ``running_too``: its worker's fenced writes
     match nothing from then on, and on PostgreSQL a NOTIFY, sent on commit, tells the worker
-    to stop it. A group member may release its group's final job. Returns the ids cancelled.
+    to stop it. A group member may release its group's final job; the jobs that run after a
+    cancelled one are cancelled too. ``why`` replaces the Error rows' message for jobs that
+    had not started. Returns the ids cancelled.
     """
     if not job_ids:
         return []
@@ -283,7 +293,8 @@ def cancel(
     kind = f"{JobCancelled.__module__}.{JobCancelled.__qualname__}"
     pending = sorted(set(ids) - set(running))
     if pending:
-        yield sql.cancel_errors(len(pending)), [kind, f"cancelled by {by} before it ran", now, *pending]
+        message = why or f"cancelled by {by} before it ran"
+        yield sql.cancel_errors(len(pending)), [kind, message, now, *pending]
     if running:
         message = f"cancelled by {by} while it ran: nothing it writes from then on is committed"
         yield sql.cancel_errors(len(running)), [kind, message, now, *running]
@@ -292,7 +303,36 @@ def cancel(
             yield notify, [",".join(map(str, running))]
     for group_id in sorted({row[1] for row in rows if row[1] is not None}):
         yield from release_final(dialect, group_id, now)
+    yield from settle(dialect, [row[0] for row in rows if row[2]], now)
     return ids
+
+
+def settle(dialect: sql.Dialect, finished: Sequence[int], now: datetime.datetime) -> sql.Op[None]:
+    """Settle the waiting jobs that run after these jobs, which just finished (see ``settle_waiting``)."""
+    if not finished:
+        return
+    rows = yield sql.waiting_dependents(dialect, len(finished)), sorted(finished)
+    yield from settle_waiting(dialect, [row[0] for row in rows], now)
+
+
+def settle_waiting(dialect: sql.Dialect, waiting: Sequence[int], now: datetime.datetime) -> sql.Op[None]:
+    """Queue the waiting jobs whose every prerequisite succeeded; cancel those that wait on a failure.
+
+    A job that runs after one that failed for good or was cancelled can never run: it is
+    cancelled, with an Error row naming that job, and so are the jobs that run after it.
+    Run with the waiting jobs locked (``waiting_dependents``), in one transaction.
+    """
+    if not waiting:
+        return
+    yield sql.release_dependents(len(waiting)), list(waiting)
+    doomed = yield sql.doomed_dependents(len(waiting)), list(waiting)
+    first: dict[int, tuple[int, str, str]] = {}
+    for job_id, prerequisite, name, status in doomed:
+        first.setdefault(job_id, (prerequisite, name, status))
+    for job_id, (prerequisite, name, status) in first.items():
+        ended = "failed for good" if status == "failed" else "was cancelled"
+        why = f"cancelled because job {prerequisite} ({name}), which it runs after, {ended}"
+        yield from cancel(dialect, [job_id], f"job {prerequisite}", now, why=why)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,6 +416,8 @@ def fail(
         yield sql.insert_error(dialect), [*error_row, now]
     if decided.give_up and rows[0][1] is not None:
         yield from release_final(dialect, rows[0][1], now)
+    if decided.give_up and rows[0][2]:
+        yield from settle(dialect, [attempt.job_id], now)
     return True
 
 
@@ -442,3 +484,15 @@ def rescue(
         f"presumed dead (killed, crashed or stalled); rescued by {rescuer}; {consequence}",
     )
     return (yield from fail(dialect, attempt, error, lost_worker, decided, now, expired=True))
+
+
+def settle_unsettled(dialect: sql.Dialect, now: datetime.datetime) -> sql.Op[list[int]]:
+    """Settle waiting jobs whose prerequisites all finished without settling them; return their ids.
+
+    A completion that did not know of a dependent added while its job ran settles it in a
+    second transaction; a worker killed between the two leaves the dependent for this.
+    """
+    rows = yield sql.unsettled(dialect), [RESCUE_BATCH]
+    waiting = [row[0] for row in rows]
+    yield from settle_waiting(dialect, waiting, now)
+    return waiting

@@ -45,10 +45,12 @@ __all__ = [
     "complete",
     "count_prunable",
     "cursor",
+    "delete_dependencies",
     "delete_empty_groups",
     "delete_errors",
     "delete_jobs",
     "delete_old_ticks",
+    "doomed_dependents",
     "expire_unique",
     "expired",
     "for_vendor",
@@ -61,10 +63,12 @@ __all__ = [
     "lock_group",
     "lock_unfinished",
     "lost",
+    "mark_prerequisites",
     "notify_cancelled",
     "prepared",
     "prunable",
     "psycopg3",
+    "release_dependents",
     "release_final",
     "replace_unique",
     "requeue",
@@ -72,11 +76,14 @@ __all__ = [
     "snooze",
     "unique_holders",
     "unlink_finals",
+    "unsettled",
+    "waiting_dependents",
 ]
 
 _R = TypeVar("_R")
 
 JOB = '"aio_async_job"'
+DEPENDENCY = '"aio_async_dependency"'
 ERROR = '"aio_async_error"'
 GROUP = '"aio_async_group"'
 
@@ -182,6 +189,7 @@ CLAIMED = (
     "timeout",
     "group_id",
     "isolated",
+    "has_dependents",
 )
 
 
@@ -234,7 +242,7 @@ def _fenced(dialect: Dialect, assignments: str, *, expired: bool = False) -> str
     lease = f" AND ({JOB}.locked_until IS NULL OR {JOB}.locked_until < %s)" if expired else ""
     return (
         f"UPDATE {JOB} SET {assignments} FROM {dialect.mine} "  # noqa: S608 - fixed fragments only
-        f"WHERE {FENCE}{lease} RETURNING {JOB}.id, {JOB}.group_id"
+        f"WHERE {FENCE}{lease} RETURNING {JOB}.id, {JOB}.group_id, {JOB}.has_dependents"
     )
 
 
@@ -324,13 +332,13 @@ def lock_unfinished(dialect: Dialect, jobs: int) -> str:
 def cancel(dialect: Dialect, jobs: int) -> str:
     """Cancel these jobs, running ones included: a running job's worker can commit nothing more.
 
-    Parameters: now, the job ids. Returns id, group_id of the jobs cancelled. Run after
+    Parameters: now, the job ids. Returns id, group_id, has_dependents of the jobs cancelled. Run after
     ``lock_unfinished``, in its transaction.
     """
     return (
         f"UPDATE {JOB} SET status = 'cancelled', finished = %s, locked_until = NULL, "  # noqa: S608
         f"{keeps_unique('cancelled')} WHERE id IN ({_ids(jobs)}) AND status IN {_UNFINISHED} "
-        "RETURNING id, group_id"
+        "RETURNING id, group_id, has_dependents"
     )
 
 
@@ -397,6 +405,87 @@ def release_final(dialect: Dialect) -> str:
         "WHERE id = %s AND status = 'waiting' AND NOT EXISTS ("
         f"SELECT 1 FROM {JOB} AS member WHERE member.group_id = %s AND member.id <> %s "
         f"AND member.status IN {_UNFINISHED}) RETURNING id"
+    )
+
+
+@functools.cache
+def mark_prerequisites(jobs: int) -> str:
+    """Mark the jobs a new job runs after as having dependents; read their status.
+
+    Parameters: the job ids. Returns id, status, name. The row lock it takes makes a
+    prerequisite that is finishing meanwhile wait for the new job's transaction, then see its
+    mark (and settle the new job); or makes the new job wait for the finish, then read it.
+    """
+    return (
+        f"UPDATE {JOB} SET has_dependents = TRUE WHERE id IN ({_ids(jobs)}) "  # noqa: S608
+        "RETURNING id, status, name"
+    )
+
+
+@functools.cache
+def waiting_dependents(dialect: Dialect, jobs: int) -> str:
+    """Lock the waiting jobs that run after any of these jobs, in id order.
+
+    Parameters: the prerequisites' ids. Returns id.
+    """
+    return (
+        f"SELECT id FROM {JOB} WHERE status = 'waiting' AND id IN ("  # noqa: S608
+        f"SELECT job_id FROM {DEPENDENCY} WHERE after_id IN ({_ids(jobs)})) ORDER BY id{dialect.for_update}"
+    )
+
+
+@functools.cache
+def release_dependents(jobs: int) -> str:
+    """Queue those of these waiting jobs whose every prerequisite has succeeded.
+
+    Parameters: the job ids. Returns id. Run after ``waiting_dependents``, in its transaction.
+    """
+    return (
+        f"UPDATE {JOB} SET status = 'queued' WHERE id IN ({_ids(jobs)}) AND status = 'waiting' "  # noqa: S608
+        f"AND NOT EXISTS (SELECT 1 FROM {DEPENDENCY} JOIN {JOB} AS prerequisite "
+        f"ON prerequisite.id = {DEPENDENCY}.after_id WHERE {DEPENDENCY}.job_id = {JOB}.id "
+        "AND prerequisite.status <> 'succeeded') RETURNING id"
+    )
+
+
+@functools.cache
+def doomed_dependents(jobs: int) -> str:
+    """Which of these waiting jobs run after a job that failed or was cancelled, and the first such.
+
+    Parameters: the job ids. Returns id, the prerequisite's id, name and status.
+    """
+    return (
+        f"SELECT {JOB}.id, prerequisite.id, prerequisite.name, prerequisite.status FROM {JOB} "  # noqa: S608
+        f"JOIN {DEPENDENCY} ON {DEPENDENCY}.job_id = {JOB}.id "
+        f"JOIN {JOB} AS prerequisite ON prerequisite.id = {DEPENDENCY}.after_id "
+        f"WHERE {JOB}.id IN ({_ids(jobs)}) AND {JOB}.status = 'waiting' "
+        "AND prerequisite.status IN ('failed', 'cancelled') "
+        f"ORDER BY {JOB}.id, prerequisite.id"
+    )
+
+
+@functools.cache
+def unsettled(dialect: Dialect) -> str:
+    """Waiting jobs none of whose prerequisites is unfinished any more, left so by a lost worker.
+
+    Parameter: limit. Returns id. (A prerequisite finished by a write that could not settle
+    its dependents in the same transaction, and whose worker died before the next one.)
+    """
+    return (
+        f"SELECT {JOB}.id FROM {JOB} WHERE {JOB}.status = 'waiting' "  # noqa: S608
+        f"AND EXISTS (SELECT 1 FROM {DEPENDENCY} WHERE {DEPENDENCY}.job_id = {JOB}.id) "
+        f"AND NOT EXISTS (SELECT 1 FROM {DEPENDENCY} JOIN {JOB} AS prerequisite "
+        f"ON prerequisite.id = {DEPENDENCY}.after_id WHERE {DEPENDENCY}.job_id = {JOB}.id "
+        f"AND prerequisite.status IN {_UNFINISHED}) ORDER BY {JOB}.id LIMIT %s{dialect.for_update}"
+    )
+
+
+@functools.cache
+def delete_dependencies(jobs: int) -> str:
+    """Delete the dependencies of and on these jobs (before the jobs are). Parameters: the ids, twice."""
+    return (
+        f"DELETE FROM {DEPENDENCY} WHERE job_id IN ({_ids(jobs)}) "  # noqa: S608
+        f"OR after_id IN ({_ids(jobs)})"
     )
 
 

@@ -232,7 +232,9 @@ class DatabaseStore:
                     functools.partial(
                         operations.complete, finished=finished, worker_id=self.worker_id, now=now
                     ),
-                    atomic=any(attempt.group_id is not None for attempt, _ in finished),
+                    atomic=any(
+                        attempt.group_id is not None or attempt.has_dependents for attempt, _ in finished
+                    ),
                     retry=True,  # fenced: writing it twice cannot mark anything twice
                 )
             except Exception as exc:  # noqa: BLE001 - each job's task reports it
@@ -321,6 +323,14 @@ class DatabaseStore:
                 continue
             if done:
                 rescued.append(attempt.job_id)
+        settled = await self.recorder.run(lambda d: operations.settle_unsettled(d, now), atomic=True)
+        if settled:
+            logger.warning(
+                "Settled %s waiting job(s) whose prerequisites had finished without settling them: %s",
+                len(settled),
+                settled,
+                extra={"action": "dependents_settled", "job_ids": settled},
+            )
         return rescued
 
     def listen(self) -> AsyncIterator[Notice] | None:
