@@ -24,7 +24,7 @@ DATABASES = {
         "NAME": os.environ.get("AIO_ASYNC_SQLITE", os.path.join(os.getcwd(), "aio_async.sqlite3")),
         "CONN_MAX_AGE": None,
         "OPTIONS": {
-            "timeout": 30,
+            "timeout": 20,
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL",
         },

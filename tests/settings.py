@@ -56,7 +56,7 @@ if VENDOR == "sqlite":
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": DB_NAME or _path,
-            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
             # One test database per run, so that two runs on one machine never meet.
             "TEST": {"NAME": _path.replace(".sqlite3", f"_test_{os.getpid()}.sqlite3")},
         }
