@@ -30,6 +30,7 @@ from aio_async.errors import InvalidArguments, InvalidOption
 from aio_async.models import Dependency, Group, Job, Status
 from aio_async.payload import (
     DEFAULT_PRIORITY,
+    Limits,
     TaskOptions,
     Unique,
     UniqueOptions,
@@ -131,6 +132,9 @@ def task(
     unique_for: datetime.timedelta | float | None = None,
     unique_states: Collection[str] | None = None,
     on_conflict: str | None = None,
+    concurrency_key: str | Callable[..., str] | None = None,
+    concurrency_limit: int | None = None,
+    rate: str | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 def task(
     function: Callable[P, R] | None = None,
@@ -146,6 +150,9 @@ def task(
     unique_for: datetime.timedelta | float | None = None,
     unique_states: Collection[str] | None = None,
     on_conflict: str | None = None,
+    concurrency_key: str | Callable[..., str] | None = None,
+    concurrency_limit: int | None = None,
+    rate: str | None = None,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Register a sync or ``async def`` function as allowed to run, with default options."""
     options = TaskOptions.checked(
@@ -159,6 +166,9 @@ def task(
             unique_for=unique_for,
             unique_states=unique_states,
             on_conflict=on_conflict,
+        ),
+        limits=Limits.checked(
+            concurrency_key=concurrency_key, concurrency_limit=concurrency_limit, rate=rate
         ),
     )
 
@@ -193,6 +203,10 @@ _ATTNAMES = [field.attname for field in _FIELDS]
 _INSERTED = tuple(field for field in _FIELDS if not field.primary_key)
 
 
+_PER_CALL = ("args", "kwargs", "identity", "meta", "unique_key")
+_LIMIT_COLUMNS = ("limit_key", "concurrency_limit", "rate_count", "rate_period")
+
+
 def job_maker(
     function: object,
     priority: object = None,
@@ -207,6 +221,9 @@ def job_maker(
     unique_for: object = None,
     unique_states: object = None,
     on_conflict: object = None,
+    concurrency_key: object = None,
+    concurrency_limit: object = None,
+    rate: object = None,
 ) -> JobMaker:
     """Check what every call shares, once; return a maker of unsaved Jobs from (args, kwargs).
 
@@ -224,6 +241,8 @@ def job_maker(
         on_conflict=on_conflict,
     )
     rule = asked.over(options.unique).rule()
+    limits = Limits.checked(concurrency_key=concurrency_key, concurrency_limit=concurrency_limit, rate=rate)
+    limits = limits.over(options.limits)
     now = timezone.now()
     shared_meta = check_meta(meta)
     fixed = {
@@ -239,13 +258,16 @@ def job_maker(
         "status": Status.QUEUED,
         "unique_states": rule.stored_states if rule else "",
     }
+    if limits.concurrency is None and limits.rate is None and limits.key is None:
+        limits = get_settings().queue_limits.get(str(fixed["queue"]), limits)  # the queue's, if any
     template = [
         fixed[attname] if attname in fixed else field.get_default()
         for attname, field in zip(_ATTNAMES, _FIELDS, strict=True)
     ]
-    at = {
-        attname: _ATTNAMES.index(attname) for attname in ("args", "kwargs", "identity", "meta", "unique_key")
-    }
+    at = {attname: _ATTNAMES.index(attname) for attname in (*_PER_CALL, *_LIMIT_COLUMNS)}
+    # A key made from the arguments is made per call; any other is settled (and checked) once.
+    per_call = callable(limits.key)
+    shared = None if per_call else limits.for_job(name, [], {})
     signature = target.signature
 
     def make(args: object, kwargs: object) -> Job:
@@ -262,6 +284,13 @@ def job_maker(
         values[at["meta"]] = dict(shared_meta)
         if rule is not None:
             values[at["unique_key"]] = rule.stored_key(name, call)
+        limited = limits.for_job(name, job_args, job_kwargs) if per_call else shared
+        if limited is not None:
+            rate_count, rate_period = limited.rate or (None, None)
+            for column, value in zip(
+                _LIMIT_COLUMNS, (limited.key, limited.concurrency, rate_count, rate_period), strict=True
+            ):
+                values[at[column]] = value
         return Job(*values)  # type: ignore[misc]  # positional, in field order, as from_db builds
 
     return JobMaker(make, rule)
@@ -446,6 +475,9 @@ def schedule(
     unique_states: Collection[str] | None = None,
     on_conflict: str | None = None,
     after: Job | int | Iterable[Job | int] | None = None,
+    concurrency_key: str | Callable[..., str] | None = None,
+    concurrency_limit: int | None = None,
+    rate: str | None = None,
 ) -> Job:
     """Put a call of ``function`` in the queue, inside the caller's transaction.
 
@@ -466,6 +498,9 @@ def schedule(
         unique_for=unique_for,
         unique_states=unique_states,
         on_conflict=on_conflict,
+        concurrency_key=concurrency_key,
+        concurrency_limit=concurrency_limit,
+        rate=rate,
     )
     alias = _queue_database(group, using)
     job = make(args, kwargs)
@@ -506,6 +541,9 @@ def schedule_many(
     unique_states: Collection[str] | None = None,
     on_conflict: str | None = None,
     after: Job | int | Iterable[Job | int] | None = None,
+    concurrency_key: str | Callable[..., str] | None = None,
+    concurrency_limit: int | None = None,
+    rate: str | None = None,
 ) -> list[Job]:
     """Schedule many calls of ``function``, each an ``(args, kwargs)`` pair, in one INSERT.
 
@@ -527,6 +565,9 @@ def schedule_many(
         unique_for=unique_for,
         unique_states=unique_states,
         on_conflict=on_conflict,
+        concurrency_key=concurrency_key,
+        concurrency_limit=concurrency_limit,
+        rate=rate,
     )
     jobs = []
     for index, call in enumerate(calls):

@@ -26,7 +26,8 @@ I001     Info    A task registered with a queue that          A worker with ``--
 The ids are ``aio_async.`` followed by the above. ``aio_async.W010`` (``TASKS`` queues that no
 worker serves) is the Tasks backend's own check, in ``aio_async.backends``.
 
-I001 is information, not a warning: ``QUEUES`` is only what ``run`` serves by default, and a
+I001 runs with ``manage.py check --deploy`` only (every command would print it otherwise),
+and is information, not a warning: ``QUEUES`` is only what ``run`` serves by default, and a
 project that starts a dedicated ``run --queue mail`` worker is configured correctly; the
 worker itself, which knows its queues, warns at start about the tasks it will not run.
 
@@ -254,7 +255,7 @@ def sqlite_messages(settings: QueueSettings, options: Mapping[str, Any]) -> list
 # Queues ----------------------------------------------------------------------------------
 
 
-@checks.register(checks.Tags.compatibility)
+@checks.register(checks.Tags.compatibility, deploy=True)
 def check_unserved_queues(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Registered tasks whose queue AIO_ASYNC['QUEUES'] leaves out, one Info per queue."""
     settings = _current()

@@ -482,7 +482,7 @@ def _command(options: argparse.Namespace, overrides: dict[str, Any]) -> int:
     elif options.command == "periodic":
         from aio_async.cron import describe, schedules
 
-        print(json.dumps(describe(schedules()), indent=2))
+        print(json.dumps(describe(schedules(), using=_settings(overrides).database), indent=2))
     elif options.command == "prune":
         print(json.dumps(prune_jobs(vars(options))))
     elif options.command == "health":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,9 +17,12 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.utils.module_loading import import_string
 
 from aio_async.cron import Schedule
 from aio_async.cron import parse_setting as parse_periodic
+from aio_async.errors import InvalidOption
+from aio_async.payload import Limits, check_concurrency_limit, check_max_attempts, check_queue, check_rate
 from aio_async.retention import Retention
 
 __all__ = ["EVERY_QUEUE", "Backoff", "QueueSettings", "get_settings", "parse_settings", "with_overrides"]
@@ -57,6 +61,8 @@ class QueueSettings:
     retention: Retention | None = None
     #: Schedules of tasks from other packages (``@periodic`` declares the project's own).
     periodic: tuple[Schedule, ...] = ()
+    #: Limits of whole queues, by queue name: for jobs that have no limits of their own.
+    queue_limits: Mapping[str, Limits] = dataclasses.field(default_factory=dict)
 
     @property
     def heartbeat_every(self) -> float:
@@ -98,9 +104,45 @@ def _names(label: str, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _backoff_policy(label: str, value: object) -> BackoffPolicy:
+    """A callable(attempt) -> seconds, imported now when ``value`` is its dotted path.
+
+    Checked when the settings are read, not at the first retry: a typo must stop a worker
+    before it claims anything, not while it records a job's failure.
+    """
+    policy = value
+    if isinstance(value, str):
+        try:
+            policy = import_string(value)
+        except ImportError as exc:
+            raise ImproperlyConfigured(
+                f"{label} = {value!r} cannot be imported ({exc}): name a function that takes the "
+                "attempt number and returns the seconds to wait, such as 'myproject.retry.backoff'."
+            ) from None
+    if not callable(policy):
+        raise ImproperlyConfigured(
+            f"{label} = {value!r} is a {type(policy).__name__}, not a function: it must take the "
+            "attempt number (an int) and return the seconds to wait."
+        )
+    try:
+        signature = inspect.signature(policy)
+    except (TypeError, ValueError):
+        return policy  # a builtin without a signature: it will tell at the first retry
+    try:
+        signature.bind(1)
+    except TypeError:
+        raise ImproperlyConfigured(
+            f"{label} = {value!r} cannot be called with one argument, the attempt number (an int): "
+            f"its signature is {signature}."
+        ) from None
+    return policy
+
+
 def _backoff(label: str, value: object) -> Backoff | str | BackoffPolicy:
-    if isinstance(value, Backoff | str) or callable(value):
-        return value  # a dotted path or a callable(attempt) -> seconds
+    if isinstance(value, Backoff):
+        return value
+    if isinstance(value, str) or callable(value):
+        return _backoff_policy(label, value)
     if not isinstance(value, Mapping):
         raise ImproperlyConfigured(
             f"{label} must be a dict with keys BASE, EXPONENT, JITTER, MAX, "
@@ -115,13 +157,45 @@ def _backoff(label: str, value: object) -> Backoff | str | BackoffPolicy:
     return Backoff(**numbers)  # type: ignore[arg-type]  # values checked above
 
 
+def _queue_limits(label: str, value: object) -> dict[str, Limits]:
+    """``{"mail": {"CONCURRENCY": 2, "RATE": "5/s"}}``: each queue's limits, checked."""
+    if not isinstance(value, Mapping):
+        raise ImproperlyConfigured(
+            f"{label} must be a dict of queue names to {{'CONCURRENCY': n, 'RATE': '5/s'}}, "
+            f"got {value!r:.80}."
+        )
+    limits = {}
+    for queue, given in value.items():
+        where = f"{label}[{queue!r}]"
+        if not isinstance(given, Mapping) or not given or set(given) - {"CONCURRENCY", "RATE"}:
+            raise ImproperlyConfigured(
+                f"{where} must be a dict with CONCURRENCY, RATE or both, got {given!r:.80}."
+            )
+        try:
+            limits[check_queue(queue)] = Limits(
+                key=f"queue:{queue}",
+                concurrency=None
+                if given.get("CONCURRENCY") is None
+                else check_concurrency_limit(given["CONCURRENCY"], f"{where}['CONCURRENCY']"),
+                rate=None if given.get("RATE") is None else check_rate(given["RATE"], f"{where}['RATE']"),
+            )
+        except InvalidOption as exc:
+            raise ImproperlyConfigured(f"{where}: {exc}") from None
+    return limits
+
+
 def _value(key: str, value: object, label: str) -> Any:
     """The checked value of one key, or ImproperlyConfigured naming it as ``label``."""
     if key == "ALLOWED_MODULES":
         return None if value is None else _names(label, value)
     if key == "QUEUES":
         return _names(label, value)
-    if key in ("MAX_ATTEMPTS", "CONCURRENCY"):
+    if key == "MAX_ATTEMPTS":
+        try:  # the bound schedule() applies: a default it would refuse fails every call
+            return check_max_attempts(value)
+        except InvalidOption as exc:
+            raise ImproperlyConfigured(f"{label}: {exc}.") from None
+    if key == "CONCURRENCY":
         return _integer(label, value, minimum=1)
     if key == "PREPARED":
         if not isinstance(value, bool):
@@ -133,6 +207,8 @@ def _value(key: str, value: object, label: str) -> Any:
         return None if value is None else Retention.parse(value, label)
     if key == "PERIODIC":
         return parse_periodic(value)
+    if key == "QUEUE_LIMITS":
+        return _queue_limits(label, value)
     if key == "DATABASE":
         if not isinstance(value, str) or value not in django_settings.DATABASES:
             raise ImproperlyConfigured(f"{label} must name an alias of DATABASES, got {value!r}.")
@@ -152,13 +228,27 @@ def _values(raw: Mapping[Any, object], labels: Mapping[str, str]) -> dict[str, A
     }
 
 
+def _consistent(settings: QueueSettings, labels: Mapping[str, str]) -> QueueSettings:
+    """``settings``, once the keys that depend on each other agree; else ImproperlyConfigured."""
+    if settings.heartbeat_every >= settings.lease_seconds:
+        heartbeat = labels.get("HEARTBEAT_INTERVAL", "AIO_ASYNC['HEARTBEAT_INTERVAL']")
+        lease = labels.get("LEASE_SECONDS", "AIO_ASYNC['LEASE_SECONDS']")
+        raise ImproperlyConfigured(
+            f"{heartbeat} ({settings.heartbeat_every:g} s) must be shorter than {lease} "
+            f"({settings.lease_seconds:g} s): a lease would expire between two renewals, and "
+            "another worker would take over jobs that are still running. Lower it, or leave it "
+            "unset (a third of the lease)."
+        )
+    return settings
+
+
 def parse_settings(raw: object) -> QueueSettings:
     """Validate a raw ``AIO_ASYNC`` dict into a QueueSettings, or raise ImproperlyConfigured."""
     if raw is None:
         return QueueSettings()
     if not isinstance(raw, Mapping):
         raise ImproperlyConfigured(f"AIO_ASYNC must be a dict, got {type(raw).__name__}.")
-    return QueueSettings(**_values(raw, {}))
+    return _consistent(QueueSettings(**_values(raw, {})), {})
 
 
 def with_overrides(
@@ -169,7 +259,8 @@ def with_overrides(
     ``labels`` names a key in error messages (a command-line option, say); by default
     ``AIO_ASYNC['KEY']``.
     """
-    return dataclasses.replace(base, **_values(overrides, labels or {}))
+    labels = labels or {}
+    return _consistent(dataclasses.replace(base, **_values(overrides, labels)), labels)
 
 
 @functools.cache

@@ -346,16 +346,17 @@ class PeriodicRunner:
         return max(0.0, min((tick - now).total_seconds() for tick in self.next.values()))
 
 
-def describe(found: list[Schedule], now: datetime.datetime | None = None) -> list[dict[str, Any]]:
-    """The schedules as JSON-ready dicts, each with its next tick and the last one fired."""
+def describe(
+    found: list[Schedule], now: datetime.datetime | None = None, *, using: str = "default"
+) -> list[dict[str, Any]]:
+    """The schedules as JSON-ready dicts, each with its next tick and the last one fired on ``using``."""
     from aio_async.models import Tick
 
     now = now or timezone.now()
+    ticks = Tick.objects.using(using)
     described = []
     for schedule in found:
-        last = (
-            Tick.objects.filter(schedule=schedule.name).order_by("-at").values_list("at", flat=True).first()
-        )
+        last = ticks.filter(schedule=schedule.name).order_by("-at").values_list("at", flat=True).first()
         described.append(
             {
                 "name": schedule.name,

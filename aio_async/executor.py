@@ -103,6 +103,9 @@ class Executor:
         self._claimed = 0
         #: Attempts whose end could not be written (the database was away): given back later.
         self._unrecorded: list[Attempt] = []
+        #: When to look for due jobs with limits next (their keys may have room by then): a
+        #: wake-up or the end of a limited job here makes it now.
+        self._limited_at = 0.0
         #: Jobs cancelled while they ran here (their attempt numbers): stopped, not failed.
         self._cancelled: dict[int, int] = {}
         self._checks: set[asyncio.Task[None]] = set()
@@ -216,6 +219,13 @@ class Executor:
                 self._claimed += len(attempts)
                 for attempt in attempts:
                     self._start(store, attempt)
+                left = free - len(attempts)
+                if left > 0 and not self._isolating and (until_empty or time.monotonic() >= self._limited_at):
+                    limited = await self._claim_limited(store, left)
+                    self._claimed += len(limited)
+                    for attempt in limited:
+                        self._start(store, attempt)
+                    attempts += limited
             idle = not self._running and not self._busy
             if idle and self.max_jobs is not None and self._claimed >= self.max_jobs:
                 return
@@ -226,6 +236,21 @@ class Executor:
             if attempts and len(attempts) == free:
                 continue  # every free slot filled: more may be due as soon as one frees up
             await self._sleep(self.settings.poll_interval)
+
+    async def _claim_limited(self, store: Store, free: int) -> list[Attempt]:
+        """Claim due jobs with limits for ``free`` slots; if none has room, not again for a poll interval."""
+        try:
+            limited = await store.claim_limited(free, alone=not self._busy)
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            limited = []
+            logger.warning(
+                "Cannot claim jobs with limits (%s: %s)",
+                type(exc).__name__,
+                exc,
+                extra={"action": "claim_failed", "worker_id": self.worker_id},
+            )
+        self._limited_at = 0.0 if limited else time.monotonic() + self.settings.poll_interval
+        return limited
 
     async def _sleep(self, timeout: float | None) -> None:  # noqa: ASYNC109 - waits on an event
         with contextlib.suppress(TimeoutError):
@@ -253,6 +278,8 @@ class Executor:
 
     def _finished(self, attempt: Attempt, task: asyncio.Task[Outcome]) -> None:
         self._running.pop(attempt.job_id, None)
+        if attempt.limit_key is not None:
+            self._limited_at = 0.0  # its key may have room for another job now
         if self._cancelled.get(attempt.job_id) == attempt.number:
             del self._cancelled[attempt.job_id]
         if attempt.isolated:
@@ -614,6 +641,7 @@ class Executor:
                     if kind == CANCELLED:
                         self._on_cancel_notice(store, payload)
                     elif self._serves(payload):
+                        self._limited_at = 0.0  # the new job may have limits
                         self._wake.set()
             except Exception as exc:  # noqa: BLE001 - reconnect after a database restart
                 failures += 1

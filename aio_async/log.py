@@ -1,9 +1,12 @@
 """Log records of jobs and workers, built in one place so that every line carries the same keys.
 
 Every record has ``extra={"action": ..., ...}``: a stable action name (``job_finished``,
-``job_released``, ``claim_failed`` ...) that log pipelines can filter on. A job's records
-also carry ``job_id``, ``job_name``, ``attempt`` and ``worker_id``; a finished attempt adds
-``outcome`` and ``duration``, and ``error`` (the exception's class and message) when it failed.
+``job_cancelled``, ``lease_lost``, ``claim_failed`` ...) that log pipelines can filter on. A
+job's records also carry ``job_id``, ``job_name``, ``attempt`` and ``worker_id``; a finished
+attempt (``job_finished``) adds ``outcome`` (``succeeded``, ``retrying``, ``failed``,
+``released``, ``snoozed``, ``cancelled``, ``lease_lost``) and ``duration``, and ``error`` (the
+exception's class and message) when it failed. A job given back to the queue is a
+``job_finished`` record whose outcome is ``released``.
 """
 
 from __future__ import annotations

@@ -188,6 +188,14 @@ class Job(models.Model):
     #: settles those jobs in the same transaction (queues them, or cancels them).
     has_dependents = models.BooleanField(default=False, db_default=False)
 
+    #: Jobs with the same limit key share its limits across every worker: at most
+    #: ``concurrency_limit`` running at once, at most ``rate_count`` starts per ``rate_period``
+    #: seconds. Workers claim them apart from the others, holding the key while they count.
+    limit_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL: no limits
+    concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
+    rate_count = models.PositiveIntegerField(null=True, blank=True)
+    rate_period = models.FloatField(null=True, blank=True)
+
     #: Set on the job ``schedule()`` returns: True when it is an existing job that a unique
     #: call found (and, with ``on_conflict="replace"``, updated) instead of a new one.
     unique_conflict = False
@@ -197,7 +205,23 @@ class Job(models.Model):
             models.Index(
                 fields=["queue", "-priority", "run_after", "id"],
                 name="aio_async_job_claim",
-                condition=Q(status="queued"),
+                condition=Q(status="queued", limit_key__isnull=True),
+            ),
+            # Jobs with limits are claimed by a query of their own, through these three.
+            models.Index(
+                fields=["queue", "-priority", "run_after", "id"],
+                name="aio_async_job_limited",
+                condition=Q(status="queued", limit_key__isnull=False),
+            ),
+            models.Index(
+                fields=["limit_key"],
+                name="aio_async_job_limit_running",
+                condition=Q(status="running", limit_key__isnull=False),
+            ),
+            models.Index(
+                fields=["limit_key", "started"],
+                name="aio_async_job_limit_started",
+                condition=Q(rate_count__isnull=False),
             ),
             models.Index(
                 fields=["locked_until"],

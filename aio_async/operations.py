@@ -17,7 +17,7 @@ import json
 import math
 import traceback
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aio_async import allow, sql
@@ -35,6 +35,7 @@ __all__ = [
     "Verdict",
     "cancel",
     "claim",
+    "claim_limited",
     "complete",
     "fail",
     "heartbeat",
@@ -116,6 +117,8 @@ class Attempt:
     problem: str | None = None
     #: Jobs run after this one (known at the claim): its end settles them, in one transaction.
     has_dependents: bool = False
+    #: The job's limit key, if it has limits: its end may leave room for another job of the key.
+    limit_key: str | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any], started: datetime.datetime) -> Attempt:
@@ -138,6 +141,7 @@ class Attempt:
             group,
             isolated,
             has_dependents,
+            limit_key,
         ) = row
         problem = None
         try:
@@ -148,7 +152,7 @@ class Attempt:
             problem = f"its arguments cannot be decoded ({type(exc).__name__}: {str(exc)[:200]})"
         return cls(
             job_id, attempts, name, args, kwargs, queue, priority, excused, max_attempts, timeout, group,
-            bool(isolated), started, problem, bool(has_dependents),
+            bool(isolated), started, problem, bool(has_dependents), limit_key,
         )  # fmt: skip
 
     @property
@@ -227,6 +231,48 @@ def claim(
     params: list[Any] = [now, *request.queues, *map(_like, request.include), *map(_like, request.exclude)]
     params += [alone, limit, request.worker_id, now + request.lease, now]
     statement = sql.claim(dialect, len(request.queues), len(request.include), len(request.exclude))
+    rows = yield statement, params
+    return sorted((Attempt.from_row(row, now) for row in rows), key=lambda a: (-a.priority, a.job_id))
+
+
+#: Due jobs with limits that one claim looks at, at least (ten per free slot, if more).
+LIMITED_WINDOW = 100
+
+
+def claim_limited(
+    dialect: sql.Dialect,
+    request: ClaimRequest,
+    limit: int,
+    alone: bool,
+    clock: Callable[[], datetime.datetime],
+) -> sql.Op[list[Attempt]]:
+    """Lease up to ``limit`` due jobs with limits, as many as their keys' limits allow.
+
+    Run in one transaction. On PostgreSQL the keys of the first due jobs are locked first, in
+    order, so that claimers of a key count its running jobs and recent starts one at a time,
+    each seeing the claims committed before; the time of the claim (its jobs' ``started``) is
+    read once the keys are held, so that starts follow the order of the claims. On SQLite the
+    claim is one statement, and the database's only writer while it runs.
+    """
+    now = clock()
+    counts = (request.queues, request.include, request.exclude)
+    filters: list[Any] = [now, *request.queues, *map(_like, request.include), *map(_like, request.exclude)]
+    filters.append(alone)
+    cutoffs = [now - datetime.timedelta(seconds=seconds) for seconds in (1, 60, 3600)]
+    window = max(LIMITED_WINDOW, 10 * limit)
+    lock = sql.lock_limit_keys(dialect)
+    keys: list[Any] = []
+    if lock is not None:
+        rows = yield sql.limited_keys(dialect, *map(len, counts)), [*filters, *cutoffs, window]
+        if not rows:
+            return []
+        keys = [[row[0] for row in rows]]
+        yield lock, keys
+        now = clock()
+        cutoffs = [now - datetime.timedelta(seconds=seconds) for seconds in (1, 60, 3600)]
+        filters[0] = now
+    statement = sql.claim_limited(dialect, *map(len, counts), keys=bool(keys))
+    params = [*filters, *keys, *cutoffs, window, *cutoffs, limit, request.worker_id, now + request.lease, now]
     rows = yield statement, params
     return sorted((Attempt.from_row(row, now) for row in rows), key=lambda a: (-a.priority, a.job_id))
 

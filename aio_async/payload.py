@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -23,15 +24,20 @@ from aio_async.errors import InvalidArguments, InvalidOption
 __all__ = [
     "DEFAULT_PRIORITY",
     "NOT_UNIQUE",
+    "NO_LIMITS",
     "PRIORITY_LIMIT",
     "JSONError",
+    "JobLimits",
+    "Limits",
     "TaskOptions",
     "Unique",
     "UniqueOptions",
+    "check_concurrency_limit",
     "check_max_attempts",
     "check_meta",
     "check_priority",
     "check_queue",
+    "check_rate",
     "check_text",
     "check_timeout",
     "identity",
@@ -271,6 +277,102 @@ def _unique_states(value: object) -> tuple[str, ...] | None:
     return tuple(state for state in UNIQUE_STATES if state in states or state == "waiting")
 
 
+#: The periods a rate may count over, in seconds, by the unit a rate string ends with.
+RATE_PERIODS = {"s": 1.0, "second": 1.0, "m": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+_RATE = re.compile(r"^\s*(\d{1,9})\s*/\s*([a-z]+)\s*$")
+
+
+def check_rate(value: object, what: str = "rate") -> tuple[int, float]:
+    """A rate such as ``"5/s"``, ``"100/m"`` or ``"1000/h"``: (starts, period in seconds)."""
+    found = _RATE.match(value) if isinstance(value, str) else None
+    if found is None or found[2] not in RATE_PERIODS or int(found[1]) < 1:
+        raise InvalidOption(
+            f"{what} must be a number of starts per second, minute or hour, such as '5/s', '100/m' "
+            f"or '1000/h', got {value!r:.80}"
+        )
+    return int(found[1]), RATE_PERIODS[found[2]]
+
+
+def check_concurrency_limit(value: object, what: str = "concurrency_limit") -> int:
+    """How many jobs of one key may run at once: a whole number from 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+        raise InvalidOption(f"{what} must be a whole number from 1 to 1000000, got {value!r:.80}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class JobLimits:
+    """One job's limits as stored on its row: its key, and the key's limits."""
+
+    key: str
+    concurrency: int | None
+    rate: tuple[int, float] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Limits as a task, a call or a queue's settings ask for them; ``None`` means "not set here".
+
+    ``key`` is a string, or a callable that makes one from the job's arguments (called as the
+    job's function would be); jobs with the same key share ``concurrency`` (running at once)
+    and ``rate`` (starts per period), across every worker.
+    """
+
+    key: str | Callable[..., object] | None = None
+    concurrency: int | None = None
+    rate: tuple[int, float] | None = None
+
+    @classmethod
+    def checked(
+        cls, *, concurrency_key: object = None, concurrency_limit: object = None, rate: object = None
+    ) -> Limits:
+        """The options after their checks; each is refused with a specific InvalidOption."""
+        if concurrency_key is None and concurrency_limit is None and rate is None:
+            return NO_LIMITS
+        if concurrency_key is not None and not callable(concurrency_key):
+            concurrency_key = check_text(concurrency_key, "concurrency_key")
+        return cls(
+            key=concurrency_key,
+            concurrency=None if concurrency_limit is None else check_concurrency_limit(concurrency_limit),
+            rate=None if rate is None else check_rate(rate),
+        )
+
+    def over(self, defaults: Limits) -> Limits:
+        """These limits, with ``defaults`` (a task's) where these are not set."""
+        if self is NO_LIMITS:
+            return defaults
+        return Limits(
+            key=self.key if self.key is not None else defaults.key,
+            concurrency=self.concurrency if self.concurrency is not None else defaults.concurrency,
+            rate=self.rate if self.rate is not None else defaults.rate,
+        )
+
+    def for_job(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> JobLimits | None:
+        """The limits of one job of task ``name``; None when it has none.
+
+        A key without a limit, or a limit without a key (then the task's name is the key), is
+        settled here; a callable key is called with the job's arguments.
+        """
+        if self.concurrency is None and self.rate is None:
+            if self.key is not None:
+                raise InvalidOption("concurrency_key needs concurrency_limit, rate, or both")
+            return None
+        if self.key is None:
+            key = f"task:{name}"
+        elif callable(self.key):
+            try:
+                made = self.key(*args, **kwargs)
+            except Exception as exc:
+                raise InvalidOption(f"concurrency_key raised {type(exc).__name__}: {exc}") from exc
+            key = check_text(made, "the key concurrency_key made")
+        else:
+            key = self.key
+        return JobLimits(key, self.concurrency, self.rate)
+
+
+NO_LIMITS = Limits()
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskOptions:
     """A task's default options; ``None`` means "not set here": the next default applies."""
@@ -280,6 +382,7 @@ class TaskOptions:
     max_attempts: int | None = None
     timeout: float | None = None
     unique: UniqueOptions = NOT_UNIQUE
+    limits: Limits = NO_LIMITS
 
     @classmethod
     def checked(
@@ -290,6 +393,7 @@ class TaskOptions:
         max_attempts: object = None,
         timeout: object = None,
         unique: UniqueOptions | None = None,
+        limits: Limits | None = None,
     ) -> TaskOptions:
         """Options after the same checks ``schedule()`` makes; ``None`` stays unset."""
         return cls(
@@ -298,6 +402,7 @@ class TaskOptions:
             max_attempts=None if max_attempts is None else check_max_attempts(max_attempts),
             timeout=check_timeout(timeout),
             unique=unique or NOT_UNIQUE,
+            limits=limits or NO_LIMITS,
         )
 
 

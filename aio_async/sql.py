@@ -42,6 +42,7 @@ __all__ = [
     "cancel",
     "cancel_errors",
     "claim",
+    "claim_limited",
     "complete",
     "count_prunable",
     "cursor",
@@ -60,7 +61,9 @@ __all__ = [
     "insert_jobs",
     "insert_tick",
     "keeps_unique",
+    "limited_keys",
     "lock_group",
+    "lock_limit_keys",
     "lock_unfinished",
     "lost",
     "mark_prerequisites",
@@ -190,20 +193,15 @@ CLAIMED = (
     "group_id",
     "isolated",
     "has_dependents",
+    "limit_key",
 )
 
 
-@functools.cache
-def claim(dialect: Dialect, queues: int, include: int = 0, exclude: int = 0) -> str:
-    """Lease the first due jobs to a worker, marking them running with a fresh attempt number.
+def _claimable(queues: int, include: int, exclude: int) -> list[str]:
+    """The conditions every claim puts on a queued job: due, in a queue served, names matched.
 
-    Parameters: now, each of ``queues`` queue names (none: every queue), ``include`` name
-    patterns (any), ``exclude`` name patterns (none), alone (may an isolated job be taken),
-    limit, worker id, lease end, now. Returns ``CLAIMED``.
-
-    An isolated job (its last attempt was lost with a worker it shared) is claimed only by a
-    worker with no other job running, and then alone: if the first rows include one, only
-    that one is taken and the others stay queued.
+    Parameters: now, each of ``queues`` queue names, ``include`` name patterns, ``exclude``
+    name patterns, alone (may an isolated job be taken).
     """
     where = ["status = 'queued'", "run_after <= %s"]
     if queues:
@@ -212,6 +210,16 @@ def claim(dialect: Dialect, queues: int, include: int = 0, exclude: int = 0) -> 
         where.append("(" + " OR ".join(["name LIKE %s ESCAPE '\\'"] * include) + ")")
     where += ["name NOT LIKE %s ESCAPE '\\'"] * exclude
     where.append("(%s OR NOT isolated)")
+    return where
+
+
+def _lease(dialect: Dialect, picked: str) -> str:
+    """Mark the jobs ``picked`` names running under a new attempt, and return ``CLAIMED``.
+
+    ``picked`` is a CTE with id and isolated. An isolated job (its last attempt was lost with
+    a worker it shared) is taken alone: if the picked rows include one, only that one is
+    taken and the others stay queued. Parameters: worker id, lease end, now.
+    """
     returning = ", ".join(
         dialect.json_text.format(column=f"{JOB}.{column}")
         if column in ("args", "kwargs")
@@ -219,17 +227,109 @@ def claim(dialect: Dialect, queues: int, include: int = 0, exclude: int = 0) -> 
         for column in CLAIMED
     )
     return (
-        f"WITH picked AS (SELECT id, isolated FROM {JOB} WHERE {' AND '.join(where)} "  # noqa: S608
-        f"ORDER BY priority DESC, run_after, id LIMIT %s{dialect.skip_locked}) "
-        f"UPDATE {JOB} SET status = 'running', "
+        f"UPDATE {JOB} SET status = 'running', "  # noqa: S608 - fixed fragments only
         f"attempts = attempts + CASE WHEN attempts < {ATTEMPT_CAP} THEN 1 ELSE 0 END, "
         f"locked_by = %s, locked_until = %s, started = %s, {keeps_unique('running')} "
         "WHERE "
         + dialect.id_among.format(
-            ids="SELECT id FROM picked WHERE NOT EXISTS (SELECT 1 FROM picked WHERE isolated) "
-            "UNION ALL SELECT min(id) FROM picked WHERE isolated"
+            ids=f"SELECT id FROM {picked} WHERE NOT EXISTS (SELECT 1 FROM {picked} WHERE isolated) "  # noqa: S608
+            f"UNION ALL SELECT min(id) FROM {picked} WHERE isolated"
         )
         + f" RETURNING {returning}"
+    )
+
+
+@functools.cache
+def claim(dialect: Dialect, queues: int, include: int = 0, exclude: int = 0) -> str:
+    """Lease the first due jobs without limits to a worker, running under a fresh attempt number.
+
+    Parameters: those of ``_claimable``, limit, then those of ``_lease``. Returns ``CLAIMED``.
+    """
+    where = [*_claimable(queues, include, exclude), "limit_key IS NULL"]
+    return (
+        f"WITH picked AS (SELECT id, isolated FROM {JOB} WHERE {' AND '.join(where)} "  # noqa: S608
+        f"ORDER BY priority DESC, run_after, id LIMIT %s{dialect.skip_locked}) " + _lease(dialect, "picked")
+    )
+
+
+#: Counts for a limited job's key: the jobs running, and the jobs started within the key's
+#: period (parameters: the starts of the last second, minute and hour).
+_RUNNING = (
+    f"(SELECT count(*) FROM {JOB} AS other "  # noqa: S608 - fixed fragments only
+    "WHERE other.status = 'running' AND other.limit_key = {of}.limit_key)"
+)
+_STARTED = (
+    f"(SELECT count(*) FROM {JOB} AS other WHERE other.rate_count IS NOT NULL "  # noqa: S608
+    "AND other.limit_key = {of}.limit_key AND other.started > "
+    "CASE WHEN {of}.rate_period <= 1 THEN %s WHEN {of}.rate_period <= 60 THEN %s ELSE %s END)"
+)
+
+
+def _under_limits(of: str) -> str:
+    return (
+        f"(concurrency_limit IS NULL OR concurrency_limit - {_RUNNING.format(of=of)} > 0) "
+        f"AND (rate_count IS NULL OR rate_count - {_STARTED.format(of=of)} > 0)"
+    )
+
+
+@functools.cache
+def limited_keys(dialect: Dialect, queues: int, include: int = 0, exclude: int = 0) -> str:
+    """The keys of the first due jobs with limits whose keys have room, sorted (to lock them).
+
+    Parameters: those of ``_claimable``, the starts of the last second, minute and hour,
+    limit. Returns limit_key.
+    """
+    where = [*_claimable(queues, include, exclude), "limit_key IS NOT NULL", _under_limits(JOB)]
+    return (
+        f"SELECT DISTINCT limit_key FROM (SELECT limit_key FROM {JOB} "  # noqa: S608
+        f"WHERE {' AND '.join(where)} ORDER BY priority DESC, run_after, id LIMIT %s) AS due "
+        "ORDER BY limit_key"
+    )
+
+
+def lock_limit_keys(dialect: Dialect) -> str | None:
+    """Hold these limit keys until the transaction ends, one claimer at a time (PostgreSQL).
+
+    Parameter: the keys, sorted (every claimer locks in the same order). None on SQLite,
+    where a claim is one statement and the database's one writer at a time.
+    """
+    if dialect.vendor != "postgresql":
+        return None
+    return (
+        "SELECT count(pg_advisory_xact_lock(8270, hashtext(key))) "
+        "FROM (SELECT unnest(%s::text[]) AS key ORDER BY 1) AS keys"
+    )
+
+
+@functools.cache
+def claim_limited(
+    dialect: Dialect, queues: int, include: int = 0, exclude: int = 0, keys: bool = False
+) -> str:
+    """Lease due jobs with limits to a worker, as many as each key's limits allow.
+
+    Every job of a key counts its key's running jobs and recent starts, and the jobs taken
+    in this claim ahead of it; on PostgreSQL the claimer holds the keys' locks
+    (``lock_limit_keys``) and only jobs of those keys are taken (``keys``).
+    Parameters: those of ``_claimable``, the keys (with ``keys``), the starts of the last
+    second, minute and hour, candidates, then again the starts of the last second, minute and
+    hour, limit, then those of ``_lease``. Returns ``CLAIMED``.
+    """
+    where = [*_claimable(queues, include, exclude), "limit_key IS NOT NULL"]
+    if keys:
+        where.append("limit_key = ANY(%s)")
+    where.append(_under_limits(JOB))
+    rank = "row_number() OVER (PARTITION BY limit_key ORDER BY priority DESC, run_after, id)"
+    running = _RUNNING.format(of="ranked")
+    started = _STARTED.format(of="ranked")
+    return (
+        "WITH candidates AS (SELECT id, isolated, priority, run_after, limit_key, concurrency_limit, "  # noqa: S608
+        f"rate_count, rate_period FROM {JOB} WHERE {' AND '.join(where)} "
+        f"ORDER BY priority DESC, run_after, id LIMIT %s{dialect.skip_locked}), "
+        f"ranked AS (SELECT candidates.*, {rank} AS place FROM candidates), "
+        "allowed AS (SELECT id, isolated FROM ranked WHERE "
+        f"(concurrency_limit IS NULL OR place <= concurrency_limit - {running}) "
+        f"AND (rate_count IS NULL OR place <= rate_count - {started}) "
+        "ORDER BY priority DESC, run_after, id LIMIT %s) " + _lease(dialect, "allowed")
     )
 
 

@@ -55,6 +55,9 @@ class Store(Protocol):
     async def claim(self, limit: int, *, alone: bool) -> list[Attempt]:
         """Lease up to ``limit`` due jobs to this worker (an isolated one only when ``alone``)."""
 
+    async def claim_limited(self, limit: int, *, alone: bool) -> list[Attempt]:
+        """Lease up to ``limit`` due jobs with limits, as many as their keys allow."""
+
     async def heartbeat(self, attempts: Sequence[Attempt]) -> set[int]:
         """Extend the leases of ``attempts``; return the job ids still held."""
 
@@ -192,6 +195,12 @@ class DatabaseStore:
         """Lease up to ``limit`` due jobs to this worker."""
         now = timezone.now()
         return await self.connector.run(lambda d: operations.claim(d, self.request, limit, alone, now))
+
+    async def claim_limited(self, limit: int, *, alone: bool) -> list[Attempt]:
+        """Lease up to ``limit`` due jobs with limits, in a transaction that holds their keys."""
+        return await self.connector.run(
+            lambda d: operations.claim_limited(d, self.request, limit, alone, timezone.now), atomic=True
+        )
 
     async def heartbeat(self, attempts: Sequence[Attempt]) -> set[int]:
         """Extend this worker's leases on ``attempts``."""

@@ -196,3 +196,23 @@ def write_until_cancelled(key: str, marker: str, *, write_first: bool = True) ->
     Path(marker).touch()
     write(f"{key}-after")
     return "stopped"
+
+
+@task(concurrency_key=lambda customer, seconds: f"customer:{customer}", concurrency_limit=1)
+async def sync_customer(customer: str, seconds: float) -> str:
+    """One customer's jobs run one at a time (their key is made from the arguments)."""
+    await asyncio.sleep(seconds)
+    return customer
+
+
+@task(concurrency_key="shared", concurrency_limit=3, rate="10/m")
+def limited(n: int) -> int:
+    """A task with limits of its own."""
+    return n
+
+
+def timed_sleep(seconds: float) -> list[float]:
+    """Sleep; return when the function began and ended (wall clock), as the job's result."""
+    began = time.time()
+    time.sleep(seconds)
+    return [began, time.time()]

@@ -81,6 +81,18 @@ def test_a_result_that_is_not_json_fails_the_job_and_rolls_its_work_back() -> No
     assert "the result is a set" in error.message
 
 
+def test_a_result_that_is_not_json_fails_the_attempt_which_is_retried_like_any_failure() -> None:
+    job = schedule(tasks.write_then_return_set, ["d"], max_attempts=2)
+    assert drain(backoff=Backoff(base=0, jitter=0)) == {Outcome.RETRYING: 1, Outcome.FAILED: 1}
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.FAILED, 2)
+    assert list(job.errors.order_by("attempt").values_list("attempt", "exception")) == [
+        (1, "aio_async.errors.ResultNotJSON"),
+        (2, "aio_async.errors.ResultNotJSON"),
+    ]
+    assert not Record.objects.exists()
+
+
 def test_system_exit_and_keyboard_interrupt_are_failures_and_the_worker_carries_on() -> None:
     exiting = schedule(tasks.write_then_exit, ["e"], max_attempts=1)
     interrupted = schedule(tasks.keyboard_interrupt, max_attempts=1)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import threading
 import zoneinfo
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from aio_async import InvalidOption, ScheduleError, periodic, task
 from aio_async.conf import parse_settings
 from aio_async.cron import _DECLARED, PeriodicRunner, Schedule, fire, schedules
 from aio_async.models import Job, Status, Tick
-from tests.acceptance.test_cli import run
+from tests.acceptance.test_cli import ROOT, run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -214,6 +216,37 @@ def test_the_command_line_lists_the_schedules_with_their_next_tick() -> None:
     assert next_tick.minute % 5 == 0
     assert timezone.now() < next_tick <= timezone.now() + datetime.timedelta(minutes=5)
     assert listed["last_tick"] is None
+
+
+#: Settings whose ``default`` database is an empty SQLite file: the queue is on ``queue``.
+QUEUE_ALIAS_SETTINGS = """
+from tests.settings import *  # noqa: F403
+
+DATABASES = {{
+    "default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {empty!r}}},
+    "queue": DATABASES["default"],  # noqa: F405
+}}
+AIO_ASYNC = {{**AIO_ASYNC, "DATABASE": "queue"}}  # noqa: F405
+"""
+
+
+def test_the_command_line_reads_the_ticks_from_the_queue_database(tmp_path: Path) -> None:
+    schedule = every("*/5 * * * *", "sums")
+    tick = schedule.next_tick(timezone.now() - datetime.timedelta(minutes=10))
+    assert fire(schedule, tick) is not None
+    (tmp_path / "queue_alias_settings.py").write_text(
+        QUEUE_ALIAS_SETTINGS.format(empty=str(tmp_path / "empty.sqlite3"))
+    )
+    setting = [{"CRON": "*/5 * * * *", "TASK": "tests.app.tasks.add", "ARGS": [1, 2], "NAME": "sums"}]
+    result = run(
+        "-m", "aio_async", "--settings", "queue_alias_settings", "periodic",
+        AIO_ASYNC_TEST_SETTINGS=json.dumps({"PERIODIC": setting}),
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [listed] = json.loads(result.stdout)
+    assert listed["name"] == "sums"
+    assert listed["last_tick"] == tick.astimezone(PARIS).isoformat()
 
 
 def test_a_month_without_workers_costs_only_the_ticks_replayed() -> None:

@@ -169,6 +169,10 @@ class MemoryStore:
         while True:
             yield "wake", await queue.get()
 
+    async def claim_limited(self, limit: int, *, alone: bool) -> list[Attempt]:
+        """No job in memory has limits."""
+        return []
+
     async def lost(self, attempts: Sequence[Attempt]) -> dict[int, str | None]:
         """The attempts that no longer hold their jobs, with the jobs' statuses."""
         return {a.job_id: self.jobs[a.job_id].status for a in attempts if not self._holds(a)}

@@ -7,6 +7,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from aio_async.conf import Backoff, QueueSettings, get_settings, parse_settings, with_overrides
+from aio_async.errors import InvalidOption
+from aio_async.payload import check_max_attempts
 
 
 def test_defaults() -> None:
@@ -74,9 +76,88 @@ def test_get_settings_follows_override_settings() -> None:
     assert get_settings() == before
 
 
+def linear(attempt: int) -> float:
+    """A back-off policy, named by its dotted path in the tests below."""
+    return 2.0 * attempt
+
+
+def two_numbers(attempt: int, delay: float) -> float:
+    """Not a back-off policy: it needs two arguments."""
+    return delay * attempt
+
+
 def test_backoff_accepts_a_dotted_path_or_callable() -> None:
-    assert parse_settings({"BACKOFF": "myproject.backoff"}).backoff == "myproject.backoff"
+    assert parse_settings({"BACKOFF": "tests.unit.test_conf.linear"}).backoff is linear
     assert parse_settings({"BACKOFF": abs}).backoff is abs
+    policy = parse_settings({"BACKOFF": lambda attempt, scale=2: attempt * scale}).backoff
+    assert callable(policy)
+    assert policy(3) == 6
+
+
+@pytest.mark.parametrize(
+    ("backoff", "fragment"),
+    [
+        (
+            "tests.unit.test_conf.nowhere",
+            r"'tests\.unit\.test_conf\.nowhere' cannot be imported .*attempt number",
+        ),
+        ("nowhere_at_all.backoff", r"'nowhere_at_all\.backoff' cannot be imported"),
+        ("math.pi", r"'math\.pi' is a float, not a function: it must take the attempt number"),
+        (
+            "tests.unit.test_conf.two_numbers",
+            r"cannot be called with one argument, .*its signature is \(attempt: .*, delay: .*\)",
+        ),
+        ("os.getcwd", r"'os\.getcwd' cannot be called with one argument, the attempt number"),
+        (two_numbers, r"cannot be called with one argument"),
+    ],
+)
+def test_a_backoff_policy_is_imported_and_checked_with_the_settings(backoff: object, fragment: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"^AIO_ASYNC\['BACKOFF'\] = .*" + fragment):
+        parse_settings({"BACKOFF": backoff})
+
+
+def test_max_attempts_has_the_bound_schedule_applies() -> None:
+    assert parse_settings({"MAX_ATTEMPTS": 1000}).max_attempts == check_max_attempts(1000)
+    with pytest.raises(InvalidOption):
+        check_max_attempts(1001)
+    with pytest.raises(
+        ImproperlyConfigured, match=r"^AIO_ASYNC\['MAX_ATTEMPTS'\]: .*from 1 to 1000, got 1001"
+    ):
+        parse_settings({"MAX_ATTEMPTS": 1001})
+    with pytest.raises(ImproperlyConfigured, match=r"MAX_ATTEMPTS.*from 1 to 1000, got 0"):
+        parse_settings({"MAX_ATTEMPTS": 0})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"LEASE_SECONDS": 9, "HEARTBEAT_INTERVAL": 9},
+        {"LEASE_SECONDS": 5, "HEARTBEAT_INTERVAL": 12.5},
+        {"HEARTBEAT_INTERVAL": 45},  # the lease is 30 s by default
+    ],
+)
+def test_a_heartbeat_no_shorter_than_the_lease_is_refused(raw: dict[str, object]) -> None:
+    with pytest.raises(
+        ImproperlyConfigured,
+        match=r"^AIO_ASYNC\['HEARTBEAT_INTERVAL'\] \(.* s\) must be shorter than "
+        r"AIO_ASYNC\['LEASE_SECONDS'\] \(.* s\): a lease would expire between two renewals",
+    ):
+        parse_settings(raw)
+
+
+def test_a_heartbeat_shorter_than_the_lease_or_unset_is_fine() -> None:
+    assert parse_settings({"LEASE_SECONDS": 9, "HEARTBEAT_INTERVAL": 8.9}).heartbeat_every == 8.9
+    assert parse_settings({"LEASE_SECONDS": 0.03}).heartbeat_every == pytest.approx(0.01)
+
+
+def test_overrides_that_part_the_heartbeat_from_the_lease_are_refused() -> None:
+    base = parse_settings({"LEASE_SECONDS": 9, "HEARTBEAT_INTERVAL": 3})
+    with pytest.raises(
+        ImproperlyConfigured, match=r"^--heartbeat \(3 s\) must be shorter than --lease \(2 s\)"
+    ):
+        with_overrides(
+            base, {"LEASE_SECONDS": 2}, {"HEARTBEAT_INTERVAL": "--heartbeat", "LEASE_SECONDS": "--lease"}
+        )
 
 
 def test_a_star_in_queues_means_every_queue_and_parses() -> None:
