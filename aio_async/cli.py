@@ -383,6 +383,11 @@ def _parser() -> argparse.ArgumentParser:
     add_flush_arguments(verb("flush", "run due jobs until none is left, then exit"))
     verb("health", "print the queue's health as JSON")
     verb("periodic", "list the periodic schedules with their next tick, as JSON")
+    queues = verb("queues", "list the queues (jobs by status, paused or not) as JSON, or pause or resume one")
+    queues.add_argument("action", nargs="?", choices=("list", "pause", "resume"), default="list")
+    queues.add_argument("name", nargs="?", help="the queue to pause or resume")
+    queues.add_argument("--by", help="who pauses or resumes it, for the record (default: this process)")
+    verb("workers", "list the workers alive (heard of within three lease renewals) as JSON")
     add_prune_arguments(verb("prune", "delete finished jobs older than their state's age, with their errors"))
     verb(
         "demo",
@@ -485,6 +490,12 @@ def _command(options: argparse.Namespace, overrides: dict[str, Any]) -> int:
         print(json.dumps(describe(schedules(), using=_settings(overrides).database), indent=2))
     elif options.command == "prune":
         print(json.dumps(prune_jobs(vars(options))))
+    elif options.command == "queues":
+        return _queues(options, _settings(overrides).database)
+    elif options.command == "workers":
+        from aio_async.queues import workers
+
+        print(json.dumps(workers(using=_settings(overrides).database), indent=2))
     elif options.command == "health":
         from aio_async.health import health
 
@@ -493,6 +504,31 @@ def _command(options: argparse.Namespace, overrides: dict[str, Any]) -> int:
         from aio_async.demo.run import demo
 
         return demo()
+    return 0
+
+
+def _queues(options: argparse.Namespace, using: str) -> int:
+    """``queues``: list them, or pause or resume one; return the exit code."""
+    from aio_async import queues
+    from aio_async.errors import InvalidOption
+
+    if options.action == "list":
+        if options.name:
+            print("python -m aio_async queues: error: give a name to pause or resume only", file=sys.stderr)
+            return CONFIGURATION_ERROR
+        print(json.dumps(queues.overview(using=using), indent=2))
+        return 0
+    if not options.name:
+        print(f"python -m aio_async queues {options.action}: error: which queue?", file=sys.stderr)
+        return CONFIGURATION_ERROR
+    change = queues.pause if options.action == "pause" else queues.resume
+    try:
+        changed = change(options.name, by=options.by, using=using)
+    except InvalidOption as exc:
+        print(f"python -m aio_async queues {options.action}: error: {exc}", file=sys.stderr)
+        return CONFIGURATION_ERROR
+    state = "paused" if options.action == "pause" else "running"
+    print(json.dumps({"queue": options.name, "state": state, "changed": changed}))
     return 0
 
 

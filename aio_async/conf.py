@@ -25,7 +25,15 @@ from aio_async.errors import InvalidOption
 from aio_async.payload import Limits, check_concurrency_limit, check_max_attempts, check_queue, check_rate
 from aio_async.retention import Retention
 
-__all__ = ["EVERY_QUEUE", "Backoff", "QueueSettings", "get_settings", "parse_settings", "with_overrides"]
+__all__ = [
+    "EVERY_QUEUE",
+    "Backoff",
+    "HealthSettings",
+    "QueueSettings",
+    "get_settings",
+    "parse_settings",
+    "with_overrides",
+]
 
 BackoffPolicy = Callable[[int], float]
 
@@ -38,6 +46,24 @@ class Backoff:
     exponent: float = 1.6
     jitter: float = 0.1
     max: float = 24 * 3600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthSettings:
+    """When the health endpoint answers 503, and who may ask it (``AIO_ASYNC["HEALTH"]``)."""
+
+    #: A bearer token that opens the endpoint to a probe; None: staff users only.
+    token: str | None = None
+    #: Unhealthy when the oldest due job has waited longer than this (seconds).
+    max_due_age: float | None = 300.0
+    #: Unhealthy when more attempts than this failed within ``failure_window``; None: never.
+    max_failures: int | None = None
+    failure_window: float = 300.0
+    #: Unhealthy when no worker was heard of within this (seconds); None: three lease renewals.
+    max_heartbeat_age: float | None = None
+
+
+_HEALTH_KEYS = {field.name.upper(): field.name for field in dataclasses.fields(HealthSettings)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +89,8 @@ class QueueSettings:
     periodic: tuple[Schedule, ...] = ()
     #: Limits of whole queues, by queue name: for jobs that have no limits of their own.
     queue_limits: Mapping[str, Limits] = dataclasses.field(default_factory=dict)
+    #: The health endpoint's thresholds and token.
+    health: HealthSettings = HealthSettings()
 
     @property
     def heartbeat_every(self) -> float:
@@ -184,6 +212,33 @@ def _queue_limits(label: str, value: object) -> dict[str, Limits]:
     return limits
 
 
+def _health(label: str, value: object) -> HealthSettings:
+    """``{"TOKEN": ..., "MAX_DUE_AGE": 300, ...}``, checked."""
+    if not isinstance(value, Mapping):
+        raise ImproperlyConfigured(
+            f"{label} must be a dict with keys {sorted(_HEALTH_KEYS)}, got {value!r:.80}."
+        )
+    unknown = sorted(str(key) for key in value if key not in _HEALTH_KEYS)
+    if unknown:
+        raise ImproperlyConfigured(
+            f"Unknown {label} keys {unknown}; the known keys are {sorted(_HEALTH_KEYS)}."
+        )
+    checked: dict[str, Any] = {}
+    for key, given in value.items():
+        where = f"{label}[{key!r}]"
+        if key == "TOKEN":
+            if given is not None and (not isinstance(given, str) or len(given) < 16):
+                raise ImproperlyConfigured(f"{where} must be a string of at least 16 characters, or None.")
+            checked["token"] = given
+        elif key == "MAX_FAILURES":
+            checked["max_failures"] = None if given is None else _integer(where, given, minimum=0)
+        elif key == "FAILURE_WINDOW":
+            checked["failure_window"] = _number(where, given, minimum=1.0)
+        else:
+            checked[_HEALTH_KEYS[key]] = _number(where, given, minimum=0.01, allow_none=True)
+    return HealthSettings(**checked)
+
+
 def _value(key: str, value: object, label: str) -> Any:
     """The checked value of one key, or ImproperlyConfigured naming it as ``label``."""
     if key == "ALLOWED_MODULES":
@@ -205,6 +260,8 @@ def _value(key: str, value: object, label: str) -> Any:
         return _backoff(label, value)
     if key == "RETENTION":
         return None if value is None else Retention.parse(value, label)
+    if key == "HEALTH":
+        return _health(label, value)
     if key == "PERIODIC":
         return parse_periodic(value)
     if key == "QUEUE_LIMITS":

@@ -45,7 +45,7 @@ from aio_async.log import job_event, job_finished
 from aio_async.operations import Attempt, ErrorInfo, Outcome
 from aio_async.retention import Retention, prune_in_thread
 from aio_async.startup import warn_unserved_queues
-from aio_async.store import CANCELLED, Store, open_store
+from aio_async.store import CANCELLED, QUEUES, Store, open_store
 
 __all__ = ["Executor", "new_worker_id"]
 
@@ -106,6 +106,10 @@ class Executor:
         #: When to look for due jobs with limits next (their keys may have room by then): a
         #: wake-up or the end of a limited job here makes it now.
         self._limited_at = 0.0
+        #: The paused queues (left alone by the claims), and when to read them again.
+        self._paused: frozenset[str] = frozenset()
+        self._paused_at = 0.0
+        self._started = timezone.now()
         #: Jobs cancelled while they ran here (their attempt numbers): stopped, not failed.
         self._cancelled: dict[int, int] = {}
         self._checks: set[asyncio.Task[None]] = set()
@@ -133,6 +137,10 @@ class Executor:
             for problem in await store.check():
                 logger.warning("%s", problem, extra={"action": "worker_check"})
             warn_unserved_queues(self.settings)
+            try:
+                await store.register(self._started)
+            except Exception as exc:  # noqa: BLE001 - the database may be away: the claims wait for it
+                logger.warning("Cannot record this worker yet (%s)", exc, extra={"action": "register_failed"})
             logger.info(
                 "Worker %s started on queues %s (concurrency %s)",
                 self.worker_id,
@@ -169,6 +177,8 @@ class Executor:
                 for side in side_tasks:
                     side.cancel()
                 await asyncio.gather(*side_tasks, return_exceptions=True)
+                with contextlib.suppress(Exception):  # a stale row is forgotten a day later
+                    await store.unregister()
         finally:
             await store.close()
         logger.info(
@@ -201,8 +211,10 @@ class Executor:
                 free = min(free, self.max_jobs - self._claimed)
             attempts: list[Attempt] = []
             if free > 0 and not self._isolating:
+                if time.monotonic() >= self._paused_at:
+                    await self._read_paused(store)
                 try:
-                    attempts = await store.claim(free, alone=not self._busy)
+                    attempts = await store.claim(free, alone=not self._busy, paused=self._paused)
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - the database may come back
                     failures += 1
@@ -240,7 +252,7 @@ class Executor:
     async def _claim_limited(self, store: Store, free: int) -> list[Attempt]:
         """Claim due jobs with limits for ``free`` slots; if none has room, not again for a poll interval."""
         try:
-            limited = await store.claim_limited(free, alone=not self._busy)
+            limited = await store.claim_limited(free, alone=not self._busy, paused=self._paused)
         except Exception as exc:  # noqa: BLE001 - the next round tries again
             limited = []
             logger.warning(
@@ -251,6 +263,21 @@ class Executor:
             )
         self._limited_at = 0.0 if limited else time.monotonic() + self.settings.poll_interval
         return limited
+
+    async def _read_paused(self, store: Store) -> None:
+        """Read which queues are paused (again after a poll interval, or when told of a change)."""
+        try:
+            paused = await store.paused()
+        except Exception:  # noqa: BLE001 - the claim reports the database's trouble
+            return
+        if paused != self._paused:
+            logger.info(
+                "Paused queues: %s",
+                ", ".join(sorted(paused)) or "none",
+                extra={"action": "paused_queues", "queues": sorted(paused), "worker_id": self.worker_id},
+            )
+        self._paused = paused
+        self._paused_at = time.monotonic() + self.settings.poll_interval
 
     async def _sleep(self, timeout: float | None) -> None:  # noqa: ASYNC109 - waits on an event
         with contextlib.suppress(TimeoutError):
@@ -494,6 +521,7 @@ class Executor:
         gone = [item for item in running if item.attempt.job_id not in held]
         if gone:
             await self._stop_lost(store, gone)
+        await store.register(self._started)  # alive
         if self.capacity < self.concurrency:
             self.capacity += 1  # try one more slot: connections may have freed up
             self._wake.set()
@@ -640,6 +668,9 @@ class Executor:
                     failures = 0
                     if kind == CANCELLED:
                         self._on_cancel_notice(store, payload)
+                    elif kind == QUEUES:
+                        self._paused_at = 0.0  # read them again before the next claim
+                        self._wake.set()
                     elif self._serves(payload):
                         self._limited_at = 0.0  # the new job may have limits
                         self._wake.set()

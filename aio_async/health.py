@@ -12,7 +12,7 @@ from django.utils import timezone
 from aio_async.conf import get_settings
 from aio_async.models import Error, Job, Status
 
-__all__ = ["ahealth", "health"]
+__all__ = ["ahealth", "health", "problems"]
 
 #: The window over which the recent completion rate is measured for the estimate.
 RATE_WINDOW = datetime.timedelta(minutes=10)
@@ -84,6 +84,42 @@ def health(*, using: str | None = None) -> dict[str, Any]:
     due = jobs.filter(status__in=_REMAINING, run_after__lte=now).count()
     report["estimated_completion_seconds"] = round(due / rate, 1) if rate else (0.0 if due == 0 else None)
     return report
+
+
+def problems(report: dict[str, Any], *, using: str | None = None) -> list[str]:
+    """What makes the queue unhealthy by ``AIO_ASYNC["HEALTH"]``'s thresholds; [] when healthy.
+
+    Adds the workers alive to ``report`` (``workers``) and the failed attempts of the window
+    (``recent_failures``).
+    """
+    from aio_async.queues import workers
+
+    settings = get_settings()
+    alias = using or settings.database
+    limits = settings.health
+    found = []
+    due_age = report.get("oldest_due_age_seconds")
+    if limits.max_due_age is not None and due_age is not None and due_age > limits.max_due_age:
+        found.append(f"the oldest due job has waited {due_age:g} s (more than {limits.max_due_age:g} s)")
+    since = timezone.now() - datetime.timedelta(seconds=limits.failure_window)
+    failures = (
+        Error.objects.using(alias)
+        .filter(created__gte=since)
+        .exclude(exception="aio_async.errors.JobCancelled")
+        .count()
+    )
+    report["recent_failures"] = {"seconds": limits.failure_window, "attempts_failed": failures}
+    if limits.max_failures is not None and failures > limits.max_failures:
+        found.append(
+            f"{failures} attempts failed in the last {limits.failure_window:g} s "
+            f"(more than {limits.max_failures})"
+        )
+    alive = workers(within=limits.max_heartbeat_age, using=alias)
+    report["workers"] = alive
+    if not alive:
+        within = limits.max_heartbeat_age or 3 * settings.heartbeat_every
+        found.append(f"no worker was heard of in the last {within:g} s")
+    return found
 
 
 ahealth = sync_to_async(health, thread_sensitive=True)

@@ -18,7 +18,19 @@ from django.utils import timezone
 from aio_async import sql
 from aio_async.errors import GroupClosed, InvalidOption
 
-__all__ = ["FINISHED", "UNFINISHED", "Dependency", "Error", "Group", "Job", "Status", "Tick", "release_final"]
+__all__ = [
+    "FINISHED",
+    "UNFINISHED",
+    "Dependency",
+    "Error",
+    "Group",
+    "Job",
+    "Queue",
+    "Status",
+    "Tick",
+    "Worker",
+    "release_final",
+]
 
 
 class Status(models.TextChoices):
@@ -315,3 +327,39 @@ class Tick(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule} @ {self.tick}"
+
+
+class Queue(models.Model):
+    """A queue's state that every worker follows: paused (its jobs stay queued) or not.
+
+    A queue has a row once it was paused or resumed; a queue without one runs.
+    """
+
+    name = models.CharField(max_length=255, primary_key=True)
+    paused = models.BooleanField(default=False)
+    #: When it was last paused or resumed, and by whom.
+    changed = models.DateTimeField(default=timezone.now)
+    changed_by = models.CharField(max_length=255, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"{self.name} (paused)" if self.paused else self.name
+
+
+class Worker(models.Model):
+    """A worker process, as it records itself: at start, with each lease renewal, and at its stop."""
+
+    id = models.CharField(max_length=255, primary_key=True)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    #: The queues it serves, comma-separated ("*": every queue).
+    queues = models.TextField()
+    concurrency = models.PositiveIntegerField()
+    started = models.DateTimeField()
+    #: Its last sign of life; a worker whose last one is older than a few renewals is lost.
+    heartbeat = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-started", "id"]
+
+    def __str__(self) -> str:
+        return self.id

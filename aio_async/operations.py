@@ -17,7 +17,7 @@ import json
 import math
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from aio_async import allow, sql
@@ -224,14 +224,37 @@ def _mine(rows: Sequence[tuple[int, int, str | None]]) -> str:
     return json.dumps(rows, separators=(",", ":"))
 
 
+def _filters(
+    request: ClaimRequest, paused: Collection[str], now: datetime.datetime, alone: bool
+) -> tuple[tuple[int, int, int, int], list[Any]] | None:
+    """The counts and parameters of ``sql._claimable``; None when every queue served is paused."""
+    queues = [queue for queue in request.queues if queue not in paused]
+    if request.queues and not queues:
+        return None
+    left_out = [] if request.queues else sorted(paused)
+    params: list[Any] = [now, *queues, *left_out, *map(_like, request.include), *map(_like, request.exclude)]
+    params.append(alone)
+    return (len(queues), len(request.include), len(request.exclude), len(left_out)), params
+
+
 def claim(
-    dialect: sql.Dialect, request: ClaimRequest, limit: int, alone: bool, now: datetime.datetime
+    dialect: sql.Dialect,
+    request: ClaimRequest,
+    limit: int,
+    alone: bool,
+    now: datetime.datetime,
+    paused: Collection[str] = (),
 ) -> sql.Op[list[Attempt]]:
-    """Lease up to ``limit`` due jobs (one isolated job, if ``alone`` lets it) to the worker."""
-    params: list[Any] = [now, *request.queues, *map(_like, request.include), *map(_like, request.exclude)]
-    params += [alone, limit, request.worker_id, now + request.lease, now]
-    statement = sql.claim(dialect, len(request.queues), len(request.include), len(request.exclude))
-    rows = yield statement, params
+    """Lease up to ``limit`` due jobs (one isolated job, if ``alone`` lets it) to the worker.
+
+    Jobs of ``paused`` queues stay queued.
+    """
+    found = _filters(request, paused, now, alone)
+    if found is None:
+        return []
+    counts, params = found
+    params += [limit, request.worker_id, now + request.lease, now]
+    rows = yield sql.claim(dialect, *counts), params
     return sorted((Attempt.from_row(row, now) for row in rows), key=lambda a: (-a.priority, a.job_id))
 
 
@@ -245,6 +268,7 @@ def claim_limited(
     limit: int,
     alone: bool,
     clock: Callable[[], datetime.datetime],
+    paused: Collection[str] = (),
 ) -> sql.Op[list[Attempt]]:
     """Lease up to ``limit`` due jobs with limits, as many as their keys' limits allow.
 
@@ -255,15 +279,16 @@ def claim_limited(
     claim is one statement, and the database's only writer while it runs.
     """
     now = clock()
-    counts = (request.queues, request.include, request.exclude)
-    filters: list[Any] = [now, *request.queues, *map(_like, request.include), *map(_like, request.exclude)]
-    filters.append(alone)
+    found = _filters(request, paused, now, alone)
+    if found is None:
+        return []
+    counts, filters = found
     cutoffs = [now - datetime.timedelta(seconds=seconds) for seconds in (1, 60, 3600)]
     window = max(LIMITED_WINDOW, 10 * limit)
     lock = sql.lock_limit_keys(dialect)
     keys: list[Any] = []
     if lock is not None:
-        rows = yield sql.limited_keys(dialect, *map(len, counts)), [*filters, *cutoffs, window]
+        rows = yield sql.limited_keys(dialect, *counts), [*filters, *cutoffs, window]
         if not rows:
             return []
         keys = [[row[0] for row in rows]]
@@ -271,7 +296,7 @@ def claim_limited(
         now = clock()
         cutoffs = [now - datetime.timedelta(seconds=seconds) for seconds in (1, 60, 3600)]
         filters[0] = now
-    statement = sql.claim_limited(dialect, *map(len, counts), keys=bool(keys))
+    statement = sql.claim_limited(dialect, *counts, keys=bool(keys))
     params = [*filters, *keys, *cutoffs, window, *cutoffs, limit, request.worker_id, now + request.lease, now]
     rows = yield statement, params
     return sorted((Attempt.from_row(row, now) for row in rows), key=lambda a: (-a.priority, a.job_id))

@@ -22,6 +22,8 @@ from aio_async import sql
 __all__ = ["CHANNEL", "PsycopgConnector", "connection_params"]
 
 CHANNEL = "aio_async"
+#: What each channel's notices are, as ``listen()`` yields them (see ``store.Notice``).
+_KINDS = {CHANNEL: "wake", sql.CANCEL_CHANNEL: "cancelled", sql.QUEUES_CHANNEL: "queues"}
 
 logger = logging.getLogger("aio_async.postgres")
 
@@ -102,16 +104,18 @@ class PsycopgConnector:
             return stop.value  # type: ignore[no-any-return]
 
     async def listen(self) -> AsyncIterator[tuple[str, str]]:
-        """LISTEN on a dedicated connection; yield ("wake", queue) and ("cancelled", job ids).
+        """LISTEN on a dedicated connection; yield ("wake", queue), ("cancelled", job ids), ("queues", queue).
 
         Yields ``("wake", "")`` first, once listening: wake-ups before that moment were
         missed, so the caller should look for due jobs then.
         """
         async with await psycopg.AsyncConnection.connect(**self._params, autocommit=True) as listener:
-            await listener.execute(f"LISTEN {CHANNEL}; LISTEN {sql.CANCEL_CHANNEL}")
+            await listener.execute(
+                f"LISTEN {CHANNEL}; LISTEN {sql.CANCEL_CHANNEL}; LISTEN {sql.QUEUES_CHANNEL}"
+            )
             yield "wake", ""
             async for notice in listener.notifies():
-                yield ("cancelled" if notice.channel == sql.CANCEL_CHANNEL else "wake"), notice.payload
+                yield _KINDS.get(notice.channel, "wake"), notice.payload
 
     async def close(self) -> None:
         """Close the connection, if open."""

@@ -33,6 +33,7 @@ __all__ = [
     "CANCEL_CHANNEL",
     "FENCE",
     "POSTGRESQL",
+    "QUEUES_CHANNEL",
     "REPLACED",
     "SQLITE",
     "SUCCEEDED",
@@ -55,6 +56,7 @@ __all__ = [
     "expire_unique",
     "expired",
     "for_vendor",
+    "forget_worker",
     "give_up",
     "heartbeat",
     "insert_error",
@@ -68,9 +70,12 @@ __all__ = [
     "lost",
     "mark_prerequisites",
     "notify_cancelled",
+    "notify_queues",
+    "paused_queues",
     "prepared",
     "prunable",
     "psycopg3",
+    "register_worker",
     "release_dependents",
     "release_final",
     "replace_unique",
@@ -197,15 +202,18 @@ CLAIMED = (
 )
 
 
-def _claimable(queues: int, include: int, exclude: int) -> list[str]:
+def _claimable(queues: int, include: int, exclude: int, paused: int = 0) -> list[str]:
     """The conditions every claim puts on a queued job: due, in a queue served, names matched.
 
-    Parameters: now, each of ``queues`` queue names, ``include`` name patterns, ``exclude``
-    name patterns, alone (may an isolated job be taken).
+    Parameters: now, each of ``queues`` queue names, ``paused`` queue names (those left out,
+    when every queue is served), ``include`` name patterns, ``exclude`` name patterns, alone
+    (may an isolated job be taken).
     """
     where = ["status = 'queued'", "run_after <= %s"]
     if queues:
         where.append(f"queue IN ({', '.join(['%s'] * queues)})")
+    if paused:
+        where.append(f"queue NOT IN ({', '.join(['%s'] * paused)})")
     if include:
         where.append("(" + " OR ".join(["name LIKE %s ESCAPE '\\'"] * include) + ")")
     where += ["name NOT LIKE %s ESCAPE '\\'"] * exclude
@@ -240,12 +248,12 @@ def _lease(dialect: Dialect, picked: str) -> str:
 
 
 @functools.cache
-def claim(dialect: Dialect, queues: int, include: int = 0, exclude: int = 0) -> str:
+def claim(dialect: Dialect, queues: int, include: int = 0, exclude: int = 0, paused: int = 0) -> str:
     """Lease the first due jobs without limits to a worker, running under a fresh attempt number.
 
     Parameters: those of ``_claimable``, limit, then those of ``_lease``. Returns ``CLAIMED``.
     """
-    where = [*_claimable(queues, include, exclude), "limit_key IS NULL"]
+    where = [*_claimable(queues, include, exclude, paused), "limit_key IS NULL"]
     return (
         f"WITH picked AS (SELECT id, isolated FROM {JOB} WHERE {' AND '.join(where)} "  # noqa: S608
         f"ORDER BY priority DESC, run_after, id LIMIT %s{dialect.skip_locked}) " + _lease(dialect, "picked")
@@ -273,13 +281,13 @@ def _under_limits(of: str) -> str:
 
 
 @functools.cache
-def limited_keys(dialect: Dialect, queues: int, include: int = 0, exclude: int = 0) -> str:
+def limited_keys(dialect: Dialect, queues: int, include: int = 0, exclude: int = 0, paused: int = 0) -> str:
     """The keys of the first due jobs with limits whose keys have room, sorted (to lock them).
 
     Parameters: those of ``_claimable``, the starts of the last second, minute and hour,
     limit. Returns limit_key.
     """
-    where = [*_claimable(queues, include, exclude), "limit_key IS NOT NULL", _under_limits(JOB)]
+    where = [*_claimable(queues, include, exclude, paused), "limit_key IS NOT NULL", _under_limits(JOB)]
     return (
         f"SELECT DISTINCT limit_key FROM (SELECT limit_key FROM {JOB} "  # noqa: S608
         f"WHERE {' AND '.join(where)} ORDER BY priority DESC, run_after, id LIMIT %s) AS due "
@@ -303,7 +311,7 @@ def lock_limit_keys(dialect: Dialect) -> str | None:
 
 @functools.cache
 def claim_limited(
-    dialect: Dialect, queues: int, include: int = 0, exclude: int = 0, keys: bool = False
+    dialect: Dialect, queues: int, include: int = 0, exclude: int = 0, paused: int = 0, *, keys: bool = False
 ) -> str:
     """Lease due jobs with limits to a worker, as many as each key's limits allow.
 
@@ -314,7 +322,7 @@ def claim_limited(
     second, minute and hour, candidates, then again the starts of the last second, minute and
     hour, limit, then those of ``_lease``. Returns ``CLAIMED``.
     """
-    where = [*_claimable(queues, include, exclude), "limit_key IS NOT NULL"]
+    where = [*_claimable(queues, include, exclude, paused), "limit_key IS NOT NULL"]
     if keys:
         where.append("limit_key = ANY(%s)")
     where.append(_under_limits(JOB))
@@ -714,6 +722,40 @@ def delete_empty_groups(groups: int) -> str:
         f"DELETE FROM {GROUP} WHERE id IN ({_ids(groups)}) "  # noqa: S608
         f"AND NOT EXISTS (SELECT 1 FROM {JOB} WHERE {JOB}.group_id = {GROUP}.id)"
     )
+
+
+QUEUES_CHANNEL = "aio_async_queues"
+
+
+def paused_queues() -> str:
+    """The names of the queues that are paused. No parameters. Returns name."""
+    return 'SELECT name FROM "aio_async_queue" WHERE paused'
+
+
+def notify_queues(dialect: Dialect) -> str | None:
+    """Tell workers that a queue was paused or resumed (PostgreSQL); None where nothing listens.
+
+    Parameter: the queue's name. Delivered when the transaction commits.
+    """
+    if dialect.vendor != "postgresql":
+        return None
+    return f"SELECT pg_notify('{QUEUES_CHANNEL}', %s)"
+
+
+def register_worker() -> str:
+    """Record a worker as alive: at its start, and with each renewal of its leases.
+
+    Parameters: id, host, pid, queues, concurrency, started, heartbeat.
+    """
+    return (
+        'INSERT INTO "aio_async_worker" (id, host, pid, queues, concurrency, started, heartbeat) '
+        "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET heartbeat = excluded.heartbeat"
+    )
+
+
+def forget_worker() -> str:
+    """A worker that stops, or that was lost long ago. Parameters: id, the oldest heartbeat kept."""
+    return 'DELETE FROM "aio_async_worker" WHERE id = %s OR heartbeat < %s'
 
 
 @functools.cache

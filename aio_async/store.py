@@ -22,7 +22,9 @@ import contextlib
 import datetime
 import functools
 import logging
+import os
 import re
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -36,27 +38,43 @@ from aio_async.bridge import JobThread, connection_lost, tidy_connections
 from aio_async.conf import QueueSettings
 from aio_async.operations import Attempt, ClaimRequest, ErrorInfo, Outcome
 
-__all__ = ["CANCELLED", "WAKE", "DatabaseStore", "DjangoConnector", "Notice", "Store", "open_store"]
+__all__ = ["CANCELLED", "QUEUES", "WAKE", "DatabaseStore", "DjangoConnector", "Notice", "Store", "open_store"]
 
 logger = logging.getLogger("aio_async.store")
 
 R = TypeVar("R")
 
-#: What ``listen()`` yields: (``WAKE``, a queue name) as jobs become due, and (``CANCELLED``,
-#: comma-separated job ids) as running jobs are cancelled.
+#: What ``listen()`` yields: (``WAKE``, a queue name) as jobs become due, (``CANCELLED``,
+#: comma-separated job ids) as running jobs are cancelled, and (``QUEUES``, a queue name) as
+#: a queue is paused or resumed.
 Notice = tuple[str, str]
 WAKE = "wake"
 CANCELLED = "cancelled"
+QUEUES = "queues"
 
 
 class Store(Protocol):
     """Every queue operation the worker needs, as the executor sees them."""
 
-    async def claim(self, limit: int, *, alone: bool) -> list[Attempt]:
-        """Lease up to ``limit`` due jobs to this worker (an isolated one only when ``alone``)."""
+    async def claim(self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset()) -> list[Attempt]:
+        """Lease up to ``limit`` due jobs to this worker (an isolated one only when ``alone``).
 
-    async def claim_limited(self, limit: int, *, alone: bool) -> list[Attempt]:
+        Jobs of the ``paused`` queues stay queued.
+        """
+
+    async def claim_limited(
+        self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset()
+    ) -> list[Attempt]:
         """Lease up to ``limit`` due jobs with limits, as many as their keys allow."""
+
+    async def paused(self) -> frozenset[str]:
+        """The names of the paused queues."""
+
+    async def register(self, started: datetime.datetime) -> None:
+        """Record this worker (its host, pid, queues, concurrency, start) as alive now."""
+
+    async def unregister(self) -> None:
+        """Forget this worker (it stops), and workers not heard of for a day."""
 
     async def heartbeat(self, attempts: Sequence[Attempt]) -> set[int]:
         """Extend the leases of ``attempts``; return the job ids still held."""
@@ -191,16 +209,37 @@ class DatabaseStore:
         self._finished: list[tuple[Attempt, Any, asyncio.Future[Outcome]]] = []
         self._recorder: asyncio.Task[None] | None = None
 
-    async def claim(self, limit: int, *, alone: bool) -> list[Attempt]:
+    async def claim(self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset()) -> list[Attempt]:
         """Lease up to ``limit`` due jobs to this worker."""
         now = timezone.now()
-        return await self.connector.run(lambda d: operations.claim(d, self.request, limit, alone, now))
+        return await self.connector.run(
+            lambda d: operations.claim(d, self.request, limit, alone, now, paused)
+        )
 
-    async def claim_limited(self, limit: int, *, alone: bool) -> list[Attempt]:
+    async def claim_limited(
+        self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset()
+    ) -> list[Attempt]:
         """Lease up to ``limit`` due jobs with limits, in a transaction that holds their keys."""
         return await self.connector.run(
-            lambda d: operations.claim_limited(d, self.request, limit, alone, timezone.now), atomic=True
+            lambda d: operations.claim_limited(d, self.request, limit, alone, timezone.now, paused),
+            atomic=True,
         )
+
+    async def paused(self) -> frozenset[str]:
+        """The names of the paused queues."""
+        return await self.connector.run(_paused, retry=True)
+
+    async def register(self, started: datetime.datetime) -> None:
+        """Record this worker as alive now, with what it serves (at its start and each renewal)."""
+        host, pid = socket.gethostname(), os.getpid()
+        queues = ",".join(self.settings.queues)
+        row = [self.worker_id, host, pid, queues, self.concurrency, started, timezone.now()]
+        await self.recorder.run(lambda d: _one(sql.register_worker(), row), retry=True)
+
+    async def unregister(self) -> None:
+        """Forget this worker, and the workers not heard of for a day."""
+        long_ago = timezone.now() - datetime.timedelta(days=1)
+        await self.recorder.run(lambda d: _one(sql.forget_worker(), [self.worker_id, long_ago]), retry=True)
 
     async def heartbeat(self, attempts: Sequence[Attempt]) -> set[int]:
         """Extend this worker's leases on ``attempts``."""
@@ -439,6 +478,17 @@ class DatabaseStore:
 def _ping(dialect: sql.Dialect) -> sql.Op[None]:
     """One round trip: opens a connector's connection."""
     yield "SELECT 1", []
+
+
+def _one(statement: str, params: list[Any]) -> sql.Op[None]:
+    """One statement whose rows do not matter."""
+    yield statement, params
+
+
+def _paused(dialect: sql.Dialect) -> sql.Op[frozenset[str]]:
+    """The names of the paused queues."""
+    rows = yield sql.paused_queues(), []
+    return frozenset(row[0] for row in rows)
 
 
 #: PostgreSQL's refusal of a connection to a database that does not exist (its English text).

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from tests.app import views
 
-urlpatterns = [path("admin/", admin.site.urls), path("records/", views.create)]
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("records/", views.create),
+    path("queue/", include("aio_async.urls")),
+]

@@ -40,8 +40,8 @@ async def test_an_idle_worker_wakes_on_notify_not_on_its_poll() -> None:
     claims: list[int] = []
     claim = store.claim
 
-    async def counted(limit: int, *, alone: bool) -> list[Attempt]:
-        claimed = await claim(limit, alone=alone)
+    async def counted(limit: int, *, alone: bool, paused: frozenset[str] = frozenset()) -> list[Attempt]:
+        claimed = await claim(limit, alone=alone, paused=paused)
         claims.append(len(claimed))
         return claimed
 

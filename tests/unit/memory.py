@@ -56,7 +56,7 @@ class MemoryStore:
         """A job's function returned (the test's functions say so, as the worker frees a slot)."""
         self.held = {held for held in self.held if held[0] != job_id}
 
-    async def claim(self, limit: int, *, alone: bool) -> list[Attempt]:
+    async def claim(self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset()) -> list[Attempt]:
         """Hand out up to ``limit`` queued jobs; an isolated one only when ``alone``, and then alone."""
         if self.claim_errors:
             self.events.append(("claim_failed", limit))
@@ -169,9 +169,21 @@ class MemoryStore:
         while True:
             yield "wake", await queue.get()
 
-    async def claim_limited(self, limit: int, *, alone: bool) -> list[Attempt]:
+    async def claim_limited(
+        self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset()
+    ) -> list[Attempt]:
         """No job in memory has limits."""
         return []
+
+    async def paused(self) -> frozenset[str]:
+        """No queue is paused in memory."""
+        return frozenset()
+
+    async def register(self, started: Any) -> None:
+        """Nothing to record."""
+
+    async def unregister(self) -> None:
+        """Nothing to forget."""
 
     async def lost(self, attempts: Sequence[Attempt]) -> dict[int, str | None]:
         """The attempts that no longer hold their jobs, with the jobs' statuses."""

@@ -1,0 +1,126 @@
+"""Pausing and resuming queues, and the workers that serve them.
+
+A paused queue keeps its jobs queued: every worker stops claiming from it within one poll
+interval (at once on PostgreSQL, where the change is sent as a NOTIFY on commit), and starts
+again when it is resumed. Jobs already running finish.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import connections, transaction
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+
+from aio_async import sql
+from aio_async.conf import get_settings
+from aio_async.models import Job, Queue, Status, Worker
+from aio_async.payload import check_queue
+
+__all__ = ["apause", "aresume", "overview", "pause", "paused", "resume", "workers"]
+
+
+def _set(queue: str, paused: bool, by: str | None, using: str | None) -> bool:
+    """Pause or resume ``queue``; True if that changed it."""
+    name = check_queue(queue)
+    alias = using or get_settings().database
+    if by is None:
+        by = f"process {os.getpid()} on {socket.gethostname()}"
+    with transaction.atomic(using=alias):
+        queues = Queue.objects.using(alias)
+        row, created = queues.select_for_update().get_or_create(
+            name=name, defaults={"paused": paused, "changed_by": by[:255]}
+        )
+        if created:
+            changed = paused  # a queue without a row was running
+        elif row.paused == paused:
+            return False
+        else:
+            queues.filter(name=name).update(paused=paused, changed=timezone.now(), changed_by=by[:255])
+            changed = True
+        connection = connections[alias]
+        notify = sql.notify_queues(sql.for_vendor(connection.vendor))
+        if changed and notify is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(notify, [name])
+    return changed
+
+
+def pause(queue: str, *, by: str | None = None, using: str | None = None) -> bool:
+    """Pause ``queue``: its jobs stay queued until it is resumed; True if it was running.
+
+    Runs in the caller's transaction. ``by`` says who paused it (a person, a process).
+    """
+    return _set(queue, True, by, using)
+
+
+def resume(queue: str, *, by: str | None = None, using: str | None = None) -> bool:
+    """Resume ``queue``: workers claim its jobs again; True if it was paused."""
+    name = check_queue(queue)
+    alias = using or get_settings().database
+    if not Queue.objects.using(alias).filter(name=name, paused=True).exists():
+        return False
+    return _set(name, False, by, using)
+
+
+def paused(*, using: str | None = None) -> set[str]:
+    """The names of the paused queues."""
+    alias = using or get_settings().database
+    return set(Queue.objects.using(alias).filter(paused=True).values_list("name", flat=True))
+
+
+def workers(*, within: float | None = None, using: str | None = None) -> list[dict[str, Any]]:
+    """The workers alive: those heard of within ``within`` seconds (default: three lease renewals)."""
+    settings = get_settings()
+    alias = using or settings.database
+    seconds = within if within is not None else 3 * settings.heartbeat_every
+    since = timezone.now() - datetime.timedelta(seconds=seconds)
+    return [
+        {
+            "id": worker.id,
+            "host": worker.host,
+            "pid": worker.pid,
+            "queues": worker.queues.split(","),
+            "concurrency": worker.concurrency,
+            "started": worker.started.isoformat(),
+            "heartbeat": worker.heartbeat.isoformat(),
+        }
+        for worker in Worker.objects.using(alias).filter(heartbeat__gte=since).order_by("started", "id")
+    ]
+
+
+def overview(*, using: str | None = None) -> list[dict[str, Any]]:
+    """Every queue with jobs or a pause on record: jobs by status, due now, oldest due, paused."""
+    alias = using or get_settings().database
+    now = timezone.now()
+    rows = (
+        Job.objects.using(alias)
+        .values("queue", "status")
+        .annotate(jobs=Count("id"), oldest=Min("run_after"), due=Count("id", filter=Q(run_after__lte=now)))
+        .order_by()
+    )
+    found: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        queue = found.setdefault(row["queue"], _empty(row["queue"]))
+        queue["jobs"][row["status"]] = row["jobs"]
+        if row["status"] == Status.QUEUED and row["due"]:
+            queue["due"] = row["due"]
+            queue["oldest_due_age_seconds"] = round((now - row["oldest"]).total_seconds(), 3)
+    for name, is_paused in Queue.objects.using(alias).values_list("name", "paused"):
+        found.setdefault(name, _empty(name))["paused"] = is_paused
+    return [found[name] for name in sorted(found)]
+
+
+def _empty(name: str) -> dict[str, Any]:
+    return {"queue": name, "paused": False, "jobs": {}, "due": 0, "oldest_due_age_seconds": None}
+
+
+apause = sync_to_async(pause, thread_sensitive=True)
+apause.__doc__ = "Pause a queue, from async code."
+aresume = sync_to_async(resume, thread_sensitive=True)
+aresume.__doc__ = "Resume a queue, from async code."
