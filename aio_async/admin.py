@@ -1,22 +1,118 @@
-"""Admin pages for jobs, groups and errors, with retry-now and cancel actions."""
+"""Admin pages for jobs, groups and errors: actions that retry, cancel, copy and delete jobs,
+and a queue overview (counts, oldest due job, throughput, groups in progress, a 24-hour chart).
+
+Every action writes what it did to the admin log. Viewing needs the view permission; what
+changes jobs needs the change permission, deleting the delete permission.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import functools
+import importlib
+import json
+import operator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import Count, F, Q, QuerySet
-from django.db.models.functions import Greatest
-from django.http import HttpRequest
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Avg, Count, F, Min, Q, QuerySet
+from django.db.models.functions import Greatest, TruncHour
+from django.forms import ModelForm
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from aio_async.api import cancel_pending
-from aio_async.models import FINISHED, Error, Group, Job, Status
+from aio_async.api import cancel_pending, schedule
+from aio_async.errors import ScheduleError
+from aio_async.models import FINISHED, UNFINISHED, Error, Group, Job, Status
+
+#: Jobs changed or logged per statement (SQLite caps a statement's parameters).
+BATCH = 500
+#: What "retry now" puts back in the queue.
+RETRYABLE = (Status.QUEUED, Status.FAILED, Status.CANCELLED)
+#: The fields the job page lets one edit; the rest are the worker's, shown read-only.
+EDITABLE = ("queue", "priority", "run_after", "max_attempts", "timeout")
+#: JSON columns, shown formatted instead of as raw text.
+JSON_FIELDS = ("args", "kwargs", "meta", "result")
+#: Runtime bookkeeping in ``meta`` that a copy of a job starts without.
+RUNTIME_META = ("snoozed",)
+#: Groups listed on the overview, oldest first.
+GROUP_LIMIT = 50
 
 
 def _traceback(error: Error) -> str:
     return format_html('<pre style="white-space: pre-wrap">{}</pre>', error.traceback)
+
+
+def _json(value: object) -> str:
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
+
+
+def _duration_text(duration: datetime.timedelta) -> str:
+    """A duration for people: "0.42 s", "12 s", "5 min 3 s", "3 h 12 min", "2 d 3 h"."""
+    seconds = max(duration.total_seconds(), 0.0)
+    if seconds < 10:
+        return f"{seconds:.2g} s"
+    whole = round(seconds)
+    for unit, size, smaller, smaller_size in (
+        ("d", 86400, "h", 3600),
+        ("h", 3600, "min", 60),
+        ("min", 60, "s", 1),
+    ):
+        if whole >= size:
+            return f"{whole // size} {unit} {whole % size // smaller_size} {smaller}"
+    return f"{whole} s"
+
+
+def _batches(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), BATCH):
+        yield ids[start : start + BATCH]
+
+
+def _retry(jobs: QuerySet[Job], statuses: Iterable[str]) -> list[int]:
+    """Queue the jobs of ``jobs`` in ``statuses`` to run now, with one more attempt if they
+    used them all; return their ids.
+
+    Each batch is locked before it is written, so a job that a worker claims meanwhile is
+    neither retried nor reported.
+    """
+    statuses = tuple(statuses)
+    alias = jobs.db
+    candidates = list(jobs.filter(status__in=statuses).order_by().values_list("pk", flat=True))
+    retried: list[int] = []
+    with transaction.atomic(using=alias):
+        for batch in _batches(candidates):
+            rows = Job.objects.using(alias).filter(pk__in=batch, status__in=statuses)
+            locked = list(rows.select_for_update().values_list("pk", flat=True))
+            Job.objects.using(alias).filter(pk__in=locked).update(
+                status=Status.QUEUED,
+                run_after=timezone.now(),
+                finished=None,
+                max_attempts=Greatest(F("max_attempts"), F("attempts") - F("excused") + 1),
+            )
+            retried += locked
+    return retried
+
+
+def _paused_queues(alias: str) -> set[str] | None:
+    """The paused queues, where this version has ``aio_async.queues.paused()``; None otherwise."""
+    try:
+        queues = importlib.import_module("aio_async.queues")
+    except ModuleNotFoundError as exc:
+        if exc.name != "aio_async.queues":
+            raise
+        return None
+    paused = getattr(queues, "paused", None)
+    return None if paused is None else {str(queue) for queue in paused(using=alias)}
 
 
 class ErrorInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -41,43 +137,425 @@ class ErrorInline(admin.TabularInline):  # type: ignore[type-arg]
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Jobs by status, queue and name; retry now or cancel."""
+    """Jobs by status, queue and name: retry, cancel, copy or delete them; see the queues."""
 
-    list_display = ("id", "name", "status", "queue", "priority", "attempts", "run_after", "finished")
-    list_filter = ("status", "queue", "name")
-    search_fields = ("name", "identity")
-    date_hierarchy = "added"
-    readonly_fields = (
-        "identity",
+    list_display = (
+        "id",
+        "name",
+        "status",
+        "queue",
+        "priority",
+        "attempts",
+        "group",
         "added",
         "started",
         "finished",
-        "attempts",
-        "excused",
-        "isolated",
-        "locked_by",
-        "locked_until",
-        "result",
     )
+    list_filter = ("status", "queue", "name")
+    list_select_related = ("group",)
+    search_fields = ("name", "identity")
+    date_hierarchy = "added"
+    exclude = JSON_FIELDS
     inlines = (ErrorInline,)
-    actions = ("retry_now", "cancel")
+    actions = ("retry_now", "cancel", "reenqueue", "duplicate")
 
-    @admin.action(description="Retry now (queued, failed or cancelled jobs)")
+    # The job page.
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        """Everything but the few fields one may edit, and the JSON columns formatted."""
+        worker = tuple(
+            field.name
+            for field in Job._meta.concrete_fields
+            if field.name not in (*EDITABLE, *JSON_FIELDS) and not field.primary_key
+        )
+        return (*worker, "args_json", "kwargs_json", "meta_json", "result_json")
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> tuple[tuple[str | None, Any], ...]:
+        """The job's state first, then its call: arguments, meta and result."""
+        call = ("args_json", "kwargs_json", "meta_json", "result_json")
+        order = [field.name for field in Job._meta.concrete_fields]
+        state = [field for field in self.get_fields(request, obj) if field not in call]
+        state.sort(key=lambda field: order.index(field) if field in order else len(order))
+        return ((None, {"fields": state}), ("Call", {"fields": call}))
+
+    @admin.display(description="args")
+    def args_json(self, job: Job) -> str:
+        """The positional arguments, as indented JSON."""
+        return _json(job.args)
+
+    @admin.display(description="kwargs")
+    def kwargs_json(self, job: Job) -> str:
+        """The keyword arguments, as indented JSON."""
+        return _json(job.kwargs)
+
+    @admin.display(description="meta")
+    def meta_json(self, job: Job) -> str:
+        """The job's meta, as indented JSON."""
+        return _json(job.meta)
+
+    @admin.display(description="result")
+    def result_json(self, job: Job) -> str:
+        """The returned value, as indented JSON."""
+        return _json(job.result)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Jobs are made by schedule(), which checks the allow-list; copy one with the actions."""
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Job, form: ModelForm[Job], change: bool) -> None:
+        """Write only the fields that were edited, never the worker's columns read a moment ago."""
+        obj.save(update_fields=form.changed_data if change else None)
+
+    # Actions on the selected jobs.
+
+    def _log(self, request: HttpRequest, ids: list[int], message: str) -> None:
+        """One admin log entry per job."""
+        user = request.user.pk
+        assert user is not None  # the admin's pages need a logged-in user
+        for batch in _batches(ids):
+            jobs = Job.objects.filter(pk__in=batch).only("pk", "name", "args", "kwargs").order_by("pk")
+            LogEntry.objects.log_actions(user, jobs, CHANGE, message)
+
+    @admin.action(description="Retry now (queued, failed or cancelled jobs)", permissions=["change"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         """Queue the selected jobs to run at once, giving failed ones one more attempt."""
-        retried = queryset.filter(status__in=(Status.QUEUED, Status.FAILED, Status.CANCELLED)).update(
-            status=Status.QUEUED,
-            run_after=timezone.now(),
-            finished=None,
-            max_attempts=Greatest(F("max_attempts"), F("attempts") - F("excused") + 1),
-        )
-        self.message_user(request, f"{retried} job(s) queued to run now.", messages.SUCCESS)
+        retried = _retry(queryset, RETRYABLE)
+        self._log(request, retried, "Queued to run now.")
+        self.message_user(request, f"{len(retried)} job(s) queued to run now.", messages.SUCCESS)
 
-    @admin.action(description="Cancel (jobs that have not started)")
+    @admin.action(description="Cancel (jobs that have not started)", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         """Cancel the selected jobs that are queued or waiting for their group."""
-        cancelled = cancel_pending(queryset)
-        self.message_user(request, f"{cancelled} job(s) cancelled.", messages.SUCCESS)
+        candidates = list(queryset.filter(status__in=UNFINISHED).order_by().values_list("pk", flat=True))
+        count = cancel_pending(queryset, by=f"{request.user.get_username()} in the admin")
+        cancelled = [
+            pk
+            for batch in _batches(candidates)
+            for pk in Job.objects.using(queryset.db)
+            .filter(pk__in=batch, status=Status.CANCELLED)
+            .values_list("pk", flat=True)
+        ]
+        self._log(request, cancelled, "Cancelled.")
+        self.message_user(request, f"{count} job(s) cancelled.", messages.SUCCESS)
+
+    @admin.action(description="Re-enqueue as new jobs (finished jobs)", permissions=["change"])
+    def reenqueue(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        """Queue a new job with the same call and options for each selected finished job."""
+        unfinished = queryset.exclude(status__in=FINISHED).count()
+        self._copy(request, queryset.filter(status__in=FINISHED))
+        if unfinished:
+            self.message_user(
+                request,
+                f"{unfinished} selected job(s) have not finished and were left alone; "
+                "use “Duplicate” to copy them.",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Duplicate as new jobs", permissions=["change"])
+    def duplicate(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        """Queue a new job with the same call and options for each selected job, finished or not."""
+        self._copy(request, queryset)
+
+    def _copy(self, request: HttpRequest, jobs: QuerySet[Job]) -> None:
+        """Schedule a copy of each job through schedule(), so its checks apply; report and log."""
+        copies: list[int] = []
+        held: list[int] = []
+        refused: list[str] = []
+        for job in jobs.order_by("pk"):
+            meta = job.meta
+            if isinstance(meta, dict):
+                meta = {key: value for key, value in meta.items() if key not in RUNTIME_META}
+            try:
+                copy = schedule(
+                    job.name,
+                    job.args,
+                    job.kwargs,
+                    priority=job.priority,
+                    meta=meta,
+                    queue=job.queue,
+                    max_attempts=job.max_attempts,
+                    timeout=job.timeout,
+                    using=jobs.db,
+                )
+            except ScheduleError as exc:
+                refused.append(f"job {job.pk}: {exc}")
+                continue
+            if copy.unique_conflict:
+                held.append(copy.pk)
+                continue
+            copies.append(copy.pk)
+            self.log_addition(request, copy, f"Queued as a copy of job {job.pk}.")
+            self.log_change(request, job, f"Copied as job {copy.pk}.")
+        if copies:
+            listed = ", ".join(f"#{pk}" for pk in copies[:10]) + (", …" if len(copies) > 10 else "")
+            self.message_user(request, f"{len(copies)} new job(s) queued: {listed}.", messages.SUCCESS)
+        if held:
+            listed = ", ".join(f"#{pk}" for pk in held[:10])
+            self.message_user(
+                request,
+                f"{len(held)} job(s) not copied: the same unique job is already queued ({listed}).",
+                messages.WARNING,
+            )
+        if refused:
+            self.message_user(
+                request, f"{len(refused)} job(s) not copied: " + "; ".join(refused[:5]), messages.ERROR
+            )
+        if not (copies or held or refused):
+            self.message_user(request, "No job copied.", messages.WARNING)
+
+    # Pages of their own: retry every failed job of a filtered list, and the queue overview.
+
+    def get_urls(self) -> list[URLPattern]:
+        """The job pages, plus the overview and the retry-failed page under the job list."""
+        name = f"{self.opts.app_label}_{self.opts.model_name}"
+        own = [
+            path("overview/", self.admin_site.admin_view(self.overview_view), name=f"{name}_overview"),
+            path(
+                "retry-failed/",
+                self.admin_site.admin_view(self.retry_failed_view),
+                name=f"{name}_retry_failed",
+            ),
+        ]
+        return [*own, *super().get_urls()]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        """The job list, with links to the overview and to retry its failed jobs."""
+        context = {"can_retry_failed": self.has_change_permission(request), **(extra_context or {})}
+        return super().changelist_view(request, context)
+
+    def retry_failed_view(self, request: HttpRequest) -> HttpResponse:
+        """Retry every failed job that the job list's filters and search (from the query
+        string) match, not only one page: GET asks to confirm, POST does it."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        if request.method not in ("GET", "POST"):
+            return HttpResponseNotAllowed(["GET", "POST"])
+        listing = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            self.message_user(request, "The list's filters are not valid; nothing retried.", messages.ERROR)
+            return HttpResponseRedirect(listing)
+        failed = changelist.get_queryset(request).filter(status=Status.FAILED)
+        back = listing + changelist.get_query_string()
+        if request.method == "POST":
+            retried = _retry(failed, (Status.FAILED,))
+            self._log(request, retried, "Queued to run now (retry of the failed jobs in a filtered list).")
+            self.message_user(request, f"{len(retried)} failed job(s) queued to run now.", messages.SUCCESS)
+            return HttpResponseRedirect(back)
+        criteria = [(key, value) for key, value in request.GET.items() if key not in ("o", "p")]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Retry failed jobs",
+            "count": failed.count(),
+            "criteria": criteria,
+            "back": back,
+        }
+        return TemplateResponse(request, "admin/aio_async/job/retry_failed.html", context)
+
+    def overview_view(self, request: HttpRequest) -> HttpResponse:
+        """Each queue's jobs by status, oldest due job and throughput; groups in progress; a chart."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        jobs = self.get_queryset(request)
+        now = timezone.now()
+        paused = _paused_queues(jobs.db)
+        groups, more_groups = _groups_in_progress(Group.objects.using(jobs.db).all(), jobs, now)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Queue overview",
+            "now": now,
+            "statuses": Status.choices,
+            "queues": _queues(jobs, now, paused),
+            "show_paused": paused is not None,
+            "groups": groups,
+            "more_groups": more_groups,
+            "chart": _chart(jobs, now),
+        }
+        return TemplateResponse(request, "admin/aio_async/job/overview.html", context)
+
+
+# The overview's figures: a fixed number of aggregate queries, however many queues and groups.
+
+
+@dataclasses.dataclass
+class QueueRow:
+    """One queue on the overview."""
+
+    name: str
+    counts: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    due: int = 0
+    oldest: dict[str, Any] | None = None
+    succeeded_hour: int = 0
+    failed_hour: int = 0
+    succeeded_day: int = 0
+    failed_day: int = 0
+    #: None where this version cannot pause queues (no ``aio_async.queues.paused()``).
+    paused: bool | None = None
+
+
+def _queues(jobs: QuerySet[Job], now: datetime.datetime, paused: set[str] | None) -> list[QueueRow]:
+    """Per queue: jobs by status, the due ones and the oldest of them, and the last hour and day."""
+    by_status: dict[str, dict[str, int]] = {}
+    for count in jobs.values("queue", "status").annotate(n=Count("pk")).order_by():
+        by_status.setdefault(count["queue"], {})[count["status"]] = count["n"]
+    due = jobs.filter(status=Status.QUEUED, run_after__lte=now)
+    waiting = {
+        row["queue"]: row
+        for row in due.values("queue").annotate(due=Count("pk"), since=Min("run_after")).order_by()
+    }
+    oldest: dict[str, dict[str, Any]] = {}
+    if waiting:
+        first = functools.reduce(
+            operator.or_, (Q(queue=queue, run_after=row["since"]) for queue, row in waiting.items())
+        )
+        for job in due.filter(first).values("queue", "pk", "name", "run_after").order_by("queue", "pk"):
+            oldest.setdefault(job["queue"], {**job, "waiting_text": _duration_text(now - job["run_after"])})
+    hour, day = now - datetime.timedelta(hours=1), now - datetime.timedelta(days=1)
+    succeeded, failed = Q(status=Status.SUCCEEDED), Q(status=Status.FAILED)
+    recent = {
+        row["queue"]: row
+        for row in jobs.filter(status__in=(Status.SUCCEEDED, Status.FAILED), finished__gte=day)
+        .values("queue")
+        .annotate(
+            succeeded_hour=Count("pk", filter=succeeded & Q(finished__gte=hour)),
+            failed_hour=Count("pk", filter=failed & Q(finished__gte=hour)),
+            succeeded_day=Count("pk", filter=succeeded),
+            failed_day=Count("pk", filter=failed),
+        )
+        .order_by()
+    }
+    rows = []
+    for name in sorted({*by_status, *(paused or ())}):
+        counts = by_status.get(name, {})
+        row = QueueRow(name, [(status, counts.get(status, 0)) for status in Status.values])
+        row.due = waiting[name]["due"] if name in waiting else 0
+        row.oldest = oldest.get(name)
+        if name in recent:
+            for field in ("succeeded_hour", "failed_hour", "succeeded_day", "failed_day"):
+                setattr(row, field, recent[name][field])
+        row.paused = None if paused is None else name in paused
+        rows.append(row)
+    return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupRow:
+    """One group in progress on the overview."""
+
+    pk: int
+    reference: str
+    created: datetime.datetime
+    total: int
+    executed: int
+    failed: int
+    remaining: int
+    #: Mean run time of its finished members; None before one ran.
+    average: datetime.timedelta | None
+    #: now + remaining × average, as if the rest ran one after another; None when unknown.
+    estimated: datetime.datetime | None
+
+    @property
+    def percent(self) -> int:
+        """Share of the members that have finished, 0 to 100."""
+        return round(100 * self.executed / self.total) if self.total else 0
+
+    @property
+    def average_text(self) -> str:
+        """The mean run time for people, or "unknown"."""
+        return "unknown" if self.average is None else _duration_text(self.average)
+
+
+def _groups_in_progress(
+    groups: QuerySet[Group], jobs: QuerySet[Job], now: datetime.datetime
+) -> tuple[list[GroupRow], int]:
+    """The oldest groups with a member still to run, their progress, and how many more there are."""
+    members = jobs.filter(status__in=UNFINISHED, group__isnull=False).values("group_id")
+    finished = Q(jobs__status__in=FINISHED)
+    in_progress = groups.filter(pk__in=members).order_by("created", "id")
+    annotated = in_progress.annotate(
+        total=Count("jobs"),
+        executed=Count("jobs", filter=finished),
+        failed=Count("jobs", filter=Q(jobs__status=Status.FAILED)),
+        remaining=Count("jobs", filter=Q(jobs__status__in=UNFINISHED)),
+        average=Avg(
+            F("jobs__finished") - F("jobs__started"),
+            filter=finished & Q(jobs__started__isnull=False, jobs__finished__isnull=False),
+        ),
+    ).values("pk", "reference", "created", "total", "executed", "failed", "remaining", "average")
+    rows = []
+    for group in annotated[:GROUP_LIMIT]:
+        average = group["average"]
+        estimated = now + group["remaining"] * average if average is not None else None
+        rows.append(GroupRow(**group, estimated=estimated))
+    more = in_progress.count() - len(rows) if len(rows) == GROUP_LIMIT else 0
+    return rows, more
+
+
+@dataclasses.dataclass(frozen=True)
+class Bar:
+    """One hour of the chart: its counts, and where its two stacked bars are drawn."""
+
+    start: datetime.datetime
+    succeeded: int
+    failed: int
+    x: float
+    succeeded_y: float
+    succeeded_height: float
+    failed_y: float
+    failed_height: float
+    #: The hour's label under the axis, every sixth hour; "" otherwise.
+    label: str
+
+
+#: The chart's geometry, in SVG user units.
+CHART_HOURS, BAR_STEP, BAR_WIDTH, PLOT_HEIGHT, LEFT, TOP = 24, 24, 18, 120, 40, 10
+
+
+def _chart(jobs: QuerySet[Job], now: datetime.datetime) -> dict[str, Any]:
+    """Succeeded and failed jobs per hour over the last 24 hours, laid out as an SVG bar chart."""
+    # Hours start on the hour in the current time zone; stepping back in UTC stays on them.
+    current = timezone.localtime(now).replace(minute=0, second=0, microsecond=0).astimezone(datetime.UTC)
+    starts = [current - datetime.timedelta(hours=back) for back in range(CHART_HOURS - 1, -1, -1)]
+    counts: dict[tuple[datetime.datetime, str], int] = {}
+    finished = jobs.filter(status__in=(Status.SUCCEEDED, Status.FAILED), finished__gte=starts[0])
+    per_hour = finished.annotate(hour=TruncHour("finished")).values("hour", "status").annotate(n=Count("pk"))
+    for row in per_hour.order_by():
+        counts[row["hour"].astimezone(datetime.UTC), row["status"]] = row["n"]
+    totals = [(counts.get((start, "succeeded"), 0), counts.get((start, "failed"), 0)) for start in starts]
+    peak = max((ok + bad for ok, bad in totals), default=0) or 1
+    bars = []
+    for index, (start, (ok, bad)) in enumerate(zip(starts, totals, strict=True)):
+        ok_height, bad_height = PLOT_HEIGHT * ok / peak, PLOT_HEIGHT * bad / peak
+        local = timezone.localtime(start)
+        bars.append(
+            Bar(
+                start=local,
+                succeeded=ok,
+                failed=bad,
+                x=LEFT + index * BAR_STEP + (BAR_STEP - BAR_WIDTH) / 2,
+                succeeded_y=TOP + PLOT_HEIGHT - ok_height,
+                succeeded_height=ok_height,
+                failed_y=TOP + PLOT_HEIGHT - ok_height - bad_height,
+                failed_height=bad_height,
+                label=local.strftime("%H:%M") if local.hour % 6 == 0 else "",
+            )
+        )
+    return {
+        "bars": bars,
+        "peak": peak,
+        "succeeded": sum(ok for ok, _ in totals),
+        "failed": sum(bad for _, bad in totals),
+        "width": LEFT + CHART_HOURS * BAR_STEP + 10,
+        "height": TOP + PLOT_HEIGHT + 30,
+        "left": LEFT,
+        "top": TOP,
+        "bottom": TOP + PLOT_HEIGHT,
+        "right": LEFT + CHART_HOURS * BAR_STEP,
+        "bar_width": BAR_WIDTH,
+    }
 
 
 @admin.register(Group)
