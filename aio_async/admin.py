@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-import importlib
 import json
 import operator
 from collections.abc import Iterable, Iterator
@@ -30,9 +29,11 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from aio_async.api import cancel_pending, schedule
+from aio_async import queues
+from aio_async.api import cancel as cancel_jobs
+from aio_async.api import schedule
 from aio_async.errors import ScheduleError
-from aio_async.models import FINISHED, UNFINISHED, Error, Group, Job, Status
+from aio_async.models import FINISHED, UNFINISHED, Error, Group, Job, Queue, Status
 
 #: Jobs changed or logged per statement (SQLite caps a statement's parameters).
 BATCH = 500
@@ -101,18 +102,6 @@ def _retry(jobs: QuerySet[Job], statuses: Iterable[str]) -> list[int]:
             )
             retried += locked
     return retried
-
-
-def _paused_queues(alias: str) -> set[str] | None:
-    """The paused queues, where this version has ``aio_async.queues.paused()``; None otherwise."""
-    try:
-        queues = importlib.import_module("aio_async.queues")
-    except ModuleNotFoundError as exc:
-        if exc.name != "aio_async.queues":
-            raise
-        return None
-    paused = getattr(queues, "paused", None)
-    return None if paused is None else {str(queue) for queue in paused(using=alias)}
 
 
 class ErrorInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -223,11 +212,11 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         self._log(request, retried, "Queued to run now.")
         self.message_user(request, f"{len(retried)} job(s) queued to run now.", messages.SUCCESS)
 
-    @admin.action(description="Cancel (jobs that have not started)", permissions=["change"])
+    @admin.action(description="Cancel (running jobs too)", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        """Cancel the selected jobs that are queued or waiting for their group."""
+        """Cancel the selected jobs that have not finished; a running job's worker is told to stop it."""
         candidates = list(queryset.filter(status__in=UNFINISHED).order_by().values_list("pk", flat=True))
-        count = cancel_pending(queryset, by=f"{request.user.get_username()} in the admin")
+        count = cancel_jobs(queryset, by=f"{request.user.get_username()} in the admin")
         cancelled = [
             pk
             for batch in _batches(candidates)
@@ -360,7 +349,7 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             raise PermissionDenied
         jobs = self.get_queryset(request)
         now = timezone.now()
-        paused = _paused_queues(jobs.db)
+        paused = queues.paused(using=jobs.db)
         groups, more_groups = _groups_in_progress(Group.objects.using(jobs.db).all(), jobs, now)
         context = {
             **self.admin_site.each_context(request),
@@ -556,6 +545,50 @@ def _chart(jobs: QuerySet[Job], now: datetime.datetime) -> dict[str, Any]:
         "right": LEFT + CHART_HOURS * BAR_STEP,
         "bar_width": BAR_WIDTH,
     }
+
+
+@admin.register(Queue)
+class QueueAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Queues that were paused or resumed: pause and resume them; add one to pause it."""
+
+    list_display = ("name", "paused", "changed", "changed_by")
+    list_filter = ("paused",)
+    fields = ("name",)
+    actions = ("pause", "resume")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Queue | None = None) -> tuple[str, ...]:
+        """A queue's name is set once."""
+        return ("name", "paused", "changed", "changed_by") if obj is not None else ()
+
+    def get_fields(self, request: HttpRequest, obj: Queue | None = None) -> tuple[str, ...]:
+        """The name to pause, or the queue's state."""
+        return ("name", "paused", "changed", "changed_by") if obj is not None else ("name",)
+
+    def save_model(self, request: HttpRequest, obj: Queue, form: Any, change: bool) -> None:
+        """Adding a queue pauses it (and tells the workers)."""
+        queues.pause(obj.name, by=self._by(request), using=obj._state.db or None)
+
+    @staticmethod
+    def _by(request: HttpRequest) -> str:
+        return f"{request.user.get_username()} in the admin"
+
+    @admin.action(description="Pause the selected queues", permissions=["change"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Queue]) -> None:
+        """Pause each selected queue: its jobs stay queued until it is resumed."""
+        changed = [row for row in queryset if queues.pause(row.name, by=self._by(request), using=queryset.db)]
+        for row in changed:
+            self.log_change(request, row, "Paused.")
+        self.message_user(request, f"{len(changed)} queue(s) paused.", messages.SUCCESS)
+
+    @admin.action(description="Resume the selected queues", permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Queue]) -> None:
+        """Resume each selected queue: workers claim its jobs again."""
+        changed = [
+            row for row in queryset if queues.resume(row.name, by=self._by(request), using=queryset.db)
+        ]
+        for row in changed:
+            self.log_change(request, row, "Resumed.")
+        self.message_user(request, f"{len(changed)} queue(s) resumed.", messages.SUCCESS)
 
 
 @admin.register(Group)

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from aio_async import schedule, testing
 from aio_async.admin import JobAdmin
-from aio_async.models import Error, Group, Job, Status
+from aio_async.models import Error, Group, Job, Queue, Status
 from tests.app import tasks
 
 pytestmark = pytest.mark.django_db
@@ -290,3 +290,27 @@ def test_view_permission_shows_jobs_but_changes_none(viewer: Client) -> None:
     assert not LogEntry.objects.exists()
     assert viewer.get(reverse("admin:aio_async_job_change", args=[job.pk])).status_code == 200
     assert viewer.get(reverse("admin:aio_async_job_overview")).status_code == 200
+
+
+def test_adding_a_queue_pauses_it_and_the_actions_resume_and_pause_it(client: Client) -> None:
+    added = client.post(reverse("admin:aio_async_queue_add"), {"name": "mail"}, follow=True)
+    assert added.status_code == 200
+    row = Queue.objects.get(name="mail")
+    assert (row.paused, row.changed_by) == (True, "admin in the admin")
+    queues_page = reverse("admin:aio_async_queue_changelist")
+    resumed = client.post(queues_page, {"action": "resume", "_selected_action": ["mail"]}, follow=True)
+    assert shown(resumed) == ["1 queue(s) resumed."]
+    assert not Queue.objects.get(name="mail").paused
+    paused = client.post(queues_page, {"action": "pause", "_selected_action": ["mail"]}, follow=True)
+    assert shown(paused) == ["1 queue(s) paused."]
+    assert Queue.objects.get(name="mail").paused
+    assert LogEntry.objects.filter(object_id="mail").count() == 3  # added, resumed, paused
+
+
+def test_cancel_in_the_admin_cancels_a_running_job_too(client: Client) -> None:
+    running = schedule(tasks.add, [1, 1])
+    Job.objects.filter(pk=running.pk).update(status=Status.RUNNING, attempts=1, locked_by="w")
+    assert shown(act(client, "cancel", running)) == ["1 job(s) cancelled."]
+    running.refresh_from_db()
+    assert running.status == Status.CANCELLED
+    assert running.errors.get().message.startswith("cancelled by admin in the admin while it ran")
