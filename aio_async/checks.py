@@ -19,6 +19,11 @@ W003     Warning The queue database is SQLite with a busy     ``"timeout"`` in `
 W004     Warning On SQLite, ``LEASE_SECONDS`` is shorter      Raise ``LEASE_SECONDS`` (the message
                  than the busy ``timeout`` plus the           gives the least), or lower the
                  heartbeat interval.                          timeout.
+W005     Warning A NOTIFY does not reach a LISTEN on the      ``AIO_ASYNC["LISTEN"]``: a direct
+                 database the workers listen on (a pooler     connection's alias, or False to
+                 in transaction mode): probed, with           poll. Runs with
+                 ``check --database``.                        ``check --database``, and at a
+                                                              worker's start (logged).
 I001     Info    A task registered with a queue that          A worker with ``--queue NAME``, or
                  ``AIO_ASYNC["QUEUES"]`` does not serve.      the queue in ``QUEUES`` (``"*"``).
 ======== ======= ============================================ ===================================
@@ -276,3 +281,24 @@ def check_unserved_queues(app_configs: Any = None, **kwargs: Any) -> list[checks
             )
         )
     return messages
+
+
+@checks.register(checks.Tags.database)
+def check_listen(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """With LISTEN on (PostgreSQL, psycopg 3), a NOTIFY reaches it: probed (``check --database``)."""
+    settings = _current()
+    if settings is None or settings.listen is False or not databases:
+        return []
+    alias = settings.listen if isinstance(settings.listen, str) else settings.database
+    if alias not in databases or connections[alias].vendor != "postgresql" or not sql.psycopg3():
+        return []
+    from aio_async.store import listen_problems
+
+    return [
+        checks.Warning(
+            problem,
+            hint="Point AIO_ASYNC['LISTEN'] at a direct connection's alias, or set it to False.",
+            id="aio_async.W005",
+        )
+        for problem in listen_problems(settings)
+    ]

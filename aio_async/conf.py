@@ -91,6 +91,10 @@ class QueueSettings:
     queue_limits: Mapping[str, Limits] = dataclasses.field(default_factory=dict)
     #: The health endpoint's thresholds and token.
     health: HealthSettings = HealthSettings()
+    #: Wake-ups by LISTEN/NOTIFY (PostgreSQL): True on the queue's database, the alias of a
+    #: direct connection to it (when the queue's goes through a pooler in transaction mode),
+    #: or False: poll only.
+    listen: bool | str = True
 
     @property
     def heartbeat_every(self) -> float:
@@ -260,6 +264,13 @@ def _value(key: str, value: object, label: str) -> Any:
         return _backoff(label, value)
     if key == "RETENTION":
         return None if value is None else Retention.parse(value, label)
+    if key == "LISTEN":
+        if isinstance(value, bool) or (isinstance(value, str) and value in django_settings.DATABASES):
+            return value
+        raise ImproperlyConfigured(
+            f"{label} must be True, False (poll only) or the alias of a direct connection in DATABASES, "
+            f"got {value!r:.80}."
+        )
     if key == "HEALTH":
         return _health(label, value)
     if key == "PERIODIC":

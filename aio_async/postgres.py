@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -19,7 +20,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from aio_async import sql
 
-__all__ = ["CHANNEL", "PsycopgConnector", "connection_params"]
+__all__ = ["CHANNEL", "PsycopgConnector", "connection_params", "listen_works"]
 
 CHANNEL = "aio_async"
 #: What each channel's notices are, as ``listen()`` yields them (see ``store.Notice``).
@@ -50,9 +51,17 @@ class PsycopgConnector:
     dialect = sql.POSTGRESQL
 
     def __init__(
-        self, connection: BaseDatabaseWrapper, *, prepared: bool = True, durable: bool = True
+        self,
+        connection: BaseDatabaseWrapper,
+        *,
+        prepared: bool = True,
+        durable: bool = True,
+        listen_on: BaseDatabaseWrapper | None = None,
+        listens: bool = True,
     ) -> None:
         self._params = connection_params(connection)
+        #: Where LISTEN goes: a direct connection when the queue's goes through a pooler; None: poll.
+        self._listen_params = connection_params(listen_on or connection) if listens else None
         self._prepare = prepared
         self._durable = durable
         self._connection: psycopg.AsyncConnection[Any] | None = None
@@ -103,13 +112,19 @@ class PsycopgConnector:
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
 
-    async def listen(self) -> AsyncIterator[tuple[str, str]]:
+    def listen(self) -> AsyncIterator[tuple[str, str]] | None:
+        """The notices of ``_notices``, or None when LISTEN is off (``AIO_ASYNC["LISTEN"] = False``)."""
+        if self._listen_params is None:
+            return None
+        return self._notices(self._listen_params)
+
+    async def _notices(self, params: dict[str, Any]) -> AsyncIterator[tuple[str, str]]:
         """LISTEN on a dedicated connection; yield ("wake", queue), ("cancelled", job ids), ("queues", queue).
 
         Yields ``("wake", "")`` first, once listening: wake-ups before that moment were
         missed, so the caller should look for due jobs then.
         """
-        async with await psycopg.AsyncConnection.connect(**self._params, autocommit=True) as listener:
+        async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as listener:
             await listener.execute(
                 f"LISTEN {CHANNEL}; LISTEN {sql.CANCEL_CHANNEL}; LISTEN {sql.QUEUES_CHANNEL}"
             )
@@ -122,3 +137,20 @@ class PsycopgConnector:
         connection, self._connection = self._connection, None
         if connection is not None and not connection.closed:
             await connection.close()
+
+
+def listen_works(connection: BaseDatabaseWrapper, timeout: float = 2.0) -> bool:
+    """Whether a NOTIFY reaches a LISTEN on ``connection``'s database: a probe, two connections.
+
+    Through a pooler in transaction mode (PgBouncer) the listening server connection goes
+    back to the pool after the LISTEN, and the notification never reaches the client.
+    """
+    params = connection_params(connection)
+    channel = f"aio_async_probe_{secrets.token_hex(6)}"
+    with (
+        psycopg.connect(**params, autocommit=True) as listener,
+        psycopg.connect(**params, autocommit=True) as sender,
+    ):
+        listener.execute(f"LISTEN {channel}")
+        sender.execute("SELECT pg_notify(%s, 'probe')", [channel])
+        return any(True for _ in listener.notifies(timeout=timeout, stop_after=1))

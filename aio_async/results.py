@@ -26,6 +26,8 @@ POLL_CAP = 0.5
 _FINISHED = ("succeeded", "failed", "cancelled")
 
 _STATE = 'SELECT status, result FROM "aio_async_job" WHERE id = %s'
+#: Seconds between looks at an awaited job's state when no notification came.
+_LOOK_AGAIN = 5.0
 _STATE_AS_TEXT = 'SELECT status, result::text FROM "aio_async_job" WHERE id = %s'  # psycopg: no decoding
 _LAST_ERROR = (
     'SELECT exception, message, traceback FROM "aio_async_error" WHERE job_id = %s '
@@ -44,8 +46,9 @@ async def aresult(job: Any, timeout: float | None = None, *, using: str | None =
     try:
         async with asyncio.timeout(timeout):
             connection = connections[alias]
-            if connection.vendor == "postgresql" and sql.psycopg3():
-                return await _listen(job_id, connection)
+            listen = get_settings().listen
+            if connection.vendor == "postgresql" and sql.psycopg3() and listen is not False:
+                return await _listen(job_id, connections[listen] if isinstance(listen, str) else connection)
             return await _poll(job_id, alias)
     except TimeoutError:
         raise ResultTimeout(
@@ -97,7 +100,9 @@ async def _listen(job_id: int, connection: Any) -> Any:
             if status is None or status in _FINISHED:
                 error = await (await db.execute(_LAST_ERROR, [job_id])).fetchone() if status else None
                 return _answer(job_id, status, value, error)
-            async for _ in db.notifies(stop_after=1):  # any awaited job's end: look again
+            # Any awaited job's end, or a while without one: look again (a notification lost on
+            # the way, through a pooler say, delays the answer, never loses it).
+            async for _ in db.notifies(timeout=_LOOK_AGAIN, stop_after=1):
                 pass
 
 

@@ -431,6 +431,8 @@ class DatabaseStore:
                 f"{self.settings.poll_interval:g} s. Install psycopg 3 (pip install 'psycopg[binary]') "
                 "to pick jobs up as they are committed."
             )
+        elif self.settings.listen is not False:
+            problems += listen_problems(self.settings)
         own = 3 if self.recorder is self.connector else 4  # LISTEN, claims, ends written, the async ORM
         needed = self.concurrency + own
         with connection.cursor() as cursor:
@@ -473,6 +475,28 @@ class DatabaseStore:
             return_exceptions=True,
         )
         self._pool.shutdown(wait=False)
+
+
+def listen_problems(settings: QueueSettings) -> list[str]:
+    """A warning when NOTIFY does not reach a LISTEN on the connection the worker listens on.
+
+    Probed with two connections (PostgreSQL, psycopg 3): a pooler in transaction mode loses
+    notifications, and the worker would then find jobs only by polling.
+    """
+    from aio_async.postgres import listen_works
+
+    alias = settings.listen if isinstance(settings.listen, str) else settings.database
+    try:
+        if listen_works(connections[alias]):
+            return []
+    except Exception:  # noqa: BLE001 - an unreachable database is reported where it matters
+        return []
+    return [
+        f"A NOTIFY did not reach a LISTEN on database {alias!r} within 2 s: it goes through a "
+        "pooler in transaction mode, or the like. Workers will find jobs only by polling every "
+        f"{settings.poll_interval:g} s. Set AIO_ASYNC['LISTEN'] to the alias of a direct "
+        "connection to the database, or to False to poll without trying."
+    ]
 
 
 def _ping(dialect: sql.Dialect) -> sql.Op[None]:
@@ -519,10 +543,17 @@ def open_store(
         # writes then match nothing), and a renewal is made again. Every write that records
         # how an attempt ended waits for the flush, which also makes every earlier claim durable.
         prepared = sql.prepared(connection)
+        listen_on = connections[settings.listen] if isinstance(settings.listen, str) else None
         return DatabaseStore(
             settings,
             request,
-            PsycopgConnector(connection, prepared=prepared, durable=False),
+            PsycopgConnector(
+                connection,
+                prepared=prepared,
+                durable=False,
+                listen_on=listen_on,
+                listens=settings.listen is not False,
+            ),
             settings.concurrency,
             recorder=PsycopgConnector(connection, prepared=prepared),
         )
