@@ -24,7 +24,7 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from aio_async import allow, operations, sql
+from aio_async import allow, operations, signals, sql
 from aio_async.conf import get_settings
 from aio_async.errors import InvalidArguments, InvalidOption
 from aio_async.models import Dependency, Group, Job, Status
@@ -381,6 +381,7 @@ def _insert(jobs: list[Job], alias: str, *, unique: bool = False) -> None:
         job.pk = pk
         job._state.adding = False
         job._state.db = alias
+    signals.scheduled([job for job, _ in written], alias)  # job_scheduled, on commit
 
 
 #: How often a unique insert is tried again when the job holding its key moved on between the
@@ -505,6 +506,7 @@ def schedule(
     alias = _queue_database(group, using)
     job = make(args, kwargs)
     prerequisites = _prerequisites(after, make.unique)
+    signals.scheduling([job])  # job_scheduling: receivers may add to its meta
     if group is None and make.unique is None and not prerequisites:
         # One INSERT: in the caller's transaction, or a transaction of its own. On PostgreSQL
         # a trigger sends the NOTIFY inside that same transaction.
@@ -583,6 +585,7 @@ def schedule_many(
     prerequisites = _prerequisites(after, make.unique)
     if not jobs:
         return []
+    signals.scheduling(jobs)  # job_scheduling: receivers may add to their meta
     with transaction.atomic(using=alias):
         if group is not None:
             joined = Group.objects.using(alias).join(group)
@@ -672,13 +675,14 @@ def _cancel(jobs: Cancellable, by: str | None, using: str | None, *, running_too
         by = f"cancel() in process {os.getpid()} on {socket.gethostname()}"
     connection = connections[alias]
     dialect = sql.for_vendor(connection.vendor)
-    cancelled = 0
+    cancelled: list[int] = []
     with transaction.atomic(using=alias):
         for start in range(0, len(ids), CANCEL_BATCH):
             batch = sorted(set(ids[start : start + CANCEL_BATCH]))
             op = operations.cancel(dialect, batch, by, timezone.now(), running_too=running_too)
-            cancelled += len(sql.run_on(connection, op))
-    return cancelled
+            cancelled += sql.run_on(connection, op)
+        signals.cancelled(cancelled, by, alias)  # job_cancelled, on commit
+    return len(cancelled)
 
 
 def cancel(jobs: Cancellable, *, by: str | None = None, using: str | None = None) -> int:

@@ -17,4 +17,27 @@ class AioAsyncConfig(AppConfig):
         """Register the system checks and import each installed app's ``tasks`` module."""
         from aio_async import checks  # noqa: F401 - registers the checks
 
+        _instrument()
+
         autodiscover_modules("tasks")
+
+
+def _instrument() -> None:
+    """Trace jobs with OpenTelemetry when ``AIO_ASYNC["OPENTELEMETRY"]`` says so."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from aio_async.conf import get_settings
+
+    try:
+        wanted = get_settings().opentelemetry
+    except ImproperlyConfigured:
+        return  # the system checks report invalid settings
+    if not wanted:
+        return
+    try:
+        from aio_async import otel
+    except ImportError:
+        raise ImproperlyConfigured(
+            "AIO_ASYNC['OPENTELEMETRY'] needs OpenTelemetry: pip install 'aio_async[otel]'"
+        ) from None
+    otel.instrument()

@@ -144,6 +144,7 @@ def run_worker(overrides: Mapping[str, Any] | None = None, *, handle_signals: bo
     ``overrides`` replaces ``AIO_ASYNC`` keys (``{"QUEUES": ["mail"]}``), checked as the setting is.
     """
     executor = _executor(overrides)
+    _serve_metrics(executor.settings)
 
     async def main() -> dict[str, int]:
         loop = asyncio.get_running_loop()
@@ -151,6 +152,26 @@ def run_worker(overrides: Mapping[str, Any] | None = None, *, handle_signals: bo
             return _outcomes(await executor.run())
 
     return asyncio.run(main())
+
+
+def _serve_metrics(settings: QueueSettings) -> None:
+    """Serve this worker's Prometheus metrics when ``METRICS_PORT`` says so (its slot's port)."""
+    if settings.metrics_port is None:
+        return
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        from aio_async.metrics import serve
+    except ImportError:
+        raise ImproperlyConfigured(
+            "AIO_ASYNC['METRICS_PORT'] needs prometheus_client: pip install 'aio_async[prometheus]'"
+        ) from None
+    port = settings.metrics_port + int(os.environ.get("AIO_ASYNC_WORKER_SLOT", "0"))
+    try:
+        serve(port)
+    except OSError as exc:
+        raise ImproperlyConfigured(f"cannot serve metrics on port {port}: {exc}") from None
+    logger.info("Serving metrics on port %s", port, extra={"action": "metrics_served", "port": port})
 
 
 def flush(

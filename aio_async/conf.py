@@ -95,6 +95,11 @@ class QueueSettings:
     #: direct connection to it (when the queue's goes through a pooler in transaction mode),
     #: or False: poll only.
     listen: bool | str = True
+    #: A worker serves its Prometheus metrics on this port (``--processes N``: this port and the
+    #: next N - 1); None: it does not. Needs ``aio_async[prometheus]``.
+    metrics_port: int | None = None
+    #: Trace jobs with OpenTelemetry in every process (``aio_async[otel]``).
+    opentelemetry: bool = False
 
     @property
     def heartbeat_every(self) -> float:
@@ -264,6 +269,17 @@ def _value(key: str, value: object, label: str) -> Any:
         return _backoff(label, value)
     if key == "RETENTION":
         return None if value is None else Retention.parse(value, label)
+    if key == "METRICS_PORT":
+        if value is None:
+            return None
+        port = _integer(label, value, minimum=1)
+        if port > 65535:
+            raise ImproperlyConfigured(f"{label} must be a TCP port from 1 to 65535, got {value!r}.")
+        return port
+    if key == "OPENTELEMETRY":
+        if not isinstance(value, bool):
+            raise ImproperlyConfigured(f"{label} must be True or False, got {value!r}.")
+        return value
     if key == "LISTEN":
         if isinstance(value, bool) or (isinstance(value, str) and value in django_settings.DATABASES):
             return value

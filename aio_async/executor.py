@@ -34,7 +34,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.utils import timezone
 
-from aio_async import context
+from aio_async import context, signals
 from aio_async.bridge import NoConnection, result_value
 from aio_async.conf import QueueSettings, get_settings
 from aio_async.context import JobContext
@@ -350,6 +350,7 @@ class Executor:
                 outcome = await asyncio.shield(store.fail(attempt, error, final=not retry))
             else:
                 call = functools.partial(target.function, *args, **kwargs)
+                await signals.attempt_started(attempt, self.worker_id)  # job_started; the job's span
                 if target.is_coroutine:
                     self._running[attempt.job_id].coroutine = True
                     outcome, error = await self._run_coroutine(store, attempt, call)
@@ -361,7 +362,9 @@ class Executor:
                 self._free(attempt)
         if outcome is Outcome.LEASE_LOST and self._cancelled.get(attempt.job_id) == attempt.number:
             outcome, error = Outcome.CANCELLED, None  # its writes were refused because of that
-        job_finished(attempt, self.worker_id, outcome, time.monotonic() - began, error)
+        duration = time.monotonic() - began
+        job_finished(attempt, self.worker_id, outcome, duration, error)
+        await signals.attempt_ended(attempt, self.worker_id, outcome, duration, error)
         return outcome
 
     async def _run_coroutine(

@@ -11,6 +11,7 @@ PostgreSQL need nothing more than this same command on each.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -24,6 +25,8 @@ __all__ = ["supervise"]
 
 logger = logging.getLogger("aio_async.supervisor")
 
+#: The environment variable that tells a supervised worker its slot: 0 to N - 1.
+SLOT_VARIABLE = "AIO_ASYNC_WORKER_SLOT"
 #: A child that dies sooner than this after its start is restarted with growing delays.
 STABLE_SECONDS = 5.0
 MAX_RESTART_DELAY = 30.0
@@ -38,7 +41,9 @@ class _Child:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         self.started = time.monotonic()
-        process = subprocess.Popen(self.command, start_new_session=True)  # noqa: S603 - our own command
+        # The slot tells the worker which of the N it is (its metrics port is METRICS_PORT + slot).
+        env = {**os.environ, SLOT_VARIABLE: str(self.slot)}
+        process = subprocess.Popen(self.command, start_new_session=True, env=env)  # noqa: S603 - our own command
         logger.info(
             "Worker process %s started (pid %s)",
             self.slot,

@@ -201,3 +201,18 @@ def test_bad_overrides_are_named_by_their_label(overrides: dict[str, object], fr
 def test_overrides_without_labels_are_named_as_the_setting() -> None:
     with pytest.raises(ImproperlyConfigured, match=r"AIO_ASYNC\[.SHUTDOWN_TIMEOUT.\] must be a number >= 0"):
         with_overrides(QueueSettings(), {"SHUTDOWN_TIMEOUT": -5})
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"METRICS_PORT": 0}, "METRICS_PORT"),
+        ({"METRICS_PORT": 70000}, "a TCP port from 1 to 65535"),
+        ({"METRICS_PORT": "9100"}, "METRICS_PORT"),
+        ({"OPENTELEMETRY": "yes"}, "must be True or False"),
+    ],
+)
+def test_metrics_port_and_opentelemetry_are_checked(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match=message):
+        parse_settings(raw)
+    assert parse_settings({"METRICS_PORT": 9100, "OPENTELEMETRY": True}).metrics_port == 9100
