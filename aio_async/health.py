@@ -89,16 +89,28 @@ def health(*, using: str | None = None) -> dict[str, Any]:
 def problems(report: dict[str, Any], *, using: str | None = None) -> list[str]:
     """What makes the queue unhealthy by ``AIO_ASYNC["HEALTH"]``'s thresholds; [] when healthy.
 
-    Adds the workers alive to ``report`` (``workers``) and the failed attempts of the window
-    (``recent_failures``).
+    Adds the workers alive to ``report`` (``workers``), the paused queues (``paused_queues``:
+    their jobs wait on purpose, and do not count as due) and the failed attempts of the
+    window (``recent_failures``).
     """
-    from aio_async.queues import workers
+    from aio_async.queues import paused, workers
 
     settings = get_settings()
     alias = using or settings.database
     limits = settings.health
     found = []
     due_age = report.get("oldest_due_age_seconds")
+    held = paused(using=alias)
+    report["paused_queues"] = sorted(held)
+    if held and due_age is not None:
+        now = timezone.now()
+        oldest = (
+            Job.objects.using(alias)
+            .filter(status=Status.QUEUED, run_after__lte=now)
+            .exclude(queue__in=held)
+            .aggregate(due=Min("run_after"))["due"]
+        )
+        due_age = round((now - oldest).total_seconds(), 3) if oldest else None
     if limits.max_due_age is not None and due_age is not None and due_age > limits.max_due_age:
         found.append(f"the oldest due job has waited {due_age:g} s (more than {limits.max_due_age:g} s)")
     since = timezone.now() - datetime.timedelta(seconds=limits.failure_window)

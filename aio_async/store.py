@@ -542,7 +542,10 @@ def open_store(
         # crash, a claim leaves its job queued and its attempt not begun (the worker's fenced
         # writes then match nothing), and a renewal is made again. Every write that records
         # how an attempt ended waits for the flush, which also makes every earlier claim durable.
+        # Not behind a pooler (LISTEN set apart, or off): its server connections are shared, and
+        # the setting would stay on them for every other client.
         prepared = sql.prepared(connection)
+        pooled = settings.listen is not True
         listen_on = connections[settings.listen] if isinstance(settings.listen, str) else None
         return DatabaseStore(
             settings,
@@ -550,7 +553,7 @@ def open_store(
             PsycopgConnector(
                 connection,
                 prepared=prepared,
-                durable=False,
+                durable=pooled,
                 listen_on=listen_on,
                 listens=settings.listen is not False,
             ),

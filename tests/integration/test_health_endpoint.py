@@ -132,3 +132,15 @@ def test_bad_health_settings_are_a_configuration_error(health: object, message: 
 
     with pytest.raises(ImproperlyConfigured, match=message):
         parse_settings({"HEALTH": health})
+
+
+def test_jobs_of_a_paused_queue_wait_on_purpose_and_do_not_make_it_503(staff: Client) -> None:
+    from aio_async.queues import pause
+
+    alive()
+    schedule(tasks.add, [1, 1], queue="mail", run_after=timezone.now() - datetime.timedelta(minutes=10))
+    pause("mail")
+    with with_health(MAX_DUE_AGE=60):
+        response = staff.get(URL)
+    assert response.status_code == 200
+    assert response.json()["paused_queues"] == ["mail"]

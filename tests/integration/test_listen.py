@@ -100,3 +100,19 @@ def test_listen_takes_true_false_or_an_alias(direct: str) -> None:
     assert parse_settings({"LISTEN": False}).listen is False
     with pytest.raises(ImproperlyConfigured, match="the alias of a direct connection in DATABASES"):
         parse_settings({"LISTEN": "pooled"})
+
+
+async def test_claims_commit_durably_when_listen_is_set_apart_from_a_pooled_database(direct: str) -> None:
+    async def synchronous_commit(listen: bool | str) -> str:
+        store = open_store(queue_settings(listen=listen), "w")
+        try:
+            await store.claim(1, alone=True)  # opens the claim connection
+            connection = store.connector._connection  # type: ignore[attr-defined]
+            cursor = await connection.execute("SHOW synchronous_commit")
+            return str((await cursor.fetchone())[0])
+        finally:
+            await store.close()
+
+    assert await synchronous_commit(True) == "off"  # a direct connection of its own
+    assert await synchronous_commit(direct) == "on"  # a pooler would keep the setting for all
+    assert await synchronous_commit(False) == "on"
