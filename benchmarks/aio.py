@@ -288,7 +288,7 @@ def latency() -> None:
 
 CLAIM_EXPLAIN = (
     "EXPLAIN (ANALYZE, BUFFERS OFF, COSTS OFF, TIMING OFF) SELECT id FROM aio_async_job "
-    "WHERE status = 'queued' AND queue IN ('default') AND run_after <= now() "
+    "WHERE status = 'queued' AND queue IN ('default') AND run_after <= now() AND limit_key IS NULL "
     "ORDER BY priority DESC, run_after, id LIMIT 20 FOR UPDATE SKIP LOCKED"
 )
 
