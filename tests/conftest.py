@@ -24,7 +24,11 @@ HERE = Path(__file__).resolve().parent
 #: Without psycopg 3 (a project on psycopg2), what needs it is not collected: the worker's own
 #: asyncio connection and LISTEN, and the outage tests' throw-away cluster.
 PSYCOPG3 = importlib.util.find_spec("psycopg") is not None
-NEEDS_PSYCOPG3 = {HERE / "integration" / "test_postgres.py", HERE / "acceptance" / "test_outages.py"}
+NEEDS_PSYCOPG3 = {
+    HERE / "integration" / "test_postgres.py",
+    HERE / "integration" / "test_listen.py",
+    HERE / "acceptance" / "test_outages.py",
+}
 
 
 def pytest_ignore_collect(collection_path: Path) -> bool | None:
