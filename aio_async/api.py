@@ -336,6 +336,10 @@ def _queue_database(group: object, using: str | None) -> str:
     return alias
 
 
+#: The job table's columns and their types, by database vendor: asked of Django once, not per job.
+_columns: dict[str, tuple[tuple[str, str], ...]] = {}
+
+
 def _insert(jobs: list[Job], alias: str, *, unique: bool = False) -> None:
     """Write new jobs through the caller's connection, in one statement where the database allows.
 
@@ -346,7 +350,9 @@ def _insert(jobs: list[Job], alias: str, *, unique: bool = False) -> None:
         return
     connection = connections[alias]
     arrays = connection.vendor == "postgresql" and sql.psycopg3()
-    columns = tuple((str(field.column), str(field.db_type(connection))) for field in _INSERTED)
+    columns = _columns.get(connection.vendor) or _columns.setdefault(
+        connection.vendor, tuple((str(field.column), str(field.db_type(connection))) for field in _INSERTED)
+    )
     rows: list[tuple[Any, ...]] = []
     with sql.cursor(connection) as cursor:
         if arrays:
