@@ -304,7 +304,10 @@ class Executor:
             self._wake.set()
 
     def _finished(self, attempt: Attempt, task: asyncio.Task[Outcome]) -> None:
-        self._running.pop(attempt.job_id, None)
+        # The job may run again here already (a snooze of 0 s, a retry due now, claimed before
+        # this callback ran): only this attempt's entry goes.
+        if (running := self._running.get(attempt.job_id)) is not None and running.attempt is attempt:
+            del self._running[attempt.job_id]
         if attempt.limit_key is not None:
             self._limited_at = 0.0  # its key may have room for another job now
         if self._cancelled.get(attempt.job_id) == attempt.number:
@@ -352,7 +355,10 @@ class Executor:
                 call = functools.partial(target.function, *args, **kwargs)
                 await signals.attempt_started(attempt, self.worker_id)  # job_started; the job's span
                 if target.is_coroutine:
-                    self._running[attempt.job_id].coroutine = True
+                    if (
+                        running := self._running.get(attempt.job_id)
+                    ) is not None and running.attempt is attempt:
+                        running.coroutine = True
                     outcome, error = await self._run_coroutine(store, attempt, call)
                 else:
                     in_thread = True

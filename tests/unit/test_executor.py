@@ -278,3 +278,20 @@ def test_a_job_whose_end_could_not_be_written_is_given_back_once_the_database_an
     assert asyncio.run(scenario()) == {Outcome.SUCCEEDED: 1}
     assert ("release", 1) in store.events  # given back, its attempt excused, then run again
     assert store.jobs[1].excused == 1
+
+
+async def test_the_end_of_an_attempt_leaves_the_next_attempt_of_its_job_alone() -> None:
+    """A job snoozed for 0 s (or retried at once) may be claimed again before its last attempt's
+    end has been seen: that end must not forget the new attempt, or its run is lost."""
+    from aio_async.executor import _Running
+    from aio_async.operations import Attempt
+
+    executor = Executor(settings=get_settings(), store=MemoryStore([], concurrency=2))
+    first, second = Attempt(7, 1, "n", [], {}), Attempt(7, 2, "n", [], {})
+    ended: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+    ended.set_result(Outcome.SNOOZED)
+    running: asyncio.Task[Outcome] = asyncio.ensure_future(asyncio.sleep(0, Outcome.SUCCEEDED))
+    executor._running[7] = _Running(second, running, second.context("w"))
+    executor._finished(first, ended)  # type: ignore[arg-type]
+    assert executor._running[7].attempt is second
+    await running
