@@ -232,7 +232,7 @@ def sqlite_messages(settings: QueueSettings, options: Mapping[str, Any]) -> list
                 f"The queue database {settings.database!r} is SQLite with a busy timeout of "
                 f"{current}, shorter than the {heartbeat:g} s between lease renewals.",
                 hint=f"Set {where}['timeout'] to at least {heartbeat:g} (seconds; aio_async's "
-                "embedded settings use 30). SQLite lets one connection write at a time, and a "
+                "embedded settings use 20). SQLite lets one connection write at a time, and a "
                 "queue write (a claim, a heartbeat, a job's completion) that waits longer than "
                 "the timeout for the lock fails with 'database is locked' instead of waiting "
                 "its turn.",
