@@ -77,13 +77,10 @@ def supervise(processes: int, worker_arguments: Sequence[str]) -> int:
     command = [sys.executable, "-m", "aio_async", *worker_arguments]
     children = [_Child(slot, command) for slot in range(processes)]
     received: list[int] = []
-    #: Children that had died before the stop, awaiting their restart (a crash's back-off).
-    dead: list[_Child] = []
+    #: Set once the loop has stopped restarting children: from then on signals pass straight on.
+    stopping = False
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        if not received:
-            dead.extend(child for child in children if child.process.poll() is not None)
-        received.append(signum)
+    def forward(signum: int) -> None:
         logger.info(
             "Received %s; passing it to %s worker process(es)",
             signal.Signals(signum).name,
@@ -94,7 +91,14 @@ def supervise(processes: int, worker_arguments: Sequence[str]) -> int:
             if child.process.poll() is None:
                 child.process.send_signal(signum)
 
-    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    def record(signum: int, frame: FrameType | None) -> None:
+        # Until the loop below ends, a signal is only recorded: passed on from here, it could
+        # fall between a restart's spawn and the new child's assignment, and miss that child.
+        received.append(signum)
+        if stopping:
+            forward(signum)
+
+    previous = {signum: signal.signal(signum, record) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not received:
             broken = [child for child in children if child.process.poll() == CONFIGURATION_ERROR]
@@ -103,7 +107,11 @@ def supervise(processes: int, worker_arguments: Sequence[str]) -> int:
             now = time.monotonic()
             for child in children:
                 child.restart_if_dead(now)
-            time.sleep(0.2)
+            time.sleep(0.1)
+        #: Children that had died before the stop, awaiting their restart (a crash's back-off).
+        dead = [child for child in children if child.process.poll() is not None]
+        stopping = True
+        forward(received[0])
         codes = [child.process.wait() for child in children]
     finally:
         for signum, handler in previous.items():

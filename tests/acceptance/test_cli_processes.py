@@ -12,11 +12,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from aio_async import schedule
 from tests.acceptance.test_cli import ROOT, environment, wait_until
@@ -178,3 +180,48 @@ def test_a_worker_dead_before_the_stop_does_not_make_the_stop_unclean() -> None:
         output = log.read_text()
     assert code == 0, output
     assert f"exited with {-signal.SIGKILL} before the stop; not restarting it" in output, output
+
+
+def test_a_stop_that_arrives_while_a_worker_is_being_restarted_reaches_the_new_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The supervisor runs here, in the test's main thread, so that the SIGTERM can be sent at
+    # the one moment that matters: the replacement worker started, not yet in the supervisor's
+    # books. A stop passed on from the signal handler there would miss the new worker, and the
+    # supervisor would wait for it forever.
+    from aio_async import supervisor
+
+    monkeypatch.setenv("AIO_ASYNC_TEST_DB_NAME", str(connection.settings_dict["NAME"]))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.chdir(ROOT)
+    spawned: list[subprocess.Popen[bytes]] = []
+    spawn = supervisor._Child._spawn
+
+    def spawn_then_stop(child: supervisor._Child) -> subprocess.Popen[bytes]:
+        process = spawn(child)
+        spawned.append(process)
+        if len(spawned) == 3:  # the replacement of the killed worker
+            os.kill(os.getpid(), signal.SIGTERM)
+        return process
+
+    def kill_one_then_watch() -> None:
+        wait_until(lambda: len(spawned) == 2, timeout=30)
+        time.sleep(0.5)
+        spawned[0].kill()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(process.poll() is None for process in spawned):
+            time.sleep(0.1)
+        for process in spawned:  # a supervisor that lost a worker: end the test, not the run
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+
+    monkeypatch.setattr(supervisor._Child, "_spawn", spawn_then_stop)
+    watcher = threading.Thread(target=kill_one_then_watch, daemon=True)
+    watcher.start()
+    started_at = time.monotonic()
+    code = supervisor.supervise(2, ["--settings=tests.settings", "run", "--concurrency=1"])
+    watcher.join(70)
+    assert len(spawned) == 3
+    assert [process.returncode for process in spawned[1:]] in ([0, 0], [0, -signal.SIGTERM])
+    assert code == 0
+    assert time.monotonic() - started_at < 60
