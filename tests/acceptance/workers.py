@@ -76,7 +76,11 @@ class Worker:
         """SIGTERM and wait for the exit code."""
         if self.alive():
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            message = f"no exit within {timeout} s of SIGTERM; it printed:\n{self.output}"
+            raise AssertionError(message) from None
 
     def __enter__(self) -> Worker:
         return self
