@@ -10,6 +10,7 @@ This is the ground layer: it imports Django, ``errors`` and ``sql`` only.
 from __future__ import annotations
 
 import datetime
+from typing import TYPE_CHECKING, Any
 
 from django.db import connections, models, transaction
 from django.db.models import Q
@@ -17,6 +18,9 @@ from django.utils import timezone
 
 from aio_async import sql
 from aio_async.errors import GroupClosed, InvalidOption
+
+if TYPE_CHECKING:
+    from django.db.models.deletion import Collector
 
 __all__ = [
     "FINISHED",
@@ -275,17 +279,33 @@ class Job(models.Model):
         return self.attempts - self.excused
 
 
+def forget_or_orphan(
+    collector: Collector, field: models.Field[Any, Any], sub_objs: models.QuerySet[Any], using: str
+) -> None:
+    """On a prerequisite's deletion: forget the dependency if it had succeeded, else keep it without one.
+
+    A dependency left without its prerequisite (``after`` NULL) cancels the job waiting on it at
+    the next rescue pass: the job it was to run after was deleted before it succeeded.
+    """
+    models.CASCADE(collector, field, sub_objs.filter(after__status=Status.SUCCEEDED), using)
+    models.SET_NULL(collector, field, sub_objs.exclude(after__status=Status.SUCCEEDED), using)
+
+
 class Dependency(models.Model):
-    """``job`` runs only after ``after`` has succeeded; it is cancelled if ``after`` fails or is cancelled."""
+    """``job`` runs only after ``after`` has succeeded; it is cancelled if ``after`` fails or is cancelled.
+
+    ``after`` is NULL once that job was deleted before it succeeded (see ``forget_or_orphan``).
+    """
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="dependencies", db_index=False)
-    after = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="dependents")
+    after = models.ForeignKey(Job, null=True, on_delete=forget_or_orphan, related_name="dependents")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "after"], name="aio_async_dependency_unique")]
 
     def __str__(self) -> str:
-        return f"job {self.job_id} after job {self.after_id}"
+        after = "a deleted job" if self.after_id is None else f"job {self.after_id}"
+        return f"job {self.job_id} after {after}"
 
 
 class Error(models.Model):

@@ -389,8 +389,9 @@ def settle(dialect: sql.Dialect, finished: Sequence[int], now: datetime.datetime
 def settle_waiting(dialect: sql.Dialect, waiting: Sequence[int], now: datetime.datetime) -> sql.Op[None]:
     """Queue the waiting jobs whose every prerequisite succeeded; cancel those that wait on a failure.
 
-    A job that runs after one that failed for good or was cancelled can never run: it is
-    cancelled, with an Error row naming that job, and so are the jobs that run after it.
+    A job that runs after one that failed for good, was cancelled or was deleted before it
+    succeeded can never run: it is cancelled, with an Error row naming that job (or saying it
+    was deleted), and so are the jobs that run after it.
     Run with the waiting jobs locked (``waiting_dependents``), in one transaction.
     """
     if not waiting:
@@ -401,6 +402,10 @@ def settle_waiting(dialect: sql.Dialect, waiting: Sequence[int], now: datetime.d
     for job_id, prerequisite, name, status in doomed:
         first.setdefault(job_id, (prerequisite, name, status))
     for job_id, (prerequisite, name, status) in first.items():
+        if prerequisite is None:
+            why = "cancelled because a job it runs after was deleted before it succeeded"
+            yield from cancel(dialect, [job_id], "a deleted job", now, why=why)
+            continue
         ended = "failed for good" if status == "failed" else "was cancelled"
         why = f"cancelled because job {prerequisite} ({name}), which it runs after, {ended}"
         yield from cancel(dialect, [job_id], f"job {prerequisite}", now, why=why)
@@ -558,12 +563,23 @@ def rescue(
 
 
 def settle_unsettled(dialect: sql.Dialect, now: datetime.datetime) -> sql.Op[list[int]]:
-    """Settle waiting jobs whose prerequisites all finished without settling them; return their ids.
+    """Settle waiting jobs that no finishing job will settle any more; return their ids.
 
     A completion that did not know of a dependent added while its job ran settles it in a
-    second transaction; a worker killed between the two leaves the dependent for this.
+    second transaction; a worker killed between the two leaves the dependent for this. A
+    prerequisite deleted before it succeeded leaves its dependents for this too (they are
+    cancelled), and so does a group whose last unfinished members, or itself, were deleted
+    (its final job is queued, as the group rule says).
     """
     rows = yield sql.unsettled(dialect), [RESCUE_BATCH]
     waiting = [row[0] for row in rows]
     yield from settle_waiting(dialect, waiting, now)
+    finals = yield sql.unreleased_finals(dialect), [RESCUE_BATCH]
+    for job_id, group_id in finals:
+        if group_id is None:
+            released = bool((yield sql.release_orphan(), [now, job_id]))
+        else:
+            released = yield from release_final(dialect, group_id, now)
+        if released:
+            waiting.append(job_id)
     return waiting

@@ -78,12 +78,14 @@ __all__ = [
     "register_worker",
     "release_dependents",
     "release_final",
+    "release_orphan",
     "replace_unique",
     "requeue",
     "run_on",
     "snooze",
     "unique_holders",
     "unlink_finals",
+    "unreleased_finals",
     "unsettled",
     "waiting_dependents",
 ]
@@ -550,41 +552,72 @@ def release_dependents(jobs: int) -> str:
     """
     return (
         f"UPDATE {JOB} SET status = 'queued' WHERE id IN ({_ids(jobs)}) AND status = 'waiting' "  # noqa: S608
-        f"AND NOT EXISTS (SELECT 1 FROM {DEPENDENCY} JOIN {JOB} AS prerequisite "
+        f"AND NOT EXISTS (SELECT 1 FROM {DEPENDENCY} LEFT JOIN {JOB} AS prerequisite "
         f"ON prerequisite.id = {DEPENDENCY}.after_id WHERE {DEPENDENCY}.job_id = {JOB}.id "
-        "AND prerequisite.status <> 'succeeded') RETURNING id"
+        "AND (prerequisite.id IS NULL OR prerequisite.status <> 'succeeded')) RETURNING id"
     )
 
 
 @functools.cache
 def doomed_dependents(jobs: int) -> str:
-    """Which of these waiting jobs run after a job that failed or was cancelled, and the first such.
+    """Which of these waiting jobs run after a job that failed, was cancelled or was deleted unsucceeded.
 
-    Parameters: the job ids. Returns id, the prerequisite's id, name and status.
+    Parameters: the job ids. Returns id, the prerequisite's id, name and status, in job order
+    and, per job, the jobs that still exist first (a deleted one's columns are NULL).
     """
     return (
         f"SELECT {JOB}.id, prerequisite.id, prerequisite.name, prerequisite.status FROM {JOB} "  # noqa: S608
         f"JOIN {DEPENDENCY} ON {DEPENDENCY}.job_id = {JOB}.id "
-        f"JOIN {JOB} AS prerequisite ON prerequisite.id = {DEPENDENCY}.after_id "
+        f"LEFT JOIN {JOB} AS prerequisite ON prerequisite.id = {DEPENDENCY}.after_id "
         f"WHERE {JOB}.id IN ({_ids(jobs)}) AND {JOB}.status = 'waiting' "
-        "AND prerequisite.status IN ('failed', 'cancelled') "
-        f"ORDER BY {JOB}.id, prerequisite.id"
+        "AND (prerequisite.id IS NULL OR prerequisite.status IN ('failed', 'cancelled')) "
+        f"ORDER BY {JOB}.id, CASE WHEN prerequisite.id IS NULL THEN 1 ELSE 0 END, prerequisite.id"
     )
 
 
 @functools.cache
 def unsettled(dialect: Dialect) -> str:
-    """Waiting jobs none of whose prerequisites is unfinished any more, left so by a lost worker.
+    """Waiting jobs left unsettled: no prerequisite unfinished any more, or one of them deleted.
 
     Parameter: limit. Returns id. (A prerequisite finished by a write that could not settle
-    its dependents in the same transaction, and whose worker died before the next one.)
+    its dependents in the same transaction, and whose worker died before the next one; or a
+    prerequisite deleted before it succeeded, which no write of a worker settles.)
     """
     return (
         f"SELECT {JOB}.id FROM {JOB} WHERE {JOB}.status = 'waiting' "  # noqa: S608
         f"AND EXISTS (SELECT 1 FROM {DEPENDENCY} WHERE {DEPENDENCY}.job_id = {JOB}.id) "
-        f"AND NOT EXISTS (SELECT 1 FROM {DEPENDENCY} JOIN {JOB} AS prerequisite "
+        f"AND (EXISTS (SELECT 1 FROM {DEPENDENCY} WHERE {DEPENDENCY}.job_id = {JOB}.id "
+        f"AND {DEPENDENCY}.after_id IS NULL) "
+        f"OR NOT EXISTS (SELECT 1 FROM {DEPENDENCY} JOIN {JOB} AS prerequisite "
         f"ON prerequisite.id = {DEPENDENCY}.after_id WHERE {DEPENDENCY}.job_id = {JOB}.id "
-        f"AND prerequisite.status IN {_UNFINISHED}) ORDER BY {JOB}.id LIMIT %s{dialect.for_update}"
+        f"AND prerequisite.status IN {_UNFINISHED})) ORDER BY {JOB}.id LIMIT %s{dialect.for_update}"
+    )
+
+
+@functools.cache
+def unreleased_finals(dialect: Dialect) -> str:
+    """Groups' final jobs still waiting though no other member is unfinished (members deleted).
+
+    Parameter: limit. Returns the job's id and its group's id (NULL once the group was
+    deleted). Every writer that finishes a member releases the final job; deleting the last
+    unfinished members, or the group, leaves it for this.
+    """
+    return (
+        f"SELECT {JOB}.id, {GROUP}.id FROM {JOB} LEFT JOIN {GROUP} ON {GROUP}.final_id = {JOB}.id "  # noqa: S608
+        f"WHERE {JOB}.status = 'waiting' "
+        f"AND NOT EXISTS (SELECT 1 FROM {DEPENDENCY} WHERE {DEPENDENCY}.job_id = {JOB}.id) "
+        f"AND ({GROUP}.id IS NULL OR NOT EXISTS (SELECT 1 FROM {JOB} AS member "
+        f"WHERE member.group_id = {GROUP}.id AND member.id <> {JOB}.id "
+        f"AND member.status IN {_UNFINISHED})) ORDER BY {JOB}.id LIMIT %s"
+    )
+
+
+@functools.cache
+def release_orphan() -> str:
+    """Queue a waiting job whose group was deleted. Parameters: now, the job id. Returns id."""
+    return (
+        f"UPDATE {JOB} SET status = 'queued', run_after = %s "  # noqa: S608
+        "WHERE id = %s AND status = 'waiting' RETURNING id"
     )
 
 

@@ -374,7 +374,8 @@ class DatabaseStore:
         settled = await self.recorder.run(lambda d: operations.settle_unsettled(d, now), atomic=True)
         if settled:
             logger.warning(
-                "Settled %s waiting job(s) whose prerequisites had finished without settling them: %s",
+                "Settled %s waiting job(s) that nothing else would settle (a worker lost between a "
+                "completion and its dependents, or jobs deleted they waited for): %s",
                 len(settled),
                 settled,
                 extra={"action": "dependents_settled", "job_ids": settled},

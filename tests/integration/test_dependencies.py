@@ -174,6 +174,12 @@ def test_a_waiting_job_left_unsettled_by_a_lost_worker_is_settled_by_the_rescue(
     # between its completion's commit and the next statement).
     Job.objects.filter(pk=done.pk).update(status=Status.SUCCEEDED)
     Job.objects.filter(pk=failed.pk).update(status=Status.FAILED)
+    rescue_pass(kind)
+    assert statuses(ready, doomed) == ["queued", "cancelled"]
+
+
+def rescue_pass(kind: str) -> None:
+    """One rescue pass of a worker's store of ``kind``."""
     store = make_store(kind)
 
     async def rescue() -> None:
@@ -183,7 +189,61 @@ def test_a_waiting_job_left_unsettled_by_a_lost_worker_is_settled_by_the_rescue(
             await store.close()
 
     async_to_sync(rescue)()
-    assert statuses(ready, doomed) == ["queued", "cancelled"]
+
+
+@pytest.mark.parametrize("kind", CONNECTORS)
+def test_deleting_a_job_before_it_succeeded_cancels_what_runs_after_it(kind: str) -> None:
+    deleted = schedule(tasks.write, ["deleted"])
+    slow = schedule(tasks.write, ["slow"])
+    after_both = schedule(tasks.write, ["after both"], after=[deleted, slow])
+    after_that = schedule(tasks.write, ["after that"], after=after_both)
+    Job.objects.filter(pk=deleted.pk).delete()  # as the admin's delete does
+    (orphaned,) = Dependency.objects.filter(job=after_both, after=None)
+    assert str(orphaned) == f"job {after_both.pk} after a deleted job"
+    rescue_pass(kind)
+    # Cancelled at once, though ``slow`` has not run yet; and so is what runs after it.
+    assert statuses(slow, after_both, after_that) == ["queued", "cancelled", "cancelled"]
+    assert Error.objects.get(job=after_both).message == (
+        "cancelled because a job it runs after was deleted before it succeeded"
+    )
+    assert Error.objects.get(job=after_that).message.startswith(f"cancelled because job {after_both.pk} ")
+    assert drain() == {Outcome.SUCCEEDED: 1}
+
+
+@pytest.mark.parametrize("kind", CONNECTORS)
+def test_deleting_a_job_that_succeeded_forgets_it(kind: str) -> None:
+    done = schedule(tasks.write, ["done"])
+    drain()
+    later = schedule(tasks.write, ["later"])
+    waiting = schedule(tasks.write, ["waiting"], after=[done, later])
+    Job.objects.filter(pk=done.pk).delete()
+    assert list(Dependency.objects.filter(job=waiting).values_list("after_id", flat=True)) == [later.pk]
+    rescue_pass(kind)
+    assert statuses(waiting) == ["waiting"]
+    assert drain() == {Outcome.SUCCEEDED: 2}
+    assert statuses(later, waiting) == ["succeeded", "succeeded"]
+
+
+@pytest.mark.parametrize("kind", CONNECTORS)
+def test_a_final_job_whose_members_or_group_were_deleted_is_released_by_the_rescue(kind: str) -> None:
+    group = Group.objects.create(reference="members deleted")
+    member = schedule(tasks.write, ["member"], group=group)
+    final = schedule(tasks.write, ["final"], group=group)
+    group.on_completion(final)
+    other = Group.objects.create(reference="deleted")
+    schedule(tasks.write, ["other member"], group=other)
+    other_final = schedule(tasks.write, ["other final"], group=other)
+    other.on_completion(other_final)
+    kept = Group.objects.create(reference="kept")
+    kept_member = schedule(tasks.write, ["kept member"], group=kept)
+    kept_final = schedule(tasks.write, ["kept final"], group=kept)
+    kept.on_completion(kept_final)
+    Job.objects.filter(pk=member.pk).delete()
+    Job.objects.filter(group=other).exclude(pk=other_final.pk).delete()
+    other.delete()
+    assert statuses(final, other_final, kept_final) == ["waiting"] * 3
+    rescue_pass(kind)
+    assert statuses(final, other_final, kept_final, kept_member) == ["queued", "queued", "waiting", "queued"]
 
 
 @pytest.mark.postgres_only
