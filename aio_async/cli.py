@@ -143,15 +143,36 @@ def run_worker(overrides: Mapping[str, Any] | None = None, *, handle_signals: bo
 
     ``overrides`` replaces ``AIO_ASYNC`` keys (``{"QUEUES": ["mail"]}``), checked as the setting is.
     """
+    from aio_async.supervisor import SUPERVISOR_VARIABLE
+
     executor = _executor(overrides)
     _serve_metrics(executor.settings)
+    # Read once and forgotten: a process this worker's jobs start is not the supervisor's.
+    supervisor = os.environ.pop(SUPERVISOR_VARIABLE, None)
 
     async def main() -> dict[str, int]:
         loop = asyncio.get_running_loop()
-        with _signals(loop, executor) if handle_signals else contextlib.nullcontext():
-            return _outcomes(await executor.run())
+        watch = asyncio.create_task(_watch_supervisor(executor, int(supervisor))) if supervisor else None
+        try:
+            with _signals(loop, executor) if handle_signals else contextlib.nullcontext():
+                return _outcomes(await executor.run())
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     return asyncio.run(main())
+
+
+async def _watch_supervisor(executor: Executor, pid: int) -> None:
+    """Stop the worker, gently, once its supervisor is gone (killed with SIGKILL, say)."""
+    while os.getppid() == pid:  # noqa: ASYNC110 - no event tells a process its parent died
+        await asyncio.sleep(1.0)
+    logger.warning(
+        "The supervisor (pid %s) is gone; stopping this worker",
+        pid,
+        extra={"action": "supervisor_gone", "pid": pid},
+    )
+    executor.stop()
 
 
 def _serve_metrics(settings: QueueSettings) -> None:
@@ -166,7 +187,9 @@ def _serve_metrics(settings: QueueSettings) -> None:
         raise ImproperlyConfigured(
             "AIO_ASYNC['METRICS_PORT'] needs prometheus_client: pip install 'aio_async[prometheus]'"
         ) from None
-    port = settings.metrics_port + int(os.environ.get("AIO_ASYNC_WORKER_SLOT", "0"))
+    from aio_async.supervisor import SLOT_VARIABLE
+
+    port = settings.metrics_port + int(os.environ.get(SLOT_VARIABLE, "0"))
     try:
         serve(port)
     except OSError as exc:

@@ -27,6 +27,8 @@ logger = logging.getLogger("aio_async.supervisor")
 
 #: The environment variable that tells a supervised worker its slot: 0 to N - 1.
 SLOT_VARIABLE = "AIO_ASYNC_WORKER_SLOT"
+#: The supervisor's pid, for its workers: one whose parent is no longer that process stops.
+SUPERVISOR_VARIABLE = "AIO_ASYNC_SUPERVISOR_PID"
 #: A child that dies sooner than this after its start is restarted with growing delays.
 STABLE_SECONDS = 5.0
 MAX_RESTART_DELAY = 30.0
@@ -42,7 +44,7 @@ class _Child:
     def _spawn(self) -> subprocess.Popen[bytes]:
         self.started = time.monotonic()
         # The slot tells the worker which of the N it is (its metrics port is METRICS_PORT + slot).
-        env = {**os.environ, SLOT_VARIABLE: str(self.slot)}
+        env = {**os.environ, SLOT_VARIABLE: str(self.slot), SUPERVISOR_VARIABLE: str(os.getpid())}
         process = subprocess.Popen(self.command, start_new_session=True, env=env)  # noqa: S603 - our own command
         logger.info(
             "Worker process %s started (pid %s)",

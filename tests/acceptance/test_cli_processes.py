@@ -225,3 +225,17 @@ def test_a_stop_that_arrives_while_a_worker_is_being_restarted_reaches_the_new_w
     assert [process.returncode for process in spawned[1:]] in ([0, 0], [0, -signal.SIGTERM])
     assert code == 0
     assert time.monotonic() - started_at < 60
+
+
+def test_workers_stop_when_their_supervisor_is_killed() -> None:
+    # SIGKILL leaves the supervisor no time to stop its workers: they notice on their own.
+    with started("--settings", "tests.settings", "run", "--processes", "2") as (process, log):
+        wait_until(lambda: log.read_text().count("started on queues") == 2, timeout=60)
+        workers = descendants(process.pid)
+        assert len(workers) == 2
+        process.kill()
+        process.wait(10)
+        wait_until(lambda: not workers & set(_parents()), timeout=15)
+        output = log.read_text()
+    assert output.count(f"The supervisor (pid {process.pid}) is gone; stopping this worker") == 2, output
+    assert output.count("stopped: {}") == 2, output
