@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import importlib.util
 import inspect
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from asgiref.sync import SyncToAsync
+from asgiref.sync import SyncToAsync, sync_to_async
 from django.conf import settings
 from django.db import connection, connections
 
@@ -74,6 +76,28 @@ async def adrain(**overrides: Any) -> dict[Outcome, int]:
 def drain(**overrides: Any) -> dict[Outcome, int]:
     """adrain() from sync code."""
     return asyncio.run(adrain(**overrides))
+
+
+@contextlib.asynccontextmanager
+async def beside(**overrides: Any) -> AsyncIterator[Executor]:
+    """A worker running beside the test, with these settings; stopped and awaited at the end."""
+    executor = Executor(settings=queue_settings(**overrides))
+    running = asyncio.create_task(executor.run())
+    try:
+        yield executor
+    finally:
+        executor.stop()
+        await running
+
+
+async def until(predicate: Callable[[], bool], within: float = 10.0) -> float:
+    """Wait for ``predicate`` (run in a thread, it may query); return the seconds it took."""
+    began = time.monotonic()
+    while time.monotonic() - began < within:
+        if await sync_to_async(predicate)():
+            return time.monotonic() - began
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture(autouse=True)

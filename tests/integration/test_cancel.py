@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ from aio_async.models import Error, Group, Job, Status
 from aio_async.operations import Outcome
 from tests.app import tasks
 from tests.app.models import Record
-from tests.conftest import drain, queue_settings
+from tests.conftest import beside, drain, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,8 +77,7 @@ def test_cancelling_the_last_unfinished_member_releases_the_groups_final_job() -
     assert final.status == Status.QUEUED
 
 
-@contextlib.asynccontextmanager
-async def worker() -> AsyncIterator[Executor]:
+def worker() -> contextlib.AbstractAsyncContextManager[Executor]:
     """A worker beside the test that renews its leases every 10 s.
 
     Only the NOTIFY (PostgreSQL with psycopg 3, where it also polls once a minute only) or
@@ -89,23 +85,7 @@ async def worker() -> AsyncIterator[Executor]:
     within the tests' two seconds.
     """
     listens = connection.vendor == "postgresql" and sql.psycopg3()
-    executor = Executor(settings=queue_settings(poll_interval=60.0 if listens else 0.05, lease_seconds=30.0))
-    running = asyncio.create_task(executor.run())
-    try:
-        yield executor
-    finally:
-        executor.stop()
-        await running
-
-
-async def until(predicate: Callable[[], bool], within: float = 10.0) -> float:
-    """Wait for ``predicate`` (run in a thread, it may query); return the seconds it took."""
-    began = time.monotonic()
-    while time.monotonic() - began < within:
-        if await sync_to_async(predicate)():
-            return time.monotonic() - began
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
+    return beside(poll_interval=60.0 if listens else 0.05, lease_seconds=30.0)
 
 
 async def test_a_running_coroutine_job_is_cancelled_on_its_worker_within_two_seconds() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
@@ -16,7 +15,7 @@ from aio_async.models import Dependency, Error, Group, Job, Status
 from aio_async.operations import Outcome
 from tests.app import tasks
 from tests.app.models import Record
-from tests.conftest import drain, queue_settings
+from tests.conftest import beside, drain
 from tests.integration.test_store import CONNECTORS, make_store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -140,16 +139,9 @@ def test_a_group_member_may_wait_for_another_job_and_the_final_waits_for_it() ->
         group2.on_completion(second)
 
 
-@contextlib.asynccontextmanager
-async def worker() -> AsyncIterator[Executor]:
+def worker() -> contextlib.AbstractAsyncContextManager[Executor]:
     """A worker running beside the test."""
-    executor = Executor(settings=queue_settings(poll_interval=0.05))
-    running = asyncio.create_task(executor.run())
-    try:
-        yield executor
-    finally:
-        executor.stop()
-        await running
+    return beside(poll_interval=0.05)
 
 
 async def test_a_job_added_after_a_running_job_is_released_when_it_finishes() -> None:

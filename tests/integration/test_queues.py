@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -16,7 +14,7 @@ from aio_async.executor import Executor
 from aio_async.models import Job, Queue, Status
 from aio_async.queues import apause, aresume, overview, pause, paused, resume, workers
 from tests.app import tasks
-from tests.conftest import queue_settings
+from tests.conftest import beside, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,27 +64,9 @@ def listens() -> bool:
     return connection.vendor == "postgresql" and sql.psycopg3()
 
 
-@contextlib.asynccontextmanager
-async def worker(queues: tuple[str, ...] = ("default", "mail")) -> AsyncIterator[Executor]:
+def worker(queues: tuple[str, ...] = ("default", "mail")) -> contextlib.AbstractAsyncContextManager[Executor]:
     """A worker beside the test: on PostgreSQL it polls once a minute (NOTIFY tells it of changes)."""
-    settings = queue_settings(poll_interval=60.0 if listens() else 0.2, queues=queues)
-    executor = Executor(settings=settings)
-    running = asyncio.create_task(executor.run())
-    try:
-        yield executor
-    finally:
-        executor.stop()
-        await running
-
-
-async def until(predicate: Callable[[], bool], within: float = 10.0) -> float:
-    """Wait for ``predicate`` (run in a thread, it may query); return the seconds it took."""
-    began = time.monotonic()
-    while time.monotonic() - began < within:
-        if await sync_to_async(predicate)():
-            return time.monotonic() - began
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
+    return beside(poll_interval=60.0 if listens() else 0.2, queues=queues)
 
 
 async def test_a_paused_queue_keeps_its_jobs_until_it_is_resumed() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from aio_async.models import Job, Status
 from aio_async.operations import ErrorInfo, Outcome
 from tests.app import tasks
 from tests.app.models import Record
-from tests.conftest import drain, queue_settings
+from tests.conftest import beside, drain, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -277,25 +277,9 @@ def test_async_receivers_run_on_the_workers_loop_and_plain_ones_may_use_the_orm(
     assert sorted(seen, key=str) == [("async", job.pk), ("sync", Status.RUNNING)]
 
 
-@contextlib.asynccontextmanager
-async def worker() -> AsyncIterator[Executor]:
+def worker() -> contextlib.AbstractAsyncContextManager[Executor]:
     """A worker beside the test, told of cancellations by NOTIFY or by its once-a-second look."""
-    executor = Executor(settings=queue_settings(poll_interval=0.05, lease_seconds=30.0))
-    running = asyncio.create_task(executor.run())
-    try:
-        yield executor
-    finally:
-        executor.stop()
-        await running
-
-
-async def until(predicate: Any, within: float = 10.0) -> None:
-    """Wait for ``predicate()`` to be true."""
-    for _ in range(int(within / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
+    return beside(poll_interval=0.05, lease_seconds=30.0)
 
 
 async def test_a_job_cancelled_while_it_runs_sends_cancelled_once_and_its_worker_stopped(sent: Sent) -> None:
