@@ -110,8 +110,9 @@ class Executor:
         self._paused: frozenset[str] = frozenset()
         self._paused_at = 0.0
         self._started = timezone.now()
-        #: Jobs cancelled while they ran here (their attempt numbers): stopped, not failed.
-        self._cancelled: dict[int, int] = {}
+        #: Jobs stopped while they ran here, cancelled or their lease lost: the attempt number
+        #: and that outcome (a stopped coroutine job ends with it, not as failed or released).
+        self._stopped: dict[int, tuple[int, Outcome]] = {}
         self._checks: set[asyncio.Task[None]] = set()
 
     @property
@@ -310,8 +311,8 @@ class Executor:
             del self._running[attempt.job_id]
         if attempt.limit_key is not None:
             self._limited_at = 0.0  # its key may have room for another job now
-        if self._cancelled.get(attempt.job_id) == attempt.number:
-            del self._cancelled[attempt.job_id]
+        if (stopped := self._stopped.get(attempt.job_id)) is not None and stopped[0] == attempt.number:
+            del self._stopped[attempt.job_id]
         if attempt.isolated:
             self._isolating = False
         self._wake.set()
@@ -366,7 +367,10 @@ class Executor:
         finally:
             if not in_thread:
                 self._free(attempt)
-        if outcome is Outcome.LEASE_LOST and self._cancelled.get(attempt.job_id) == attempt.number:
+        if outcome is Outcome.LEASE_LOST and self._stopped.get(attempt.job_id) == (
+            attempt.number,
+            Outcome.CANCELLED,
+        ):
             outcome, error = Outcome.CANCELLED, None  # its writes were refused because of that
         duration = time.monotonic() - began
         job_finished(attempt, self.worker_id, outcome, duration, error)
@@ -385,10 +389,11 @@ class Executor:
             result = result_value(value)
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if self._cancelled.get(attempt.job_id) != attempt.number or task is None or task.uncancel():
+            stopped = self._stopped.get(attempt.job_id)
+            if stopped is None or stopped[0] != attempt.number or task is None or task.uncancel():
                 raise  # a shutdown, or more than the job's cancellation
             self._free(attempt)
-            return Outcome.CANCELLED, None
+            return stopped[1], None
         except Snooze as snoozed:
             self._free(attempt)
             return await asyncio.shield(store.snooze(attempt, snoozed.seconds)), None
@@ -563,10 +568,10 @@ class Executor:
             attempt = item.attempt
             if attempt.job_id not in gone or self._busy.get(attempt.job_id) != attempt.number:
                 continue  # still held, or its function has returned: its end is being written
-            if self._cancelled.get(attempt.job_id) == attempt.number:
+            if (stopped := self._stopped.get(attempt.job_id)) is not None and stopped[0] == attempt.number:
                 continue  # already stopping
             if gone[attempt.job_id] == "cancelled":
-                self._cancelled[attempt.job_id] = attempt.number
+                self._stopped[attempt.job_id] = (attempt.number, Outcome.CANCELLED)
                 job_event(
                     logging.INFO,
                     "job_cancelled",
@@ -576,12 +581,14 @@ class Executor:
                     "stopping it" if item.coroutine else "asking it to stop (current_job().cancel_requested)",
                 )
             else:
+                self._stopped[attempt.job_id] = (attempt.number, Outcome.LEASE_LOST)
                 job_event(
                     logging.WARNING,
                     "lease_lost",
                     attempt,
                     self.worker_id,
-                    "its lease was taken over while it ran; nothing it writes will commit",
+                    "%s while it ran; nothing it writes will commit",
+                    "its lease was taken over" if gone[attempt.job_id] is not None else "it was deleted",
                 )
             item.context.request_cancel()
             if item.coroutine:

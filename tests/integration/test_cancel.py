@@ -138,3 +138,18 @@ async def test_the_neighbours_of_a_cancelled_job_run_on() -> None:
         kept = await sync_to_async(schedule)(tasks.write, ["next"])
         assert await aresult(kept, timeout=10) is not None
     assert dict(executor.outcomes) == {Outcome.CANCELLED: 1, Outcome.SUCCEEDED: 1}
+
+
+async def test_a_running_job_deleted_under_its_worker_is_stopped_and_said_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No NOTIFY tells of a deletion: the worker learns of it at its next lease renewal.
+    async with beside(poll_interval=0.05, lease_seconds=3.0, heartbeat_interval=0.2) as executor:
+        job = await sync_to_async(schedule)(tasks.await_cancel, ["deleted"])
+        await until(lambda: Record.objects.filter(key="deleted").exists())
+        await Job.objects.filter(pk=job.pk).adelete()
+        await until(lambda: executor.outcomes[Outcome.LEASE_LOST] == 1)
+    assert (
+        f"Job {job.pk} (tests.app.tasks.await_cancel, attempt 1): it was deleted while it ran" in caplog.text
+    )
+    assert await Record.objects.filter(key="deleted-stopped").aexists()  # stopped on the loop, at once
