@@ -7,6 +7,7 @@ typo such as ``CONCURENCY`` is caught at start-up instead of silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import inspect
 import math
@@ -305,7 +306,11 @@ def _value(key: str, value: object, label: str) -> Any:
 def _values(raw: Mapping[Any, object], labels: Mapping[str, str]) -> dict[str, Any]:
     unknown = sorted(str(key) for key in raw if key not in _KEYS)
     if unknown:
-        raise ImproperlyConfigured(f"Unknown AIO_ASYNC keys {unknown}; the known keys are {sorted(_KEYS)}.")
+        guesses = {key: difflib.get_close_matches(key.upper(), _KEYS, n=1) for key in unknown}
+        meant = "".join(f" Did you mean {guess[0]!r} for {key!r}?" for key, guess in guesses.items() if guess)
+        raise ImproperlyConfigured(
+            f"Unknown AIO_ASYNC keys {unknown}; the known keys are {sorted(_KEYS)}.{meant}"
+        )
     return {
         _KEYS[key].name: _value(key, value, labels.get(key, f"AIO_ASYNC[{key!r}]"))
         for key, value in raw.items()

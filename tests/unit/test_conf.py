@@ -48,8 +48,12 @@ def test_all_documented_keys_parse() -> None:
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [
-        ({"CONCURENCY": 3}, "Unknown AIO_ASYNC keys \\['CONCURENCY'\\]"),
-        ({"concurrency": 3}, "Unknown AIO_ASYNC keys"),
+        (
+            {"CONCURENCY": 3},
+            "Unknown AIO_ASYNC keys \\['CONCURENCY'\\].* Did you mean 'CONCURRENCY' for 'CONCURENCY'\\?",
+        ),
+        ({"concurrency": 3}, "Did you mean 'CONCURRENCY' for 'concurrency'\\?"),
+        ({"ZZZ": 3}, "known keys are \\[[^]]*\\]\\.$"),
         ({"CONCURRENCY": 0}, "CONCURRENCY.*integer >= 1"),
         ({"CONCURRENCY": True}, "CONCURRENCY.*integer"),
         ({"MAX_ATTEMPTS": 1.5}, "MAX_ATTEMPTS"),
