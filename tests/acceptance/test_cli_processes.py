@@ -222,7 +222,8 @@ def test_a_stop_that_arrives_while_a_worker_is_being_restarted_reaches_the_new_w
     code = supervisor.supervise(2, ["--settings=tests.settings", "run", "--concurrency=1"])
     watcher.join(70)
     assert len(spawned) == 3
-    assert [process.returncode for process in spawned[1:]] in ([0, 0], [0, -signal.SIGTERM])
+    # Each stopped cleanly, or died of the SIGTERM before its start-up had installed a handler.
+    assert all(process.returncode in (0, -signal.SIGTERM) for process in spawned[1:])
     assert code == 0
     assert time.monotonic() - started_at < 60
 
