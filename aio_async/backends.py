@@ -54,9 +54,16 @@ from aio_async.api import _not_in_async_code, schedule
 from aio_async.bridge import result_value
 from aio_async.conf import EVERY_QUEUE, get_settings
 from aio_async.context import JobContext, current_job
-from aio_async.errors import JobCancelled, ScheduleError
+from aio_async.errors import InvalidOption, JobCancelled, ScheduleError
 from aio_async.models import Error, Job, Status
-from aio_async.payload import TaskOptions, check_max_attempts, check_queue, check_timeout
+from aio_async.payload import (
+    Limits,
+    TaskOptions,
+    UniqueOptions,
+    check_max_attempts,
+    check_queue,
+    check_timeout,
+)
 
 if TYPE_CHECKING:
     from django.dispatch import Signal
@@ -128,42 +135,64 @@ def _class_path(kind: type[BaseException]) -> str:
 # The task ----------------------------------------------------------------------------------
 
 
+#: aio_async's own options of a Task, as ``schedule()`` takes them.
+JOB_OPTIONS = (
+    "max_attempts",
+    "timeout",
+    "unique",
+    "unique_key",
+    "unique_for",
+    "unique_states",
+    "on_conflict",
+    "concurrency_key",
+    "concurrency_limit",
+    "rate",
+)
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class AioAsyncTask(_TaskBase):
     """A Django ``Task`` that runs on aio_async, with aio_async's options; registered to run.
 
-    ``max_attempts`` and ``timeout`` come from ``@task(max_attempts=3, timeout=60)`` on Django
-    6.1 (which passes the decorator's extra keywords to ``task_class``), or from
-    ``.using(max_attempts=..., timeout=...)``; ``None`` leaves them to the backend's
-    ``OPTIONS``, then to ``AIO_ASYNC``.
+    The options of ``schedule()`` in ``JOB_OPTIONS`` (``max_attempts``, ``timeout``, unique
+    jobs and limits) come from ``@task(max_attempts=3, unique=True)`` on Django 6.1 (which
+    passes the decorator's extra keywords to ``task_class``), or from ``.using(...)``;
+    ``None`` leaves them to the backend's ``OPTIONS``, then to ``AIO_ASYNC``.
     """
 
     max_attempts: int | None = None
     timeout: float | None = None
+    unique: bool | None = None
+    unique_key: str | None = None
+    unique_for: datetime.timedelta | float | None = None
+    unique_states: tuple[str, ...] | None = None
+    on_conflict: str | None = None
+    concurrency_key: str | Callable[..., str] | None = None
+    concurrency_limit: int | None = None
+    rate: str | None = None
 
     def __post_init__(self) -> None:
         """Validate through the backend (as every Task does), then register the task to run."""
         _TaskBase.__post_init__(self)  # zero-argument super() does not work in a slots dataclass
         _register(self)
 
-    def using(
-        self,
-        *,
-        max_attempts: int | None = None,
-        timeout: float | None = None,
-        **changes: Any,
-    ) -> AioAsyncTask:
-        """A copy with other defaults: Django's, and aio_async's ``max_attempts`` and ``timeout``."""
+    def using(self, **changes: Any) -> AioAsyncTask:
+        """A copy with other defaults: Django's, and aio_async's options (``JOB_OPTIONS``)."""
         # A timedelta run_after passes through as it is: validate_task() accepts it (from now,
         # when enqueued).
+        ours = {name: changes.pop(name) for name in JOB_OPTIONS if changes.get(name) is not None}
+        for name in JOB_OPTIONS:
+            changes.pop(name, None)  # None: leave the task's own
+        if "unique_states" in ours and not isinstance(ours["unique_states"], str):
+            ours["unique_states"] = tuple(ours["unique_states"])
         task: AioAsyncTask = _TaskBase.using(self, **changes)  # type: ignore[assignment]
-        if max_attempts is None and timeout is None:
+        if not ours:
             return task
-        return dataclasses.replace(
-            task,
-            max_attempts=_first(max_attempts, task.max_attempts),
-            timeout=_first(timeout, task.timeout),
-        )
+        return dataclasses.replace(task, **ours)  # validated again, by Task.__post_init__
+
+    def job_options(self) -> dict[str, Any]:
+        """The options ``schedule()`` takes, as this task sets them (``None``: not set)."""
+        return {name: getattr(self, name) for name in JOB_OPTIONS}
 
 
 #: The first Task created for each function (the module-level one), by module path.
@@ -374,9 +403,13 @@ def _spec(alias: str, task: _TaskBase) -> dict[str, Any]:
             "seconds": run_after.seconds,
             "microseconds": run_after.microseconds,
         }
-    for option in ("max_attempts", "timeout"):
+    for option in JOB_OPTIONS:
         value = getattr(task, option, None)
-        if value is not None:
+        if isinstance(value, datetime.timedelta):
+            value = value.total_seconds()
+        elif isinstance(value, tuple):
+            value = list(value)
+        if value is not None and not callable(value):
             spec[option] = value
     return spec
 
@@ -398,6 +431,8 @@ def _rebuilt(base: _TaskBase, spec: Mapping[str, Any]) -> _TaskBase:
         changes["run_after"] = datetime.datetime.fromisoformat(run_after)
     elif isinstance(run_after, dict):
         changes["run_after"] = datetime.timedelta(**run_after)
+    if isinstance(changes.get("unique_states"), list):
+        changes["unique_states"] = tuple(changes["unique_states"])
     rebuilt = object.__new__(type(base))
     for field in dataclasses.fields(base):
         object.__setattr__(rebuilt, field.name, changes.get(field.name, getattr(base, field.name)))
@@ -471,8 +506,20 @@ class AioAsyncBackend(BaseTaskBackend):
             if task.max_attempts is not None:
                 check_max_attempts(task.max_attempts)
             check_timeout(task.timeout)
+            UniqueOptions.checked(
+                unique=task.unique,
+                unique_key=task.unique_key,
+                unique_for=task.unique_for,
+                unique_states=task.unique_states,
+                on_conflict=task.on_conflict,
+            ).rule()
+            Limits.checked(
+                concurrency_key=task.concurrency_key,
+                concurrency_limit=task.concurrency_limit,
+                rate=task.rate,
+            )
         except ScheduleError as exc:
-            raise InvalidTask(str(exc)) from None
+            raise InvalidTask(f"{task.module_path}: {exc}") from None
 
     def enqueue(self, task: Task[_P, _R], args: Any, kwargs: Any) -> TaskResult[_P, _R]:
         """Write the task's job through ``aio_async.schedule()``, inside the caller's transaction."""
@@ -481,17 +528,25 @@ class AioAsyncBackend(BaseTaskBackend):
         # What Django's TaskResult would raise for arguments that are not JSON, before any write.
         job_args = normalize_json(list(args))
         job_kwargs = normalize_json(dict(kwargs))
-        job = schedule(
-            task.module_path,
-            job_args,  # type: ignore[arg-type]  # normalize_json of a list is a list
-            job_kwargs,  # type: ignore[arg-type]  # and of a dict, a dict
-            priority=task.priority,
-            run_after=task.run_after,
-            meta={TASK_KEY: _spec(self.alias, task)},
-            queue=task.queue_name,
-            max_attempts=_first(getattr(task, "max_attempts", None), self.max_attempts),
-            timeout=_first(getattr(task, "timeout", None), self.timeout),
-        )
+        options = task.job_options()  # type: ignore[attr-defined]  # validate_task: an AioAsyncTask
+        options["max_attempts"] = _first(options["max_attempts"], self.max_attempts)
+        options["timeout"] = _first(options["timeout"], self.timeout)
+        try:
+            job = schedule(
+                task.module_path,
+                job_args,  # type: ignore[arg-type]  # normalize_json of a list is a list
+                job_kwargs,  # type: ignore[arg-type]  # and of a dict, a dict
+                priority=task.priority,
+                run_after=task.run_after,
+                meta={TASK_KEY: _spec(self.alias, task)},
+                queue=task.queue_name,
+                **options,
+            )
+        except InvalidOption as exc:  # what only the arguments tell: a key made from them, say
+            raise InvalidTask(f"{task.module_path}: {exc}") from None
+        if job.unique_conflict:
+            # Nothing was enqueued: the result is that of the job holding the key.
+            return self.get_result(str(job.pk))  # type: ignore[return-value]  # the same task's
         result: TaskResult[_P, _R] = TaskResult(
             task=task,
             id=str(job.pk),

@@ -278,3 +278,9 @@ def returns_nan() -> float:
 def returns_tuple() -> tuple[int, bytes]:
     """Return what Django normalises (a tuple, bytes) into JSON."""
     return (1, b"two")
+
+
+@aio_task(unique=True, concurrency_limit=2, concurrency_key="reports")
+def rebuild_report(shop: int) -> int:
+    """A unique task (the call is the key), two at a time under the key ``reports``."""
+    return shop

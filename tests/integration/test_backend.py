@@ -30,7 +30,7 @@ from aio_async.backends import TASK_KEY, AioAsyncBackend, AioAsyncTask
 from aio_async.conf import Backoff
 from aio_async.errors import InvalidArguments, JobCancelled, ResultNotJSON
 from aio_async.models import Error, Job, Status
-from aio_async.operations import Attempt, ClaimRequest, claim
+from aio_async.operations import Attempt, ClaimRequest, Outcome, claim
 from tests.app import django_tasks as dj
 from tests.app import tasks
 from tests.app.django_tasks import (
@@ -649,3 +649,71 @@ def test_drain_with_scheduled_runs_retries_until_the_last_attempt() -> None:
     assert testing.drain(with_scheduled=True) == {"failed": 1}
     assert refreshed(result).status == TaskResultStatus.FAILED
     assert len(result.errors) == 2
+
+
+# Unique jobs and limits, as a Task's options ------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_unique_task_enqueued_twice_makes_one_job_and_returns_its_result() -> None:
+    received: list[str] = []
+
+    def enqueued(sender: object, task_result: Any, **kwargs: Any) -> None:
+        received.append(task_result.id)
+
+    task_enqueued.connect(enqueued)
+    try:
+        first = dj.rebuild_report.enqueue(7)
+        again = dj.rebuild_report.enqueue(7)
+        other = dj.rebuild_report.enqueue(8)
+    finally:
+        task_enqueued.disconnect(enqueued)
+    assert again.id == first.id != other.id
+    assert received == [first.id, other.id]  # nothing was enqueued the second time
+    assert again.task.unique is True
+    assert again.status == TaskResultStatus.READY
+    assert sorted(Job.objects.values_list("limit_key", "concurrency_limit")) == [("reports", 2)] * 2
+    assert drain() == {Outcome.SUCCEEDED: 2}
+    assert dj.rebuild_report.enqueue(7).id not in (first.id, other.id)  # it ran: its key is free
+
+
+@pytest.mark.django_db
+def test_using_sets_the_unique_and_limit_options_of_one_call() -> None:
+    debounced = dj.write_record.using(unique_key="latest", on_conflict="replace", rate="10/s")
+    first = debounced.enqueue("a", 1)
+    last = debounced.enqueue("b", 2)
+    assert last.id == first.id
+    job = Job.objects.get()
+    assert (job.args, job.limit_key, job.rate_count, job.rate_period) == (
+        ["b", 2],
+        "task:" + job.name,
+        10,
+        1.0,
+    )
+    # The result's task has the options it was enqueued with.
+    result = dj.write_record.get_result(first.id)
+    assert (result.task.unique_key, result.task.on_conflict, result.task.rate) == (
+        "latest",
+        "replace",
+        "10/s",
+    )
+    states = dj.write_record.using(unique=True, unique_states=["queued", "running"]).unique_states
+    assert states == ("queued", "running")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"unique_for": 60}, "apply to unique jobs only|applies to unique jobs only"),
+        ({"unique": True, "on_conflict": "merge"}, "on_conflict must be one of"),
+        ({"rate": "fast"}, "rate"),
+        ({"concurrency_limit": 0}, "concurrency_limit"),
+    ],
+)
+def test_bad_unique_or_limit_options_are_refused_before_anything_is_written(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidTask, match=message):
+        dj.write_record.using(**options)
+    assert not Job.objects.exists()
