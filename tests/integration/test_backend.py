@@ -17,7 +17,7 @@ import pickle
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.core.exceptions import SynchronousOnlyOperation
@@ -670,7 +670,7 @@ def test_a_unique_task_enqueued_twice_makes_one_job_and_returns_its_result() -> 
         task_enqueued.disconnect(enqueued)
     assert again.id == first.id != other.id
     assert received == [first.id, other.id]  # nothing was enqueued the second time
-    assert again.task.unique is True
+    assert cast(AioAsyncTask, again.task).unique is True
     assert again.status == TaskResultStatus.READY
     assert sorted(Job.objects.values_list("limit_key", "concurrency_limit")) == [("reports", 2)] * 2
     assert drain() == {Outcome.SUCCEEDED: 2}
@@ -679,7 +679,8 @@ def test_a_unique_task_enqueued_twice_makes_one_job_and_returns_its_result() -> 
 
 @pytest.mark.django_db
 def test_using_sets_the_unique_and_limit_options_of_one_call() -> None:
-    debounced = dj.write_record.using(unique_key="latest", on_conflict="replace", rate="10/s")
+    record = cast(AioAsyncTask, dj.write_record)  # the stubs know Django's Task only
+    debounced = record.using(unique_key="latest", on_conflict="replace", rate="10/s")
     first = debounced.enqueue("a", 1)
     last = debounced.enqueue("b", 2)
     assert last.id == first.id
@@ -691,14 +692,12 @@ def test_using_sets_the_unique_and_limit_options_of_one_call() -> None:
         1.0,
     )
     # The result's task has the options it was enqueued with.
-    result = dj.write_record.get_result(first.id)
-    assert (result.task.unique_key, result.task.on_conflict, result.task.rate) == (
-        "latest",
-        "replace",
-        "10/s",
+    enqueued = cast(AioAsyncTask, record.get_result(first.id).task)
+    assert (enqueued.unique_key, enqueued.on_conflict, enqueued.rate) == ("latest", "replace", "10/s")
+    assert record.using(unique=True, unique_states=["queued", "running"]).unique_states == (
+        "queued",
+        "running",
     )
-    states = dj.write_record.using(unique=True, unique_states=["queued", "running"]).unique_states
-    assert states == ("queued", "running")
 
 
 @pytest.mark.django_db
