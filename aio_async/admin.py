@@ -27,13 +27,13 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from aio_async import queues
 from aio_async.api import cancel as cancel_jobs
 from aio_async.api import schedule
 from aio_async.errors import ScheduleError
-from aio_async.models import FINISHED, UNFINISHED, Error, Group, Job, Queue, Status
+from aio_async.models import FINISHED, UNFINISHED, Dependency, Error, Group, Job, Queue, Status
 
 #: Jobs changed or logged per statement (SQLite caps a statement's parameters).
 BATCH = 500
@@ -124,6 +124,27 @@ class ErrorInline(admin.TabularInline):  # type: ignore[type-arg]
         return False
 
 
+#: The job page's read-only lists of the jobs a job runs after and before.
+DEPENDENCY_FIELDS = ("runs_after", "runs_before")
+
+
+def _job_links(jobs: Iterable[Job | None]) -> str:
+    """Links to these jobs' pages with their status; ``None`` is a job deleted since."""
+    items = [
+        "a deleted job"
+        if job is None
+        else format_html(
+            '<a href="{}">job {}</a> ({}, {})',
+            reverse("admin:aio_async_job_change", args=[job.pk]),
+            job.pk,
+            job.name,
+            job.status,
+        )
+        for job in jobs
+    ]
+    return format_html_join("", "<div>{}</div>", ((item,) for item in items)) if items else "-"
+
+
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """Jobs by status, queue and name: retry, cancel, copy or delete them; see the queues."""
@@ -157,15 +178,33 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             for field in Job._meta.concrete_fields
             if field.name not in (*EDITABLE, *JSON_FIELDS) and not field.primary_key
         )
-        return (*worker, "args_json", "kwargs_json", "meta_json", "result_json")
+        return (*worker, "args_json", "kwargs_json", "meta_json", "result_json", *DEPENDENCY_FIELDS)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> tuple[tuple[str | None, Any], ...]:
-        """The job's state first, then its call: arguments, meta and result."""
+        """The job's state first, then its call, then the jobs it runs after or before (if any)."""
         call = ("args_json", "kwargs_json", "meta_json", "result_json")
         order = [field.name for field in Job._meta.concrete_fields]
-        state = [field for field in self.get_fields(request, obj) if field not in call]
+        state = [field for field in self.get_fields(request, obj) if field not in (*call, *DEPENDENCY_FIELDS)]
         state.sort(key=lambda field: order.index(field) if field in order else len(order))
-        return ((None, {"fields": state}), ("Call", {"fields": call}))
+        fieldsets: tuple[tuple[str | None, Any], ...] = (
+            (None, {"fields": state}),
+            ("Call", {"fields": call}),
+        )
+        if obj is not None and Dependency.objects.filter(Q(job=obj) | Q(after=obj)).exists():
+            fieldsets += (("Dependencies", {"fields": DEPENDENCY_FIELDS}),)
+        return fieldsets
+
+    @admin.display(description="runs after")
+    def runs_after(self, job: Job) -> str:
+        """The jobs this one runs after (``after=``), linked, with their status."""
+        rows = Dependency.objects.filter(job=job).select_related("after").order_by("after_id")
+        return _job_links(row.after for row in rows)
+
+    @admin.display(description="runs before")
+    def runs_before(self, job: Job) -> str:
+        """The jobs that run after this one, linked, with their status."""
+        rows = Dependency.objects.filter(after=job).select_related("job").order_by("job_id")
+        return _job_links(row.job for row in rows)
 
     @admin.display(description="args")
     def args_json(self, job: Job) -> str:

@@ -314,3 +314,21 @@ def test_cancel_in_the_admin_cancels_a_running_job_too(client: Client) -> None:
     running.refresh_from_db()
     assert running.status == Status.CANCELLED
     assert running.errors.get().message.startswith("cancelled by admin in the admin while it ran")
+
+
+def test_job_page_links_the_jobs_it_runs_after_and_before(client: Client) -> None:
+    first = schedule(tasks.add, [1, 2])
+    gone = schedule(tasks.add, [3, 4])
+    then = schedule(tasks.add, [5, 6], after=[first, gone])
+    Job.objects.filter(pk=gone.pk).delete()
+    page = client.get(reverse("admin:aio_async_job_change", args=[then.pk])).content.decode()
+    link = reverse("admin:aio_async_job_change", args=[first.pk])
+    assert f'<div><a href="{link}">job {first.pk}</a> (tests.app.tasks.add, queued)</div>' in page
+    assert "<div>a deleted job</div>" in page
+    page = client.get(reverse("admin:aio_async_job_change", args=[first.pk])).content.decode()
+    assert f"job {then.pk}</a> (tests.app.tasks.add, waiting)" in page
+    alone = schedule(tasks.add, [7, 8])
+    assert (
+        "Dependencies"
+        not in client.get(reverse("admin:aio_async_job_change", args=[alone.pk])).content.decode()
+    )
