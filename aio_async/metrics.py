@@ -37,7 +37,7 @@ from aio_async import signals
 from aio_async.conf import get_settings
 from aio_async.models import Job, Status
 from aio_async.operations import Attempt, ErrorInfo, Outcome
-from aio_async.views import may_operate
+from aio_async.views import FORBIDDEN, may_operate
 
 try:
     from prometheus_client import (
@@ -209,9 +209,5 @@ def _queue_page() -> bytes:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """The queue's state and this process's metrics, in Prometheus's text format; 403 to others."""
     if not may_operate(request):
-        return HttpResponse(
-            "staff users only, or Authorization: Bearer <AIO_ASYNC['HEALTH']['TOKEN']>\n",
-            status=403,
-            content_type="text/plain; charset=utf-8",
-        )
+        return HttpResponse(f"{FORBIDDEN}\n", status=403, content_type="text/plain; charset=utf-8")
     return HttpResponse(_queue_page() + generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

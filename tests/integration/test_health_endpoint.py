@@ -144,3 +144,38 @@ def test_jobs_of_a_paused_queue_wait_on_purpose_and_do_not_make_it_503(staff: Cl
         response = staff.get(URL)
     assert response.status_code == 200
     assert response.json()["paused_queues"] == ["mail"]
+
+
+def test_without_prometheus_client_the_metrics_page_names_the_extra(
+    staff: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from django.urls import clear_url_caches
+
+    import aio_async.urls
+    import tests.urls
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "prometheus_client" else find_spec(name, *a),
+    )
+    try:
+        importlib.reload(aio_async.urls)
+        importlib.reload(tests.urls)
+        clear_url_caches()
+        assert Client().get("/queue/metrics/").status_code == 403
+        page = staff.get("/queue/metrics/")
+        assert page.status_code == 501
+        assert (
+            page.content
+            == b"aio_async's metrics need prometheus_client: pip install 'aio_async[prometheus]'\n"
+        )
+    finally:
+        monkeypatch.undo()
+        importlib.reload(aio_async.urls)
+        importlib.reload(tests.urls)
+        clear_url_caches()
+    assert staff.get("/queue/metrics/").status_code == 200
