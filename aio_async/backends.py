@@ -492,6 +492,13 @@ class AioAsyncBackend(BaseTaskBackend):
     def validate_task(self, task: _TaskBase) -> None:
         """Django's checks (a ``timedelta`` ``run_after`` counts as aware), then aio_async's."""
         run_after: object = task.run_after
+        if self.queues and task.queue_name not in self.queues:
+            # Django's rule, with the fix: its default QUEUES holds "default" only.
+            raise InvalidTask(
+                f"Queue '{task.queue_name}' is not valid for backend {self.alias!r} ({task.module_path}): "
+                f"list it in TASKS[{self.alias!r}]['QUEUES'] (now {sorted(self.queues)}; Django's "
+                "default is ['default'], and [] allows every queue)"
+            )
         if isinstance(run_after, datetime.timedelta):
             super().validate_task(_rebuilt(task, {"run_after": None}))
         else:

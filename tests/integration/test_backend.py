@@ -716,3 +716,14 @@ def test_bad_unique_or_limit_options_are_refused_before_anything_is_written(
     with pytest.raises(InvalidTask, match=message):
         dj.write_record.using(**options)
     assert not Job.objects.exists()
+
+
+def test_a_queue_the_backend_does_not_list_is_refused_with_the_fix() -> None:
+    # Django's default QUEUES, ["default"]
+    with override_settings(TASKS={"default": {"BACKEND": BACKEND}}), pytest.raises(InvalidTask) as refused:
+        task(queue_name="emails")(tasks.add)
+    assert str(refused.value) == (
+        "Queue 'emails' is not valid for backend 'default' (tests.app.tasks.add): list it in "
+        "TASKS['default']['QUEUES'] (now ['default']; Django's default is ['default'], and [] "
+        "allows every queue)"
+    )
