@@ -661,10 +661,10 @@ class Executor:
             await on_thread(connections.close_all)()
             pool.shutdown(wait=False)
 
-    def _on_cancel_notice(self, store: Store, payload: str) -> None:
-        """Stop the jobs a NOTIFY says were cancelled, if they run here, in a task of its own."""
-        ids = {int(part) for part in payload.split(",") if part.isdigit()}
-        if not ids & self._running.keys():
+    def _on_cancel_notice(self, store: Store, payload: str | None) -> None:
+        """Stop the jobs a NOTIFY says were cancelled (``None``: any), if they run here, in a task."""
+        ids = None if payload is None else {int(part) for part in payload.split(",") if part.isdigit()}
+        if not self._running or (ids is not None and not ids & self._running.keys()):
             return
         check = asyncio.create_task(self._every(0, self._look_for_cancelled, store, ids, once=True))
         self._checks.add(check)
@@ -686,6 +686,12 @@ class Executor:
                         self._on_cancel_notice(store, payload)
                     elif kind == QUEUES:
                         self._paused_at = 0.0  # read them again before the next claim
+                        self._wake.set()
+                    elif not payload:
+                        # Listening (again): what was sent before now was missed. Read the paused
+                        # queues again, look for jobs (limited ones too), and for cancellations.
+                        self._paused_at = self._limited_at = 0.0
+                        self._on_cancel_notice(store, None)
                         self._wake.set()
                     elif self._serves(payload):
                         self._limited_at = 0.0  # the new job may have limits

@@ -46,7 +46,8 @@ R = TypeVar("R")
 
 #: What ``listen()`` yields: (``WAKE``, a queue name) as jobs become due, (``CANCELLED``,
 #: comma-separated job ids) as running jobs are cancelled, and (``QUEUES``, a queue name) as
-#: a queue is paused or resumed.
+#: a queue is paused or resumed; first, after each (re)connection, (``WAKE``, ""): listening
+#: from now on, and whatever was sent before was missed.
 Notice = tuple[str, str]
 WAKE = "wake"
 CANCELLED = "cancelled"

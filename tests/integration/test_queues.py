@@ -102,3 +102,38 @@ async def test_a_worker_records_itself_while_it_runs_and_forgets_itself_when_it_
         assert found["queues"] == ["default", "mail"]
         assert found["concurrency"] == executor.concurrency
     assert await sync_to_async(workers)() == []
+
+
+def listener_pids() -> list[int]:
+    """The backends LISTENing for the test database's workers."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %%'"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def terminate(pid: int) -> None:
+    """End that backend, as a restart or a network cut would."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+@pytest.mark.postgres_only
+@pytest.mark.psycopg3
+async def test_a_pause_sent_while_the_worker_was_not_listening_is_read_once_it_listens_again() -> None:
+    # The worker polls once a minute: only its own re-reading, once it listens again, can
+    # tell it of a pause whose NOTIFY it missed.
+    async with worker() as executor:
+        await until(lambda: len(listener_pids()) == 1)
+        (pid,) = await sync_to_async(listener_pids)()
+        await sync_to_async(terminate)(pid)
+        await until(lambda: not listener_pids())  # the worker waits a second before reconnecting
+        assert await apause("mail") is True  # its NOTIFY reaches no worker
+        await until(lambda: listener_pids() not in ([], [pid]))
+        held = await sync_to_async(schedule)(tasks.add, [2, 2], queue="mail")
+        other = await sync_to_async(schedule)(tasks.add, [3, 3])
+        assert await aresult(other, timeout=10) == 6
+        await asyncio.sleep(0.5)
+        assert (await Job.objects.aget(pk=held.pk)).status == Status.QUEUED
+        assert executor._paused == frozenset({"mail"})
