@@ -105,10 +105,11 @@ async def test_a_worker_records_itself_while_it_runs_and_forgets_itself_when_it_
 
 
 def listener_pids() -> list[int]:
-    """The backends LISTENing for the test database's workers."""
+    """The backends LISTENing for the test database's workers (not their start-up probe's)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %%'"
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query LIKE 'LISTEN aio_async;%%'"
         )
         return [row[0] for row in cursor.fetchall()]
 
