@@ -527,6 +527,10 @@ def expired(
     return found
 
 
+def _class_path(kind: type[BaseException]) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 def rescue(
     dialect: sql.Dialect,
     attempt: Attempt,
@@ -543,6 +547,13 @@ def rescue(
     its attempt is excused and it runs alone next time, so that a second loss is charged to
     the job that causes it and to no other.
     """
+    if neighbours == 0 and not attempt.isolated:
+        # The rows this rescuer read may be the last of the lost worker's: another rescuer may
+        # have dealt with its other jobs since (each job is rescued in a transaction of its
+        # own). Their WorkerLost rows say so: any job it rescued was in this rescuer's read, or
+        # its row is committed by now.
+        rows = yield sql.rescued_elsewhere(dialect), [lost_worker, _class_path(WorkerLost), attempt.job_id]
+        neighbours = rows[0][0]
     shared = neighbours > 0 and not attempt.isolated
     decided = verdict(attempt, settings, now, retry_now=True, excuse=shared)
     if shared:

@@ -81,6 +81,7 @@ __all__ = [
     "release_orphan",
     "replace_unique",
     "requeue",
+    "rescued_elsewhere",
     "run_on",
     "snooze",
     "unique_holders",
@@ -486,6 +487,15 @@ def expired(dialect: Dialect) -> str:
         f"FROM {JOB} WHERE status = 'running' AND (locked_until IS NULL OR locked_until < %s) "
         "AND locked_by <> %s ORDER BY id LIMIT %s"
     )
+
+
+@functools.cache
+def rescued_elsewhere(dialect: Dialect) -> str:
+    """How many other jobs of a lost worker were rescued already (their WorkerLost rows).
+
+    Parameters: the lost worker's id, WorkerLost's class path, the job id. Returns the count.
+    """
+    return f"SELECT count(*) FROM {ERROR} WHERE worker = %s AND exception = %s AND job_id <> %s"  # noqa: S608
 
 
 @functools.cache

@@ -415,3 +415,20 @@ async def test_the_fence(store: DatabaseStore, writer: str, case: str | None) ->
     )
     assert not await Error.objects.aexists()
     assert not await Record.objects.aexists()  # a sync job's own work rolled back with it
+
+
+async def test_rescue_counts_the_neighbours_another_rescuer_already_requeued(
+    store: DatabaseStore, other: DatabaseStore
+) -> None:
+    # Two rescuers share a lost worker's jobs: by the time the second reads the expired rows,
+    # the first has requeued all but one. That one shared its worker all the same.
+    first, last = [await add(tasks.add, [n, n], max_attempts=1) for n in range(2)]
+    await other.claim(2, alone=True)
+    await expire(first.pk)  # only this one, for the first rescuer's read
+    assert await store.rescue() == [first.pk]
+    await expire(last.pk)
+    assert await store.rescue() == [last.pk]
+    rescued = await row(last.pk)
+    assert (rescued.status, rescued.excused, rescued.isolated) == (Status.QUEUED, 1, True)
+    error = await Error.objects.filter(job_id=last.pk).aget()
+    assert "shared the worker with 1 other job(s)" in error.message
