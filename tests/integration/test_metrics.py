@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import urllib.request
 from collections.abc import Iterator
@@ -23,12 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aio_async import metrics, schedule
 from aio_async.conf import Backoff
-from aio_async.executor import Executor
 from aio_async.models import Job, Status
 from aio_async.operations import Outcome
 from tests.app import tasks
 from tests.app.models import Record
-from tests.conftest import drain, queue_settings
+from tests.conftest import beside, drain, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -192,15 +190,9 @@ def test_the_view_opens_to_the_health_token() -> None:
 
 async def test_a_coroutine_job_interrupted_by_a_stopping_worker_is_counted_released() -> None:
     before = samples(generate_latest(REGISTRY))
-    executor = Executor(settings=queue_settings(queues=("interrupted",), shutdown_timeout=0.1))
-    running = asyncio.create_task(executor.run())
-    await sync_to_async(schedule)(tasks.await_cancel, ["x"], queue="interrupted")
-    for _ in range(500):
-        if await Record.objects.filter(key="x").aexists():
-            break
-        await asyncio.sleep(0.02)
-    executor.stop()
-    await running
+    async with beside(queues=("interrupted",), shutdown_timeout=0.1) as executor:
+        await sync_to_async(schedule)(tasks.await_cancel, ["x"], queue="interrupted")
+        await until(lambda: Record.objects.filter(key="x").exists())
     assert dict(executor.outcomes) == {Outcome.RELEASED: 1}
     after = samples(generate_latest(REGISTRY))
     assert jobs_total(after, "interrupted", "released") - jobs_total(before, "interrupted", "released") == 1

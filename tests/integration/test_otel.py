@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -18,12 +17,11 @@ from opentelemetry.trace import SpanKind, StatusCode
 import aio_async
 from aio_async import otel, schedule
 from aio_async.conf import Backoff
-from aio_async.executor import Executor
 from aio_async.models import Job
 from aio_async.operations import Outcome
 from tests.app import tasks
 from tests.app.models import Record
-from tests.conftest import drain, queue_settings
+from tests.conftest import beside, drain, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -153,16 +151,10 @@ def test_nothing_is_traced_or_stored_once_uninstrumented() -> None:
 
 
 async def test_aschedule_carries_the_async_callers_trace_and_an_interrupted_attempts_span_ends() -> None:
-    executor = Executor(settings=queue_settings(shutdown_timeout=0.1))
-    running = asyncio.create_task(executor.run())
-    with TRACER.start_as_current_span("asgi request") as request:
-        job = await aio_async.aschedule(tasks.await_cancel, ["x"])
-    for _ in range(500):
-        if await Record.objects.filter(key="x").aexists():
-            break
-        await asyncio.sleep(0.02)
-    executor.stop()
-    await running
+    async with beside(shutdown_timeout=0.1) as executor:
+        with TRACER.start_as_current_span("asgi request") as request:
+            job = await aio_async.aschedule(tasks.await_cancel, ["x"])
+        await until(lambda: Record.objects.filter(key="x").exists())
     assert dict(executor.outcomes) == {Outcome.RELEASED: 1}
     span = spans()["aio_async.job tests.app.tasks.await_cancel"]
     assert span.parent is not None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +15,7 @@ from aio_async import InvalidOption, JobFailed, ResultTimeout, aresult, deschedu
 from aio_async.executor import Executor
 from aio_async.models import Job, Status
 from tests.app import tasks
-from tests.conftest import drain, queue_settings
+from tests.conftest import beside, drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,29 +75,17 @@ def test_waiting_inside_a_transaction_is_refused() -> None:
             result(job, timeout=1)
 
 
-@contextlib.asynccontextmanager
-async def running(poll_interval: float) -> AsyncIterator[Executor]:
-    """A worker running beside the test."""
-    executor = Executor(settings=queue_settings(poll_interval=poll_interval))
-    task = asyncio.create_task(executor.run())
-    try:
-        yield executor
-    finally:
-        executor.stop()
-        await task
-
-
 @pytest.fixture
 async def worker() -> AsyncIterator[Executor]:
     """A worker that polls often (without LISTEN, polling is how it finds jobs)."""
-    async with running(poll_interval=0.05) as executor:
+    async with beside(poll_interval=0.05) as executor:
         yield executor
 
 
 @pytest.fixture
 async def listening_worker() -> AsyncIterator[Executor]:
     """A worker that polls once a minute: on PostgreSQL with psycopg 3, NOTIFY wakes it."""
-    async with running(poll_interval=60.0) as executor:
+    async with beside(poll_interval=60.0) as executor:
         yield executor
 
 
