@@ -56,6 +56,7 @@ from aio_async.conf import EVERY_QUEUE, get_settings
 from aio_async.context import JobContext, current_job
 from aio_async.errors import InvalidOption, JobCancelled, ScheduleError
 from aio_async.models import Error, Job, Status
+from aio_async.operations import class_path
 from aio_async.payload import (
     Limits,
     TaskOptions,
@@ -126,10 +127,6 @@ _STATUS: dict[str, TaskResultStatus] = {
 
 def _first(value: Any, default: Any) -> Any:
     return default if value is None else value
-
-
-def _class_path(kind: type[BaseException]) -> str:
-    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 # The task ----------------------------------------------------------------------------------
@@ -261,7 +258,7 @@ class _Attempt:
         """Mark the result failed by ``exc``, the last of its errors."""
         self.result.errors.append(
             TaskError(
-                exception_class_path=_class_path(type(exc)),
+                exception_class_path=class_path(type(exc)),
                 traceback="".join(traceback.format_exception(exc)),
             )
         )
@@ -592,7 +589,7 @@ class AioAsyncBackend(BaseTaskBackend):
             )
         spec = _spec_of(job.meta)
         task_errors = [_task_error(error) for error in errors]
-        path = _class_path(JobCancelled)
+        path = class_path(JobCancelled)
         if job.status == Status.CANCELLED and not any(error.exception == path for error in errors):
             # cancelled by an earlier release, which wrote no Error row for a cancellation
             task_errors.append(

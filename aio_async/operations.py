@@ -36,6 +36,7 @@ __all__ = [
     "cancel",
     "claim",
     "claim_limited",
+    "class_path",
     "complete",
     "fail",
     "heartbeat",
@@ -69,6 +70,11 @@ class Outcome(enum.Enum):
     CANCELLED = "cancelled"
 
 
+def class_path(kind: type[BaseException]) -> str:
+    """The dotted path an Error row names an exception class by (``aio_async.errors.WorkerLost``)."""
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ErrorInfo:
     """What an Error row records about one failed attempt."""
@@ -89,7 +95,7 @@ class ErrorInfo:
     @classmethod
     def of(cls, kind: type[BaseException], message: str) -> ErrorInfo:
         """An error of aio_async's own, with no traceback to show."""
-        return cls(exception=f"{kind.__module__}.{kind.__qualname__}", message=message, traceback="")
+        return cls(exception=class_path(kind), message=message, traceback="")
 
 
 @dataclasses.dataclass(slots=True)
@@ -361,7 +367,7 @@ def cancel(
     ids = [row[0] for row in locked]
     running = [row[0] for row in locked if row[1] == "running"]
     rows = yield sql.cancel(dialect, len(ids)), [now, *ids]
-    kind = f"{JobCancelled.__module__}.{JobCancelled.__qualname__}"
+    kind = class_path(JobCancelled)
     pending = sorted(set(ids) - set(running))
     if pending:
         message = why or f"cancelled by {by} before it ran"
@@ -527,10 +533,6 @@ def expired(
     return found
 
 
-def _class_path(kind: type[BaseException]) -> str:
-    return f"{kind.__module__}.{kind.__qualname__}"
-
-
 def rescue(
     dialect: sql.Dialect,
     attempt: Attempt,
@@ -552,7 +554,7 @@ def rescue(
         # have dealt with its other jobs since (each job is rescued in a transaction of its
         # own). Their WorkerLost rows say so: any job it rescued was in this rescuer's read, or
         # its row is committed by now.
-        rows = yield sql.rescued_elsewhere(dialect), [lost_worker, _class_path(WorkerLost), attempt.job_id]
+        rows = yield sql.rescued_elsewhere(dialect), [lost_worker, class_path(WorkerLost), attempt.job_id]
         neighbours = rows[0][0]
     shared = neighbours > 0 and not attempt.isolated
     decided = verdict(attempt, settings, now, retry_now=True, excuse=shared)
