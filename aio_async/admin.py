@@ -19,9 +19,8 @@ from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import Avg, Count, F, Min, Q, QuerySet
-from django.db.models.functions import Greatest, TruncHour
+from django.db.models.functions import TruncHour
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -31,7 +30,7 @@ from django.utils.html import format_html, format_html_join
 
 from aio_async import queues
 from aio_async.api import cancel as cancel_jobs
-from aio_async.api import schedule
+from aio_async.api import retry, schedule
 from aio_async.errors import ScheduleError
 from aio_async.models import FINISHED, UNFINISHED, Dependency, Error, Group, Job, Queue, Status
 
@@ -77,31 +76,6 @@ def _duration_text(duration: datetime.timedelta) -> str:
 def _batches(ids: list[int]) -> Iterator[list[int]]:
     for start in range(0, len(ids), BATCH):
         yield ids[start : start + BATCH]
-
-
-def _retry(jobs: QuerySet[Job], statuses: Iterable[str]) -> list[int]:
-    """Queue the jobs of ``jobs`` in ``statuses`` to run now, with one more attempt if they
-    used them all; return their ids.
-
-    Each batch is locked before it is written, so a job that a worker claims meanwhile is
-    neither retried nor reported.
-    """
-    statuses = tuple(statuses)
-    alias = jobs.db
-    candidates = list(jobs.filter(status__in=statuses).order_by().values_list("pk", flat=True))
-    retried: list[int] = []
-    with transaction.atomic(using=alias):
-        for batch in _batches(candidates):
-            rows = Job.objects.using(alias).filter(pk__in=batch, status__in=statuses)
-            locked = list(rows.select_for_update().values_list("pk", flat=True))
-            Job.objects.using(alias).filter(pk__in=locked).update(
-                status=Status.QUEUED,
-                run_after=timezone.now(),
-                finished=None,
-                max_attempts=Greatest(F("max_attempts"), F("attempts") - F("excused") + 1),
-            )
-            retried += locked
-    return retried
 
 
 class ErrorInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -247,7 +221,7 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.action(description="Retry now (queued, failed or cancelled jobs)", permissions=["change"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         """Queue the selected jobs to run at once, giving failed ones one more attempt."""
-        retried = _retry(queryset, RETRYABLE)
+        retried = retry(queryset)
         self._log(request, retried, "Queued to run now.")
         self.message_user(request, f"{len(retried)} job(s) queued to run now.", messages.SUCCESS)
 
@@ -367,7 +341,7 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         failed = changelist.get_queryset(request).filter(status=Status.FAILED)
         back = listing + changelist.get_query_string()
         if request.method == "POST":
-            retried = _retry(failed, (Status.FAILED,))
+            retried = retry(failed)
             self._log(request, retried, "Queued to run now (retry of the failed jobs in a filtered list).")
             self.message_user(request, f"{len(retried)} failed job(s) queued to run now.", messages.SUCCESS)
             return HttpResponseRedirect(back)

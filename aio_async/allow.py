@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import math
 import re
 import types
 from collections.abc import Callable
@@ -23,10 +24,18 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from aio_async.conf import get_settings
-from aio_async.errors import FunctionNotFound, InvalidOption, NotCallable, TaskNotAllowed
+from aio_async.errors import (
+    FunctionNotFound,
+    InvalidOption,
+    JobRefused,
+    NotCallable,
+    ScheduleError,
+    TaskNotAllowed,
+)
 from aio_async.payload import TaskOptions
+from aio_async.values import Attempt
 
-__all__ = ["Target", "allowed_modules", "check_name", "dotted_name", "register", "resolve"]
+__all__ = ["Target", "allowed_modules", "check_name", "dotted_name", "register", "resolve", "runnable"]
 
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 _MAX_NAME = 1024
@@ -178,3 +187,36 @@ def resolve(name: str) -> Target:
 def _forget(*, setting: str, **_: object) -> None:
     if setting in ("AIO_ASYNC", "INSTALLED_APPS"):
         _resolved.clear()
+
+
+def runnable(attempt: Attempt) -> tuple[Target, list[Any], dict[str, Any]]:
+    """An attempt's callable and arguments, checked again (rows can be written by anyone).
+
+    Raises JobRefused, its cause the specific reason, for a row that cannot run.
+    """
+    try:
+        if attempt.problem is not None:
+            raise JobRefused(attempt.problem)
+        target = resolve(attempt.name)
+        args, kwargs = attempt.args, attempt.kwargs
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise JobRefused(
+                f"args must be a JSON array and kwargs a JSON object, got {type(args).__name__} "
+                f"and {type(kwargs).__name__}"
+            )
+        if target.signature is not None:
+            try:
+                target.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise JobRefused(
+                    f"the arguments do not fit {attempt.name}{target.signature}: {exc}"
+                ) from None
+        if attempt.timeout is not None and not 0 < attempt.timeout < math.inf:
+            raise JobRefused(f"timeout must be a positive number of seconds, got {attempt.timeout!r}")
+        if attempt.charged > attempt.max_attempts:
+            raise JobRefused(
+                f"attempt {attempt.charged} of at most {attempt.max_attempts}: no attempt is left"
+            )
+    except ScheduleError as exc:
+        raise JobRefused(f"{type(exc).__name__}: {exc}") from exc
+    return target, args, kwargs

@@ -12,10 +12,9 @@ import asyncio
 import dataclasses
 import datetime
 import functools
-import json
 import os
 import socket
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Generic, NoReturn, ParamSpec, TypeVar, overload
 
 from asgiref.sync import sync_to_async
@@ -24,7 +23,7 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from aio_async import allow, operations, signals, sql
+from aio_async import allow, signals
 from aio_async.conf import get_settings
 from aio_async.errors import InvalidArguments, InvalidOption
 from aio_async.models import Dependency, Group, Job, Status
@@ -44,17 +43,23 @@ from aio_async.payload import (
     normalise_arguments,
     run_after_value,
 )
+from aio_async.store import scheduling
+from aio_async.store.dialects import for_vendor
+from aio_async.store.statements import REPLACED
 
 __all__ = [
     "Task",
     "acancel",
     "acancel_pending",
     "adeschedule",
+    "aretry",
     "aschedule",
     "aschedule_many",
     "cancel",
     "cancel_pending",
     "deschedule",
+    "not_in_async_code",
+    "retry",
     "schedule",
     "schedule_many",
     "task",
@@ -308,7 +313,7 @@ class JobMaker:
         return self.make(args, kwargs)
 
 
-def _not_in_async_code(name: str) -> None:
+def not_in_async_code(name: str) -> None:
     """Refuse a sync call from a running event loop, with the async twin's name."""
     if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
         return
@@ -330,14 +335,10 @@ def _queue_database(group: object, using: str | None) -> str:
     if alias not in connections:
         raise InvalidOption(f"using={alias!r} is not a database alias of DATABASES")
     try:
-        sql.for_vendor(connections[alias].vendor)
+        for_vendor(connections[alias].vendor)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{exc}: point AIO_ASYNC['DATABASE'] at a supported alias") from None
     return alias
-
-
-#: The job table's columns and their types, by database vendor: asked of Django once, not per job.
-_columns: dict[str, tuple[tuple[str, str], ...]] = {}
 
 
 def _insert(jobs: list[Job], alias: str, *, unique: bool = False) -> None:
@@ -348,52 +349,22 @@ def _insert(jobs: list[Job], alias: str, *, unique: bool = False) -> None:
     """
     if not jobs:
         return
-    connection = connections[alias]
-    arrays = connection.vendor == "postgresql" and sql.psycopg3()
-    columns = _columns.get(connection.vendor) or _columns.setdefault(
-        connection.vendor, tuple((str(field.column), str(field.db_type(connection))) for field in _INSERTED)
-    )
-    rows: list[tuple[Any, ...]] = []
-    with sql.cursor(connection) as cursor:
-        if arrays:
-            # One statement whatever the count: one value per column, or one array per column.
-            values: list[Any] = []
-            for field in _INSERTED:
-                column = [getattr(job, field.attname) for job in jobs]
-                if field.get_internal_type() == "JSONField":  # sent as text, read as jsonb
-                    column = [None if value is None else json.dumps(value) for value in column]
-                values.append(column if len(jobs) > 1 else column[0])
-            cursor.execute(sql.insert_jobs(columns, len(jobs), arrays=True, unique=unique), values)
-            rows = cursor.fetchall()
-        else:
-            size = max(1, connection.ops.bulk_batch_size(list(_INSERTED), jobs))
-            for start in range(0, len(jobs), size):
-                batch = jobs[start : start + size]
-                cursor.execute(
-                    sql.insert_jobs(columns, len(batch), arrays=False, unique=unique),
-                    [
-                        field.get_db_prep_save(getattr(job, field.attname), connection)
-                        for job in batch
-                        for field in _INSERTED
-                    ],
-                )
-                rows += cursor.fetchall()
-    if unique:
-        ids = {key: pk for pk, key in rows}
-        written = [(job, ids[str(job.unique_key)]) for job in jobs if job.unique_key in ids]
-    else:
-        written = list(zip(jobs, [pk for (pk,) in rows], strict=True))
-    for job, pk in written:
+    written = []
+    for job, pk in zip(jobs, scheduling.insert(jobs, _INSERTED, alias, unique=unique), strict=True):
+        if pk is None:
+            continue
         job.pk = pk
         job._state.adding = False
         job._state.db = alias
-    signals.scheduled([job for job, _ in written], alias)  # job_scheduled, on commit
+        written.append(job)
+    signals.scheduled(written, alias)  # job_scheduled, on commit
 
 
 #: How often a unique insert is tried again when the job holding its key moved on between the
 #: INSERT that met it and the SELECT that looked for it (it started, or finished).
 _UNIQUE_TRIES = 5
-_KEY_BATCH = 500
+#: The fields a replacing call gives the job holding its key.
+_REPLACED = tuple(field for name in REPLACED for field in _INSERTED if field.name == name)
 
 
 def _insert_unique(jobs: list[Job], alias: str, rule: Unique) -> list[Job]:
@@ -405,10 +376,9 @@ def _insert_unique(jobs: list[Job], alias: str, rule: Unique) -> list[Job]:
     ``unique_conflict`` set; with ``replace``, a holder that has not started takes the call's
     arguments, priority and ``run_after`` first.
     """
-    connection = connections[alias]
     if rule.period is not None:
         oldest = timezone.now() - datetime.timedelta(seconds=rule.period)
-        _by_keys(connection, sql.expire_unique, sorted({str(job.unique_key) for job in jobs}), [oldest])
+        scheduling.expire_unique(sorted({str(job.unique_key) for job in jobs}), oldest, alias)
     # One job per key: the first call's, or the last one's when it replaces.
     chosen: dict[str, Job] = {}
     for job in reversed(jobs) if not rule.replace else jobs:
@@ -417,11 +387,11 @@ def _insert_unique(jobs: list[Job], alias: str, rule: Unique) -> list[Job]:
     pending = list(chosen.values())
     for _ in range(_UNIQUE_TRIES):
         if rule.replace:
-            holders.update(_replace(connection, pending))
+            holders.update(scheduling.replace(pending, _REPLACED, alias))
             pending = [job for job in pending if job.unique_key not in holders]
         _insert(pending, alias, unique=True)
         pending = [job for job in pending if job.pk is None]
-        holders.update(_by_keys(connection, sql.unique_holders, [str(job.unique_key) for job in pending]))
+        holders.update(scheduling.unique_holders([str(job.unique_key) for job in pending], alias))
         pending = [job for job in pending if job.unique_key not in holders]
         if not pending:
             break
@@ -433,34 +403,6 @@ def _insert_unique(jobs: list[Job], alias: str, rule: Unique) -> list[Job]:
     return [
         existing[holders[key]] if (key := str(job.unique_key)) in holders else chosen[key] for job in jobs
     ]
-
-
-def _by_keys(
-    connection: Any, statement: Callable[[int], str], keys: list[str], before: Sequence[Any] = ()
-) -> dict[str, int]:
-    """Run a statement over ``keys`` in batches; return its (id, key) rows as {key: id}."""
-    adapt = connection.ops.adapt_datetimefield_value
-    params = [adapt(value) if isinstance(value, datetime.datetime) else value for value in before]
-    found: dict[str, int] = {}
-    with sql.cursor(connection) as cursor:
-        for start in range(0, len(keys), _KEY_BATCH):
-            batch = keys[start : start + _KEY_BATCH]
-            cursor.execute(statement(len(batch)), [*params, *batch])
-            if cursor.description:
-                found.update({key: pk for pk, key in cursor.fetchall()})
-    return found
-
-
-def _replace(connection: Any, jobs: list[Job]) -> dict[str, int]:
-    """Give each job's arguments, priority and run_after to the unstarted job holding its key."""
-    fields = [field for name in sql.REPLACED for field in _INSERTED if field.name == name]
-    replaced: dict[str, int] = {}
-    with sql.cursor(connection) as cursor:
-        for job in jobs:
-            values = [field.get_db_prep_save(getattr(job, field.attname), connection) for field in fields]
-            cursor.execute(sql.replace_unique(), [*values, job.unique_key])
-            replaced.update({key: pk for pk, key in cursor.fetchall()})
-    return replaced
 
 
 def schedule(
@@ -491,7 +433,7 @@ def schedule(
     With ``after`` (jobs or job ids), the job waits until every one of them has succeeded;
     if one fails for good or is cancelled, so is this job.
     """
-    _not_in_async_code("schedule")
+    not_in_async_code("schedule")
     make = job_maker(
         function,
         priority,
@@ -559,7 +501,7 @@ def schedule_many(
     call writes nothing at all. The jobs join the caller's transaction like ``schedule()``'s.
     With ``after``, every one of them waits for those jobs (see ``schedule``).
     """
-    _not_in_async_code("schedule_many")
+    not_in_async_code("schedule_many")
     make = job_maker(
         function,
         priority,
@@ -633,10 +575,7 @@ def _insert_after(jobs: list[Job], alias: str, prerequisites: list[int]) -> None
     if not prerequisites:
         _insert(jobs, alias)
         return
-    connection = connections[alias]
-    with sql.cursor(connection) as cursor:
-        cursor.execute(sql.mark_prerequisites(len(prerequisites)), prerequisites)
-        found = {row[0] for row in cursor.fetchall()}
+    found = scheduling.mark_prerequisites(prerequisites, alias)
     missing = [pk for pk in prerequisites if pk not in found]
     if missing:
         raise InvalidOption(f"after=: no job {', '.join(map(str, missing))} in database {alias!r}")
@@ -647,7 +586,7 @@ def _insert_after(jobs: list[Job], alias: str, prerequisites: list[int]) -> None
         [Dependency(job_id=job.pk, after_id=pk) for job in jobs for pk in prerequisites]
     )
     ids = [job.pk for job in jobs]
-    sql.run_on(connection, operations.settle_waiting(sql.for_vendor(connection.vendor), ids, timezone.now()))
+    scheduling.settle(ids, alias)
     statuses = dict(Job.objects.using(alias).filter(pk__in=ids).values_list("pk", "status"))
     for job in jobs:
         job.status = statuses[job.pk]
@@ -659,36 +598,59 @@ CANCEL_BATCH = 500
 Cancellable = Job | int | QuerySet[Job] | Iterable[Job | int]
 
 
+def _job_ids(
+    jobs: Cancellable, using: str | None, states: Collection[str], verb: str
+) -> tuple[list[int], str]:
+    """The ids of ``jobs`` (of a queryset: those in ``states``), and the database they are in."""
+    if isinstance(jobs, QuerySet):
+        found = jobs.filter(status__in=states)
+        return list(found.order_by().values_list("id", flat=True)), jobs.db
+    items = [jobs] if isinstance(jobs, Job | int) else list(jobs)
+    ids = []
+    for item in items:
+        if isinstance(item, Job) and item.pk is not None:
+            ids.append(item.pk)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            ids.append(item)
+        else:
+            raise InvalidOption(f"{verb}() takes jobs, job ids or a queryset of jobs, got {item!r:.80}")
+    saved = {item._state.db for item in items if isinstance(item, Job)} - {None}
+    return ids, _queue_database(None, using or (saved.pop() if len(saved) == 1 else None))
+
+
 def _cancel(jobs: Cancellable, by: str | None, using: str | None, *, running_too: bool) -> int:
     """Cancel ``jobs`` in one transaction (the caller's, if any); return how many."""
-    if isinstance(jobs, QuerySet):
-        alias = jobs.db
-        found = jobs.filter(status__in=(Status.WAITING, Status.QUEUED, Status.RUNNING))
-        ids = list(found.order_by().values_list("id", flat=True))
-    else:
-        items = [jobs] if isinstance(jobs, Job | int) else list(jobs)
-        ids = []
-        for item in items:
-            if isinstance(item, Job) and item.pk is not None:
-                ids.append(item.pk)
-            elif isinstance(item, int) and not isinstance(item, bool):
-                ids.append(item)
-            else:
-                raise InvalidOption(f"cancel() takes jobs, job ids or a queryset of jobs, got {item!r:.80}")
-        saved = {item._state.db for item in items if isinstance(item, Job)} - {None}
-        alias = _queue_database(None, using or (saved.pop() if len(saved) == 1 else None))
+    ids, alias = _job_ids(jobs, using, (Status.WAITING, Status.QUEUED, Status.RUNNING), "cancel")
     if by is None:
         by = f"cancel() in process {os.getpid()} on {socket.gethostname()}"
-    connection = connections[alias]
-    dialect = sql.for_vendor(connection.vendor)
     cancelled: list[int] = []
     with transaction.atomic(using=alias):
         for start in range(0, len(ids), CANCEL_BATCH):
             batch = sorted(set(ids[start : start + CANCEL_BATCH]))
-            op = operations.cancel(dialect, batch, by, timezone.now(), running_too=running_too)
-            cancelled += sql.run_on(connection, op)
+            cancelled += scheduling.cancel(batch, by, alias, running_too=running_too)
         signals.cancelled(cancelled, by, alias)  # job_cancelled, on commit
     return len(cancelled)
+
+
+#: The jobs ``retry()`` queues to run now: those waiting to run, failed or cancelled.
+RETRYABLE = (Status.QUEUED, Status.FAILED, Status.CANCELLED)
+
+
+def retry(jobs: Cancellable, *, using: str | None = None) -> list[int]:
+    """Queue jobs to run now (queued, failed or cancelled ones); return the ids of those it queued.
+
+    A failed job is given one more attempt than it has used. ``jobs`` is a job, a job id, a
+    queryset of jobs or an iterable of jobs and ids; running, waiting and succeeded jobs are
+    left as they are. Runs in the caller's transaction.
+    """
+    not_in_async_code("retry")
+    ids, alias = _job_ids(jobs, using, RETRYABLE, "retry")
+    retried: list[int] = []
+    with transaction.atomic(using=alias):
+        for start in range(0, len(ids), CANCEL_BATCH):
+            batch = sorted(set(ids[start : start + CANCEL_BATCH]))
+            retried += scheduling.retry(batch, RETRYABLE, alias)
+    return retried
 
 
 def cancel(jobs: Cancellable, *, by: str | None = None, using: str | None = None) -> int:
@@ -700,7 +662,7 @@ def cancel(jobs: Cancellable, *, by: str | None = None, using: str | None = None
     coroutine job is cancelled, a sync job sees ``current_job().cancel_requested``, and
     nothing either writes from then on is committed. Runs in the caller's transaction.
     """
-    _not_in_async_code("cancel")
+    not_in_async_code("cancel")
     return _cancel(jobs, by, using, running_too=True)
 
 
@@ -717,7 +679,7 @@ def deschedule(
     using: str | None = None,
 ) -> int:
     """Cancel every job with this name and arguments that has not started; return how many."""
-    _not_in_async_code("deschedule")
+    not_in_async_code("deschedule")
     name = _name_of(function)
     job_args, job_kwargs = normalise_arguments(args, kwargs)
     alias = _queue_database(None, using)
@@ -735,3 +697,5 @@ acancel = sync_to_async(cancel, thread_sensitive=True)
 acancel.__doc__ = "Cancel jobs that have not finished, running ones too, from async code."
 acancel_pending = sync_to_async(cancel_pending, thread_sensitive=True)
 acancel_pending.__doc__ = "Cancel the jobs of a queryset that have not started, from async code."
+aretry = sync_to_async(retry, thread_sensitive=True)
+aretry.__doc__ = "Queue jobs to run now (queued, failed or cancelled ones), from async code."

@@ -50,13 +50,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from aio_async import allow
-from aio_async.api import _not_in_async_code, schedule
+from aio_async.api import not_in_async_code, schedule
 from aio_async.bridge import result_value
 from aio_async.conf import EVERY_QUEUE, get_settings
 from aio_async.context import JobContext, current_job
 from aio_async.errors import InvalidOption, JobCancelled, ScheduleError
 from aio_async.models import Error, Job, Status
-from aio_async.operations import class_path
 from aio_async.payload import (
     Limits,
     TaskOptions,
@@ -65,6 +64,7 @@ from aio_async.payload import (
     check_queue,
     check_timeout,
 )
+from aio_async.values import class_path
 
 if TYPE_CHECKING:
     from django.dispatch import Signal
@@ -527,7 +527,7 @@ class AioAsyncBackend(BaseTaskBackend):
 
     def enqueue(self, task: Task[_P, _R], args: Any, kwargs: Any) -> TaskResult[_P, _R]:
         """Write the task's job through ``aio_async.schedule()``, inside the caller's transaction."""
-        _not_in_async_code("enqueue")  # says: use `await aenqueue(...)`
+        not_in_async_code("enqueue")  # says: use `await aenqueue(...)`
         self.validate_task(task)
         # What Django's TaskResult would raise for arguments that are not JSON, before any write.
         job_args = normalize_json(list(args))

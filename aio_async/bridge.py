@@ -16,26 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
-from aio_async import operations, sql
 from aio_async.conf import QueueSettings
 from aio_async.errors import ResultNotJSON, Snooze
-from aio_async.operations import Attempt, ErrorInfo, Outcome
 from aio_async.payload import JSONError, json_value
+from aio_async.store import operations
+from aio_async.store.dialects import for_vendor
+from aio_async.store.drivers.django import connection_lost, run, run_on, tidy_connections
+from aio_async.values import Attempt, ErrorInfo, Outcome
 
-__all__ = ["JobThread", "NoConnection", "connection_lost", "result_value", "tidy_connections"]
-
-#: A job thread's connection idle for longer than this is checked before it is used again.
-HEALTH_CHECK_AFTER = 30.0
-
-_idle_since = threading.local()
+__all__ = ["JobThread", "NoConnection", "result_value"]
 
 
 class NoConnection(Exception):
@@ -44,31 +39,6 @@ class NoConnection(Exception):
 
 class _NotCommitted(Exception):
     """The job returned past its deadline, or its lease was taken over: its work rolls back."""
-
-
-def tidy_connections() -> None:
-    """Close this thread's connections that broke, or that fail a check after a long idle spell.
-
-    Django's ``close_old_connections()`` would also close them when they outlive
-    ``CONN_MAX_AGE``, which is 0 by default: a new connection per job. A worker keeps them.
-    """
-    idle = time.monotonic() - getattr(_idle_since, "moment", time.monotonic())
-    for connection in connections.all(initialized_only=True):
-        if connection.connection is None or connection.in_atomic_block:
-            continue
-        connection.close_at = None  # a worker thread is not a request: CONN_MAX_AGE is not for it
-        if idle > HEALTH_CHECK_AFTER:
-            connection.errors_occurred = True  # have Django check it with a round trip
-        connection.close_if_unusable_or_obsolete()
-    _idle_since.moment = time.monotonic()
-
-
-def connection_lost(exc: BaseException, alias: str) -> bool:
-    """True when ``exc`` came from a database connection that is now closed or unusable."""
-    if not isinstance(exc, OperationalError | InterfaceError):
-        return False
-    connection = connections[alias]
-    return connection.connection is None or not connection.is_usable()
 
 
 def result_value(value: object) -> Any:
@@ -104,7 +74,7 @@ class JobThread:
             connection.ensure_connection()
         except DatabaseError as exc:
             raise NoConnection(str(exc)) from exc
-        dialect = sql.for_vendor(connection.vendor)
+        dialect = for_vendor(connection.vendor)
         try:
             try:
                 with transaction.atomic(using=self.alias):
@@ -115,7 +85,7 @@ class JobThread:
                     if self._overran(attempt):
                         raise _NotCommitted
                     now = timezone.now()
-                    held = sql.run_on(
+                    held = run_on(
                         connection, operations.complete(dialect, [(attempt, result)], self.worker_id, now)
                     )
                     if not held:
@@ -142,11 +112,9 @@ class JobThread:
 
     def record_snooze(self, attempt: Attempt, seconds: float) -> Outcome:
         """Requeue a job that raised Snooze, in a new transaction on this thread's connection."""
-        connection = connections[self.alias]
         later = timezone.now() + datetime.timedelta(seconds=seconds)
-        op = operations.snooze(sql.for_vendor(connection.vendor), attempt, self.worker_id, later)
         with transaction.atomic(using=self.alias):
-            held = sql.run_on(connection, op)
+            held = run(lambda dialect: operations.snooze(dialect, attempt, self.worker_id, later), self.alias)
         return Outcome.SNOOZED if held else Outcome.LEASE_LOST
 
     def record_failure(
@@ -156,10 +124,11 @@ class JobThread:
         tidy_connections()
         now = timezone.now()
         decided = operations.verdict(attempt, self.settings, now, final=final, retry_now=retry_now)
-        connection = connections[self.alias]
-        op = operations.fail(sql.for_vendor(connection.vendor), attempt, error, self.worker_id, decided, now)
         with transaction.atomic(using=self.alias):
-            recorded = sql.run_on(connection, op)
+            recorded = run(
+                lambda dialect: operations.fail(dialect, attempt, error, self.worker_id, decided, now),
+                self.alias,
+            )
         if not recorded:
             return Outcome.LEASE_LOST
         return Outcome.FAILED if decided.give_up else Outcome.RETRYING

@@ -53,9 +53,11 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
-from aio_async import sql
 from aio_async.conf import QueueSettings, get_settings, parse_settings
 from aio_async.startup import unserved_queues
+from aio_async.store.dialects import for_vendor
+from aio_async.store.drivers.django import psycopg3
+from aio_async.store.preflight import listen_problems
 
 __all__ = [
     "SQLITE_DEFAULT_TIMEOUT",
@@ -102,7 +104,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     except ImproperlyConfigured as exc:
         return [_invalid(exc)]
     try:
-        sql.for_vendor(connections[settings.database].vendor)
+        for_vendor(connections[settings.database].vendor)
     except (ImproperlyConfigured, ValueError) as exc:
         return [
             checks.Error(
@@ -290,10 +292,8 @@ def check_listen(app_configs: Any = None, databases: Any = None, **kwargs: Any) 
     if settings is None or settings.listen is False or not databases:
         return []
     alias = settings.listen if isinstance(settings.listen, str) else settings.database
-    if alias not in databases or connections[alias].vendor != "postgresql" or not sql.psycopg3():
+    if alias not in databases or connections[alias].vendor != "postgresql" or not psycopg3():
         return []
-    from aio_async.store import listen_problems
-
     return [
         checks.Warning(
             problem,

@@ -19,6 +19,8 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from aio_async.supervisor import CONFIGURATION_ERROR, SLOT_VARIABLE, SUPERVISOR_VARIABLE, supervise
+
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
     from django.core.management.base import OutputWrapper
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from aio_async.executor import Executor
 
 __all__ = [
+    "CONFIGURATION_ERROR",
     "EMBEDDED_SETTINGS",
     "OPTION_LABELS",
     "SettingsError",
@@ -43,9 +46,6 @@ __all__ = [
 logger = logging.getLogger("aio_async.cli")
 
 EMBEDDED_SETTINGS = "aio_async.embedded"
-#: Exit code of a configuration error: a bad option, setting or settings module, or a
-#: database without aio_async's migrations. A supervisor does not restart such a worker.
-CONFIGURATION_ERROR = 2
 #: The command-line option that sets each ``AIO_ASYNC`` key, to name it in errors.
 OPTION_LABELS = {
     "QUEUES": "--queue",
@@ -143,7 +143,6 @@ def run_worker(overrides: Mapping[str, Any] | None = None, *, handle_signals: bo
 
     ``overrides`` replaces ``AIO_ASYNC`` keys (``{"QUEUES": ["mail"]}``), checked as the setting is.
     """
-    from aio_async.supervisor import SUPERVISOR_VARIABLE
 
     executor = _executor(overrides)
     _serve_metrics(executor.settings)
@@ -187,7 +186,6 @@ def _serve_metrics(settings: QueueSettings) -> None:
         raise ImproperlyConfigured(
             "AIO_ASYNC['METRICS_PORT'] needs prometheus_client: pip install 'aio_async[prometheus]'"
         ) from None
-    from aio_async.supervisor import SLOT_VARIABLE
 
     port = settings.metrics_port + int(os.environ.get(SLOT_VARIABLE, "0"))
     try:
@@ -383,7 +381,8 @@ def prune_jobs(options: Mapping[str, Any]) -> dict[str, dict[str, int]]:
     from django.core.exceptions import ImproperlyConfigured
 
     from aio_async.conf import get_settings
-    from aio_async.retention import PRUNED_STATES, Retention, parse_age, prune
+    from aio_async.retention import PRUNED_STATES, Retention, parse_age
+    from aio_async.store.maintenance import prune
 
     settings = get_settings()
     configured = settings.retention or Retention()
@@ -518,8 +517,6 @@ def _exit_before_start(signum: int, frame: object) -> None:
 def _command(options: argparse.Namespace, overrides: dict[str, Any]) -> int:
     """Run the verb, Django set up; return the exit code."""
     if options.command == "run" and options.processes > 1:
-        from aio_async.supervisor import supervise
-
         _settings(overrides)  # the project's settings and the options together, before any child
         settings_module = os.environ["DJANGO_SETTINGS_MODULE"]
         return supervise(options.processes, child_arguments(options, settings_module))

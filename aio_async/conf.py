@@ -20,11 +20,11 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
-from aio_async.cron import Schedule
-from aio_async.cron import parse_setting as parse_periodic
 from aio_async.errors import InvalidOption
 from aio_async.payload import Limits, check_concurrency_limit, check_max_attempts, check_queue, check_rate
 from aio_async.retention import Retention
+from aio_async.schedules import Schedule
+from aio_async.schedules import parse_setting as parse_periodic
 
 __all__ = [
     "EVERY_QUEUE",

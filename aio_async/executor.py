@@ -34,18 +34,21 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.utils import timezone
 
-from aio_async import context, signals
+from aio_async import allow, context, signals
 from aio_async.bridge import NoConnection, result_value
 from aio_async.conf import QueueSettings, get_settings
 from aio_async.context import JobContext
-from aio_async.cron import PeriodicRunner, Schedule
+from aio_async.cron import PeriodicRunner
 from aio_async.cron import schedules as periodic_schedules
 from aio_async.errors import FunctionNotFound, JobRefused, Snooze
 from aio_async.log import job_event, job_finished
-from aio_async.operations import Attempt, ErrorInfo, Outcome
-from aio_async.retention import Retention, prune_in_thread
+from aio_async.retention import Retention
+from aio_async.schedules import Schedule
 from aio_async.startup import warn_unserved_queues
-from aio_async.store import CANCELLED, QUEUES, Store, open_store
+from aio_async.store.maintenance import prune_in_thread
+from aio_async.store.protocol import CANCELLED, QUEUES, Store
+from aio_async.values import Attempt, ErrorInfo, Outcome
+from aio_async.worker.threads import open_store
 
 __all__ = ["Executor", "new_worker_id"]
 
@@ -88,6 +91,8 @@ class Executor:
     store: Store | None = None
     #: The periodic schedules to fire; by default every schedule declared or configured.
     schedules: list[Schedule] | None = None
+    #: Log the worker's start and stop, and warn of tasks on queues it does not serve.
+    announce: bool = True
 
     def __post_init__(self) -> None:
         self.outcomes: collections.Counter[Outcome] = collections.Counter()
@@ -137,12 +142,14 @@ class Executor:
         try:
             for problem in await store.check():
                 logger.warning("%s", problem, extra={"action": "worker_check"})
-            warn_unserved_queues(self.settings)
+            if self.announce:
+                warn_unserved_queues(self.settings)
             try:
                 await store.register(self._started)
             except Exception as exc:  # noqa: BLE001 - the database may be away: the claims wait for it
                 logger.warning("Cannot record this worker yet (%s)", exc, extra={"action": "register_failed"})
-            logger.info(
+            logger.log(
+                logging.INFO if self.announce else logging.DEBUG,
                 "Worker %s started on queues %s (concurrency %s)",
                 self.worker_id,
                 ",".join(self.settings.queues),
@@ -182,7 +189,8 @@ class Executor:
                     await store.unregister()
         finally:
             await store.close()
-        logger.info(
+        logger.log(
+            logging.INFO if self.announce else logging.DEBUG,
             "Worker %s stopped: %s",
             self.worker_id,
             {outcome.value: count for outcome, count in self.outcomes.items()},
@@ -345,7 +353,7 @@ class Executor:
         in_thread = False  # a sync job's slot is freed by its thread, once its function returned
         try:
             try:
-                target, args, kwargs = attempt.resolve()
+                target, args, kwargs = allow.runnable(attempt)
             except JobRefused as exc:
                 error = ErrorInfo.from_exception(exc)
                 # A name that does not import may be a deploy in progress, so it is retried;

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aio_async.operations import Attempt, ErrorInfo, Outcome
+from aio_async.values import Attempt, ErrorInfo, Outcome
 
 __all__ = ["job_event", "job_finished", "jobs_logger"]
 

@@ -36,7 +36,7 @@ from django.views.decorators.http import require_GET
 from aio_async import signals
 from aio_async.conf import get_settings
 from aio_async.models import Job, Status
-from aio_async.operations import Attempt, ErrorInfo, Outcome
+from aio_async.values import Attempt, ErrorInfo, Outcome
 from aio_async.views import FORBIDDEN, may_operate
 
 try:

@@ -4,20 +4,21 @@ The claim query reads queued jobs by queue, priority and ``run_after``; a partia
 exactly those columns, limited to queued rows, keeps it an index scan however many finished
 rows the table holds.
 
-This is the ground layer: it imports Django, ``errors`` and ``sql`` only.
+The models sit just above the store: what a model method writes of the queue (a group's
+final job) goes through the store's operations, as every other writer's does.
 """
 
 from __future__ import annotations
 
-import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.db import connections, models, transaction
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from aio_async import sql
 from aio_async.errors import GroupClosed, InvalidOption
+from aio_async.store import operations
+from aio_async.store.drivers.django import run
 
 if TYPE_CHECKING:
     from django.db.models.deletion import Collector
@@ -33,7 +34,6 @@ __all__ = [
     "Status",
     "Tick",
     "Worker",
-    "release_final",
 ]
 
 
@@ -55,7 +55,7 @@ UNFINISHED = (Status.WAITING, Status.QUEUED, Status.RUNNING)
 
 
 class GroupQuerySet(models.QuerySet["Group"]):
-    """Opening a group for a new member, and releasing a group's final job."""
+    """Opening a group for a new member."""
 
     def join(self, group: Group | str) -> Group:
         """The group a new member joins, locked until the caller's transaction ends.
@@ -77,31 +77,6 @@ class GroupQuerySet(models.QuerySet["Group"]):
         if latest is not None and not latest.jobs.filter(status__in=FINISHED).exists():
             return latest
         return self.create(reference=group, description=latest.description if latest else "")
-
-    def release_final(self, group_id: int) -> bool:
-        """Queue the group's final job once every other member has finished; True if it did.
-
-        Call it inside a transaction: it locks the group's row (see ``release_final``).
-        """
-        connection = connections[self.db]
-        return sql.run_on(
-            connection, release_final(sql.for_vendor(connection.vendor), group_id, timezone.now())
-        )
-
-
-def release_final(dialect: sql.Dialect, group_id: int, now: datetime.datetime) -> sql.Op[bool]:
-    """The group rule, as statements: queue the final job once every other member has finished.
-
-    The group's row is locked first, so that two members finishing at once in two
-    transactions cannot each see the other unfinished and both leave the final job waiting.
-    Every writer that finishes a group member runs this in the member's transaction.
-    """
-    rows = yield sql.lock_group(dialect), [group_id]
-    if not rows or rows[0][0] is None:
-        return False
-    final = rows[0][0]
-    released = yield sql.release_final(dialect), [now, final, group_id, final]
-    return bool(released)
 
 
 class Group(models.Model):
@@ -136,17 +111,10 @@ class Group(models.Model):
             raise InvalidOption(
                 f"job {job.pk} runs after other jobs (after=), so it cannot be a group's final job too"
             )
-        groups = Group.objects.using(alias)
+        now = timezone.now()
         with transaction.atomic(using=alias):
-            groups.select_for_update().filter(pk=self.pk).first()
-            if (
-                not Job.objects.using(alias)
-                .filter(pk=job.pk, status=Status.QUEUED)
-                .update(status=Status.WAITING)
-            ):
+            if not run(lambda dialect: operations.make_final(dialect, self.pk, job.pk, now), alias):
                 raise InvalidOption(f"job {job.pk} has already started, so it cannot be a final job")
-            groups.filter(pk=self.pk).update(final=job)
-            groups.release_final(self.pk)
         self.final = job
         job.refresh_from_db(using=alias, fields=["status"])
 

@@ -29,7 +29,7 @@ from asgiref.sync import sync_to_async
 from aio_async import signals
 from aio_async.conf import get_settings
 from aio_async.models import Job
-from aio_async.operations import Attempt, ErrorInfo, Outcome
+from aio_async.values import Attempt, ErrorInfo, Outcome
 
 try:
     from opentelemetry import context as otel_context

@@ -13,14 +13,14 @@ import socket
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from aio_async import sql
 from aio_async.conf import get_settings
 from aio_async.models import Job, Queue, Status, Worker
 from aio_async.payload import check_queue
+from aio_async.store.maintenance import notify_queue
 
 __all__ = ["apause", "aresume", "overview", "pause", "paused", "resume", "workers"]
 
@@ -43,11 +43,8 @@ def _set(queue: str, paused: bool, by: str | None, using: str | None) -> bool:
         else:
             queues.filter(name=name).update(paused=paused, changed=timezone.now(), changed_by=by[:255])
             changed = True
-        connection = connections[alias]
-        notify = sql.notify_queues(sql.for_vendor(connection.vendor))
-        if changed and notify is not None:
-            with connection.cursor() as cursor:
-                cursor.execute(notify, [name])
+        if changed:
+            notify_queue(name, alias)
     return changed
 
 

@@ -1,10 +1,7 @@
-"""Retention: delete finished jobs once they are older than their state's age, in batches.
+"""Retention: how old a finished job may grow in each state before it is pruned (pure).
 
-``prune()`` is what ``python -m aio_async prune``, ``manage.py prune_queue`` and a worker
-with ``AIO_ASYNC["RETENTION"]`` run. A job's errors go with it. A job of a group goes only
-once every member of the group is finished and past its own state's age, and the group then
-goes too (the rule of django-async's ``remove_old_jobs``). Each batch is one short
-transaction that skips rows another transaction holds, so claims and completions go on.
+``AIO_ASYNC["RETENTION"]`` and ``python -m aio_async prune``'s options are read here;
+``store.maintenance.prune()`` deletes, in batches.
 """
 
 from __future__ import annotations
@@ -12,16 +9,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections, transaction
-from django.utils import timezone
 
-from aio_async import sql
-
-__all__ = ["PRUNED_STATES", "Retention", "parse_age", "prune", "prune_in_thread"]
+__all__ = ["BATCH", "PRUNED_STATES", "Retention", "parse_age"]
 
 #: The states a job can be pruned in, as ``Retention`` fields and ``--STATE`` options.
 PRUNED_STATES = ("succeeded", "failed", "cancelled")
@@ -81,88 +73,3 @@ class Retention:
     def ages(self) -> dict[str, float]:
         """The states that are pruned, with their ages."""
         return {state: age for state in PRUNED_STATES if (age := getattr(self, state)) is not None}
-
-
-def prune(
-    retention: Retention,
-    *,
-    using: str = "default",
-    dry_run: bool = False,
-    batch: int = BATCH,
-    keep_going: Callable[[], bool] = lambda: True,
-) -> dict[str, int]:
-    """Delete finished jobs past their state's age (with their errors and empty groups); count them.
-
-    With ``dry_run``, count what would go and delete nothing. ``keep_going`` is asked before
-    each batch (a stopping worker says no).
-    """
-    ages = retention.ages
-    counted = dict.fromkeys(ages, 0)
-    if not ages:
-        return counted
-    connection = connections[using]
-    dialect = sql.for_vendor(connection.vendor)
-    now = timezone.now()
-    cutoffs = [(state, now - datetime.timedelta(seconds=age)) for state, age in ages.items()]
-    if dry_run:
-        with transaction.atomic(using=using):
-            return sql.run_on(connection, _count(cutoffs))
-    for state, _ in cutoffs:
-        while keep_going():
-            with transaction.atomic(using=using):
-                deleted = sql.run_on(connection, _delete_batch(dialect, state, cutoffs, batch))
-            counted[state] += deleted
-            if deleted < batch:
-                break
-    # Periodic ticks as old as the longest-kept state's jobs go too (their jobs are gone).
-    oldest = min(cutoff for _, cutoff in cutoffs)
-    while keep_going():
-        with transaction.atomic(using=using):
-            deleted = sql.run_on(connection, _delete_ticks(oldest, batch))
-        if deleted < batch:
-            break
-    return counted
-
-
-def _past(cutoffs: Sequence[tuple[str, datetime.datetime]]) -> list[Any]:
-    """The parameters of ``sql.prunable``'s "past its age" test: state, cutoff, ..."""
-    return [value for pair in cutoffs for value in pair]
-
-
-def _count(cutoffs: list[tuple[str, datetime.datetime]]) -> sql.Op[dict[str, int]]:
-    counted = {}
-    for state, cutoff in cutoffs:
-        rows = yield sql.count_prunable(len(cutoffs)), [state, cutoff, *_past(cutoffs)]
-        counted[state] = int(rows[0][0])
-    return counted
-
-
-def _delete_ticks(before: datetime.datetime, batch: int) -> sql.Op[int]:
-    rows = yield sql.delete_old_ticks(), [before, batch]
-    return len(rows)
-
-
-def _delete_batch(
-    dialect: sql.Dialect, state: str, cutoffs: list[tuple[str, datetime.datetime]], batch: int
-) -> sql.Op[int]:
-    rows = yield sql.prunable(dialect, len(cutoffs)), [state, dict(cutoffs)[state], *_past(cutoffs), batch]
-    if not rows:
-        return 0
-    ids = [row[0] for row in rows]
-    groups = sorted({row[1] for row in rows if row[1] is not None})
-    yield sql.delete_errors(len(ids)), ids
-    yield sql.delete_dependencies(len(ids)), [*ids, *ids]
-    if groups:
-        yield sql.unlink_finals(len(ids)), ids
-    yield sql.delete_jobs(len(ids)), ids
-    if groups:
-        yield sql.delete_empty_groups(len(groups)), groups
-    return len(ids)
-
-
-def prune_in_thread(retention: Retention, using: str, keep_going: Callable[[], bool]) -> dict[str, int]:
-    """``prune()`` in a thread of its own, whose connections are closed when it is done."""
-    try:
-        return prune(retention, using=using, keep_going=keep_going)
-    finally:
-        connections.close_all()

@@ -58,7 +58,7 @@ from django.db import transaction
 from django.dispatch import Signal
 
 from aio_async.models import Job
-from aio_async.operations import Attempt, ErrorInfo, Outcome
+from aio_async.values import Attempt, ErrorInfo, Outcome
 
 __all__ = [
     "Observer",

@@ -19,9 +19,11 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from aio_async.cli import CONFIGURATION_ERROR
+__all__ = ["CONFIGURATION_ERROR", "SLOT_VARIABLE", "SUPERVISOR_VARIABLE", "supervise"]
 
-__all__ = ["supervise"]
+#: Exit code of a configuration error: a bad option, setting or settings module, or a
+#: database without aio_async's migrations. A supervisor does not restart such a worker.
+CONFIGURATION_ERROR = 2
 
 logger = logging.getLogger("aio_async.supervisor")
 

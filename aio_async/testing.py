@@ -1,6 +1,8 @@
 """Helpers for a project's own test suite.
 
-- ``run_jobs()`` runs every due job now, in the test's thread and transaction.
+- ``run_jobs()`` runs every due job now, in the test's thread and transaction, through the
+  worker's own executor: the same claims (jobs with limits too), the same runner, the same
+  signals and the same records of every end as ``python -m aio_async run``.
 - ``drain()`` does the same and then, as a commit would, runs the ``on_commit`` callbacks of
   each job that succeeded (inside a test's transaction nothing ever commits): so Django's
   ``task_finished`` signal is sent for sync tasks of ``django.tasks`` too.
@@ -11,25 +13,28 @@
 
 from __future__ import annotations
 
-import collections
+import dataclasses
 import datetime
-import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
-from aio_async import allow, context, operations, sql
+from aio_async import allow
+from aio_async.api import Task
 from aio_async.bridge import JobThread
-from aio_async.conf import EVERY_QUEUE, get_settings
-from aio_async.errors import FunctionNotFound, JobRefused
+from aio_async.conf import EVERY_QUEUE, QueueSettings, get_settings
+from aio_async.executor import Executor
 from aio_async.models import Error, Group, Job, Status
-from aio_async.operations import ClaimRequest, ErrorInfo
 from aio_async.payload import JSONError, json_value
+from aio_async.store import operations
+from aio_async.store.database import DatabaseStore
+from aio_async.store.drivers.django import DjangoConnector
+from aio_async.values import Attempt, ClaimRequest, ErrorInfo, Outcome
 
 __all__ = ["assert_enqueued", "clear_queue", "drain", "enqueued_jobs", "refute_enqueued", "run_jobs"]
 
@@ -42,43 +47,125 @@ LISTED = 20
 logger = logging.getLogger("aio_async.testing")
 
 
-def _run_each(
-    *, queues: tuple[str, ...] | None, using: str | None, limit: int, with_scheduled: bool = False
-) -> Iterator[str]:
-    """Run due jobs one at a time in this thread, yielding each attempt's outcome."""
+class _InlineJobs:
+    """Runs a sync job's attempt in the calling thread, on its connection and in its transaction."""
+
+    def __init__(self, store: _InlineStore, settings: QueueSettings) -> None:
+        self.store = store
+        self._thread = sync_to_async(JobThread(store.alias, WORKER_ID, settings).run, thread_sensitive=True)
+
+    async def run(
+        self, attempt: Attempt, call: Callable[[], Any], returned: Callable[[], None]
+    ) -> tuple[Outcome, ErrorInfo | None]:
+        """Run the attempt as a worker's job thread would, then settle its ``on_commit`` callbacks."""
+        outcome, error = await self._thread(attempt, call, returned)
+        await self.store.settle_callbacks(outcome)
+        return outcome, error
+
+    async def close(self) -> None:
+        """Nothing to close: the connection is the caller's."""
+
+
+class _InlineStore(DatabaseStore):
+    """The worker's store, run in the calling thread: the caller's connection and transaction.
+
+    Everything else is the worker's own: the same claims (jobs with limits too), the same
+    attempt runner and signals, the same records of every end. With ``drain``, the
+    ``on_commit`` callbacks a job registered run as its commit would run them (inside a test's
+    transaction nothing commits), and a failed job's are dropped.
+    """
+
+    def __init__(self, settings: QueueSettings, alias: str, *, drain: bool, with_scheduled: bool) -> None:
+        queues = () if EVERY_QUEUE in settings.queues else settings.queues
+        request = ClaimRequest(WORKER_ID, queues, datetime.timedelta(seconds=settings.lease_seconds))
+        self.alias = alias
+        self.drain = drain
+        self.with_scheduled = with_scheduled
+        self._mark = 0
+        super().__init__(settings, request, DjangoConnector(alias), _InlineJobs(self, settings), 1)
+
+    async def check(self) -> list[str]:
+        """Nothing to check: the caller's database is set up."""
+        return []
+
+    async def register(self, started: datetime.datetime) -> None:
+        """Not recorded among the workers."""
+
+    async def unregister(self) -> None:
+        """Not recorded among the workers."""
+
+    async def claim(self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset()) -> list[Attempt]:
+        """Claim as a worker does, jobs due later first made due when ``with_scheduled``."""
+        if self.with_scheduled:
+            now = timezone.now()
+            await self.connector.run(lambda dialect: operations.make_due(dialect, self.request.queues, now))
+        return await self._marked(await super().claim(limit, alone=alone, paused=paused))
+
+    async def claim_limited(
+        self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset()
+    ) -> list[Attempt]:
+        """Claim jobs with limits as a worker does."""
+        return await self._marked(await super().claim_limited(limit, alone=alone, paused=paused))
+
+    async def _marked(self, attempts: list[Attempt]) -> list[Attempt]:
+        """Note where the claimed job's ``on_commit`` callbacks will begin (on the caller's thread)."""
+        if attempts and self.drain:
+            self._mark = await sync_to_async(self._callbacks, thread_sensitive=True)()
+        return attempts
+
+    def _callbacks(self) -> int:
+        return len(connections[self.alias].run_on_commit)
+
+    async def complete(self, attempt: Attempt, result: Any) -> Outcome:
+        """Record a coroutine job's success, then settle its callbacks."""
+        outcome = await super().complete(attempt, result)
+        await self.settle_callbacks(outcome)
+        return outcome
+
+    async def fail(
+        self, attempt: Attempt, error: ErrorInfo, *, final: bool = False, cause: BaseException | None = None
+    ) -> Outcome:
+        """Record a coroutine job's failure, then drop its callbacks."""
+        outcome = await super().fail(attempt, error, final=final, cause=cause)
+        await self.settle_callbacks(outcome)
+        return outcome
+
+    async def settle_callbacks(self, outcome: Outcome) -> None:
+        """Run (on success) or drop the ``on_commit`` callbacks the attempt registered, with ``drain``."""
+        if self.drain:
+            await sync_to_async(self._settle_callbacks, thread_sensitive=True)(outcome is Outcome.SUCCEEDED)
+
+    def _settle_callbacks(self, succeeded: bool) -> None:
+        connection = connections[self.alias]
+        if not connection.in_atomic_block:
+            return  # committed: Django ran them
+        if succeeded:
+            _run_new_callbacks(connection, self._mark)
+        else:
+            del connection.run_on_commit[self._mark :]
+
+    async def close(self) -> None:
+        """Finish pending records; the connection stays the caller's."""
+        if self._recorder is not None:
+            await self._recorder
+
+
+def _run(
+    *,
+    queues: tuple[str, ...] | None,
+    using: str | None,
+    limit: int,
+    drain: bool,
+    with_scheduled: bool = False,
+) -> dict[str, int]:
+    """Run due jobs through the worker's own executor, one at a time, in this thread."""
     settings = get_settings()
     alias = using or settings.database
-    served = queues or settings.queues
-    request = ClaimRequest(
-        WORKER_ID, () if EVERY_QUEUE in served else served, datetime.timedelta(seconds=settings.lease_seconds)
-    )
-    jobs = JobThread(alias, WORKER_ID, settings)
-    for _ in range(limit):
-        connection = connections[alias]
-        now = timezone.now()
-        if with_scheduled:
-            later = Job.objects.using(alias).filter(status=Status.QUEUED, run_after__gt=now)
-            if request.queues:
-                later = later.filter(queue__in=request.queues)
-            later.update(run_after=now)
-        claim = operations.claim(sql.for_vendor(connection.vendor), request, 1, True, now)
-        with transaction.atomic(using=alias):
-            attempts = sql.run_on(connection, claim)
-        if not attempts:
-            return
-        attempt = attempts[0]
-        token = context.enter(attempt.context(WORKER_ID))
-        try:
-            target, args, kwargs = attempt.resolve()
-        except JobRefused as exc:
-            final = not isinstance(exc.__cause__, FunctionNotFound)
-            outcome = jobs.record_failure(attempt, ErrorInfo.from_exception(exc), final=final)
-        else:
-            function = async_to_sync(target.function) if target.is_coroutine else target.function
-            outcome, _ = jobs.run(attempt, functools.partial(function, *args, **kwargs))
-        finally:
-            context.reset(token)
-        yield outcome.value
+    settings = dataclasses.replace(settings, database=alias, concurrency=1, queues=queues or settings.queues)
+    store = _InlineStore(settings, alias, drain=drain, with_scheduled=with_scheduled)
+    executor = Executor(settings, WORKER_ID, max_jobs=limit, store=store, schedules=[], announce=False)
+    outcomes = async_to_sync(executor.run)(until_empty=True)
+    return {outcome.value: count for outcome, count in outcomes.items()}
 
 
 def run_jobs(
@@ -87,12 +174,12 @@ def run_jobs(
     """Run every due job now, one at a time in this thread; return the outcomes counted.
 
     Jobs run on the calling thread's connection, so they see the data of a test that runs
-    inside a transaction (pytest-django's ``db``, Django's ``TestCase``). A coroutine job is
-    run with ``async_to_sync`` inside the job's transaction. Jobs that other jobs schedule,
+    inside a transaction (pytest-django's ``db``, Django's ``TestCase``); a coroutine job runs
+    on an event loop of its own, its queries on this thread. Jobs that other jobs schedule,
     and retries that are already due, run too; ``limit`` stops a job that reschedules itself
     forever.
     """
-    return dict(collections.Counter(_run_each(queues=queues, using=using, limit=limit)))
+    return _run(queues=queues, using=using, limit=limit, drain=False)
 
 
 def drain(
@@ -113,20 +200,7 @@ def drain(
     Works for aio_async's own jobs and for ``django.tasks`` tasks alike; call it from sync
     code.
     """
-    alias = using or get_settings().database
-    connection = connections[alias]
-    outcomes: collections.Counter[str] = collections.Counter()
-    each = _run_each(queues=queues, using=alias, limit=limit, with_scheduled=with_scheduled)
-    while True:
-        start = len(connection.run_on_commit)
-        try:
-            outcome = next(each)
-        except StopIteration:
-            break
-        outcomes[outcome] += 1
-        if connection.in_atomic_block:
-            _run_new_callbacks(connection, start)
-    return dict(outcomes)
+    return _run(queues=queues, using=using, limit=limit, drain=True, with_scheduled=with_scheduled)
 
 
 def _run_new_callbacks(connection: BaseDatabaseWrapper, start: int) -> None:
@@ -147,8 +221,6 @@ def _run_new_callbacks(connection: BaseDatabaseWrapper, start: int) -> None:
 
 def _task_name(task: object) -> str:
     """The job name of a django.tasks Task, an aio_async Task, a function or a dotted path."""
-    from aio_async.api import Task
-
     if isinstance(task, str):
         return allow.check_name(task)
     if isinstance(task, Task):

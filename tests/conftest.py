@@ -19,7 +19,7 @@ from django.db import connection, connections
 
 from aio_async.conf import QueueSettings, get_settings
 from aio_async.executor import Executor
-from aio_async.operations import Outcome
+from aio_async.values import Outcome
 
 HERE = Path(__file__).resolve().parent
 

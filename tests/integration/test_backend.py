@@ -25,12 +25,15 @@ from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from aio_async import deschedule, health, schedule, sql, testing
+from aio_async import deschedule, health, schedule, testing
 from aio_async.backends import TASK_KEY, AioAsyncBackend, AioAsyncTask
 from aio_async.conf import Backoff
 from aio_async.errors import InvalidArguments, JobCancelled, ResultNotJSON
 from aio_async.models import Error, Job, Status
-from aio_async.operations import Attempt, ClaimRequest, Outcome, claim
+from aio_async.store.dialects import for_vendor
+from aio_async.store.drivers.django import run_on
+from aio_async.store.operations import claim
+from aio_async.values import Attempt, ClaimRequest, Outcome
 from tests.app import django_tasks as dj
 from tests.app import tasks
 from tests.app.django_tasks import (
@@ -122,8 +125,8 @@ def _claim(worker_id: str = "tester:1:abc") -> Attempt:
     """Lease the next due job to ``worker_id``, as a worker's claim does."""
     request = ClaimRequest(worker_id, ("default",), datetime.timedelta(seconds=30))
     with transaction.atomic():
-        (attempt,) = sql.run_on(
-            connection, claim(sql.for_vendor(connection.vendor), request, 1, True, timezone.now())
+        (attempt,) = run_on(
+            connection, claim(for_vendor(connection.vendor), request, 1, True, timezone.now())
         )
     return attempt
 

@@ -9,10 +9,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, transaction
 
-from aio_async import InvalidOption, JobFailed, acancel, aresult, cancel, schedule, sql
+from aio_async import InvalidOption, JobFailed, acancel, aresult, cancel, schedule
 from aio_async.executor import Executor
 from aio_async.models import Error, Group, Job, Status
-from aio_async.operations import Outcome
+from aio_async.store.drivers.django import psycopg3
+from aio_async.values import Outcome
 from tests.app import tasks
 from tests.app.models import Record
 from tests.conftest import beside, drain, until
@@ -84,7 +85,7 @@ def worker() -> contextlib.AbstractAsyncContextManager[Executor]:
     its once-a-second look for cancelled jobs (elsewhere) can tell it of a cancellation
     within the tests' two seconds.
     """
-    listens = connection.vendor == "postgresql" and sql.psycopg3()
+    listens = connection.vendor == "postgresql" and psycopg3()
     return beside(poll_interval=60.0 if listens else 0.05, lease_seconds=30.0)
 
 

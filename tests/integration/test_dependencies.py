@@ -9,10 +9,12 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connection
 
-from aio_async import InvalidOption, aresult, cancel, schedule, schedule_many, sql
+from aio_async import InvalidOption, aresult, cancel, schedule, schedule_many
 from aio_async.executor import Executor
 from aio_async.models import Dependency, Error, Group, Job, Status
-from aio_async.operations import Outcome
+from aio_async.store import statements as sql
+from aio_async.store.dialects import POSTGRESQL
+from aio_async.values import Outcome
 from tests.app import tasks
 from tests.app.models import Record
 from tests.conftest import beside, drain
@@ -244,6 +246,6 @@ def test_the_claim_and_the_wait_stay_cheap() -> None:
     schedule_many(tasks.write, [([str(n)], {}) for n in range(200)])
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE aio_async_job")
-        cursor.execute("EXPLAIN " + sql.unsettled(sql.POSTGRESQL).replace("%s", "100"))
+        cursor.execute("EXPLAIN " + sql.unsettled(POSTGRESQL).replace("%s", "100"))
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "aio_async_job_waiting" in plan, plan

@@ -10,7 +10,7 @@ from django.utils import timezone
 from aio_async import schedule
 from aio_async.conf import Backoff
 from aio_async.models import Error, Group, Job, Status
-from aio_async.operations import Outcome
+from aio_async.values import Outcome
 from tests.app import tasks
 from tests.app.models import Record
 from tests.conftest import UNDECODABLE, drain, write_raw_args

@@ -15,8 +15,8 @@ from django.utils import timezone
 from aio_async import aschedule, health, schedule, testing
 from aio_async.executor import Executor
 from aio_async.models import Error, Job, Status
-from aio_async.operations import Attempt, Outcome
-from aio_async.store import open_store
+from aio_async.values import Attempt, Outcome
+from aio_async.worker.threads import open_store
 from tests.app import tasks
 from tests.app.models import Record
 from tests.conftest import queue_settings

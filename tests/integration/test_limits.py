@@ -13,11 +13,13 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from aio_async import InvalidOption, schedule, schedule_many, sql
+from aio_async import InvalidOption, schedule, schedule_many
 from aio_async.conf import get_settings
 from aio_async.executor import Executor
 from aio_async.models import Job
-from aio_async.operations import ClaimRequest, Outcome
+from aio_async.store import statements as sql
+from aio_async.store.dialects import POSTGRESQL
+from aio_async.values import ClaimRequest, Outcome
 from tests.app import tasks
 from tests.conftest import queue_settings
 
@@ -172,10 +174,10 @@ def test_the_claims_stay_index_scans_with_limits_in_use() -> None:
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE aio_async_job")
         statements: dict[str, tuple[str, list[Any]]] = {
-            "claim": (sql.claim(sql.POSTGRESQL, 1), [*filters, 10, "w", now, now]),
-            "keys": (sql.limited_keys(sql.POSTGRESQL, 1), [*filters, *cutoffs, 100]),
+            "claim": (sql.claim(POSTGRESQL, 1), [*filters, 10, "w", now, now]),
+            "keys": (sql.limited_keys(POSTGRESQL, 1), [*filters, *cutoffs, 100]),
             "limited": (
-                sql.claim_limited(sql.POSTGRESQL, 1, keys=True),
+                sql.claim_limited(POSTGRESQL, 1, keys=True),
                 [*filters, ["k"], *cutoffs, 100, *cutoffs, 10, "w", now, now],
             ),
         }

@@ -15,8 +15,8 @@ from django.db import connection, connections
 from aio_async import aresult, checks, schedule
 from aio_async.executor import Executor
 from aio_async.models import Job
-from aio_async.postgres import listen_works
-from aio_async.store import open_store
+from aio_async.store.drivers.psycopg import listen_works
+from aio_async.worker.threads import open_store
 from tests.app import tasks
 from tests.conftest import queue_settings
 
@@ -85,7 +85,7 @@ def test_the_check_is_silent_where_listen_works_and_warns_where_it_does_not(
     assert checks.check_listen(databases=["default"]) == []
     assert checks.check_listen() == []  # without --database it touches no database
     # A pooler in transaction mode cannot be had here: the probe's verdict is given instead.
-    monkeypatch.setattr("aio_async.postgres.listen_works", lambda connection: False)
+    monkeypatch.setattr("aio_async.store.drivers.psycopg.listen_works", lambda connection: False)
     [warning] = checks.check_listen(databases=["default"])
     assert warning.id == "aio_async.W005"
     assert "A NOTIFY did not reach a LISTEN on database 'default'" in warning.msg

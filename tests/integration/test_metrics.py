@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aio_async import metrics, schedule
 from aio_async.conf import Backoff
 from aio_async.models import Job, Status
-from aio_async.operations import Outcome
+from aio_async.values import Outcome
 from tests.app import tasks
 from tests.app.models import Record
 from tests.conftest import beside, drain, until

@@ -18,7 +18,7 @@ import aio_async
 from aio_async import otel, schedule
 from aio_async.conf import Backoff
 from aio_async.models import Job
-from aio_async.operations import Outcome
+from aio_async.values import Outcome
 from tests.app import tasks
 from tests.app.models import Record
 from tests.conftest import beside, drain, until

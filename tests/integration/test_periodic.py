@@ -18,8 +18,9 @@ from django.utils import timezone
 
 from aio_async import InvalidOption, ScheduleError, periodic, task
 from aio_async.conf import parse_settings
-from aio_async.cron import _DECLARED, PeriodicRunner, Schedule, fire, schedules
+from aio_async.cron import _DECLARED, PeriodicRunner, fire, schedules
 from aio_async.models import Job, Status, Tick
+from aio_async.schedules import Schedule
 from tests.acceptance.test_cli import ROOT, run
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -13,8 +13,8 @@ from django.db import connection, transaction
 
 from aio_async import schedule
 from aio_async.models import Job
-from aio_async.postgres import PsycopgConnector, connection_params
-from aio_async.store import DatabaseStore
+from aio_async.store.database import DatabaseStore
+from aio_async.store.drivers.psycopg import PsycopgConnector, connection_params
 from tests.app import tasks
 from tests.integration.test_store import make_store
 

@@ -9,10 +9,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, transaction
 
-from aio_async import InvalidOption, aresult, schedule, sql
+from aio_async import InvalidOption, aresult, schedule
 from aio_async.executor import Executor
 from aio_async.models import Job, Queue, Status
 from aio_async.queues import apause, aresume, overview, pause, paused, resume, workers
+from aio_async.store.drivers.django import psycopg3
 from tests.app import tasks
 from tests.conftest import beside, until
 
@@ -61,7 +62,7 @@ def test_the_overview_counts_jobs_by_queue_and_status_and_says_which_are_paused(
 
 
 def listens() -> bool:
-    return connection.vendor == "postgresql" and sql.psycopg3()
+    return connection.vendor == "postgresql" and psycopg3()
 
 
 def worker(queues: tuple[str, ...] = ("default", "mail")) -> contextlib.AbstractAsyncContextManager[Executor]:

@@ -15,7 +15,8 @@ from django.utils import timezone
 from aio_async import schedule
 from aio_async.executor import Executor
 from aio_async.models import Error, Group, Job, Status, Tick
-from aio_async.retention import Retention, parse_age, prune
+from aio_async.retention import Retention, parse_age
+from aio_async.store.maintenance import prune
 from tests.acceptance.test_cli import run
 from tests.app import tasks
 from tests.conftest import queue_settings

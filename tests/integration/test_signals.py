@@ -17,7 +17,7 @@ from aio_async import acancel, cancel, schedule, schedule_many, signals
 from aio_async.conf import Backoff
 from aio_async.executor import Executor
 from aio_async.models import Job, Status
-from aio_async.operations import ErrorInfo, Outcome
+from aio_async.values import ErrorInfo, Outcome
 from tests.app import tasks
 from tests.app.models import Record
 from tests.conftest import beside, drain, until

@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from aio_async import Snooze, schedule
 from aio_async.models import Error, Job, Status
-from aio_async.operations import Outcome
-from aio_async.store import DatabaseStore
+from aio_async.store.database import DatabaseStore
+from aio_async.values import Outcome
 from tests.app import tasks
 from tests.app.models import Record
 from tests.conftest import drain

@@ -15,11 +15,13 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 from django.utils import timezone
 
-from aio_async import Snooze, schedule
+from aio_async import Snooze, allow, schedule
 from aio_async.bridge import JobThread
 from aio_async.models import Error, Group, Job, Status
-from aio_async.operations import Attempt, ClaimRequest, ErrorInfo, Outcome
-from aio_async.store import DatabaseStore, DjangoConnector
+from aio_async.store.database import DatabaseStore
+from aio_async.store.drivers.django import DjangoConnector
+from aio_async.values import Attempt, ClaimRequest, ErrorInfo, Outcome
+from aio_async.worker.threads import JobThreads
 from tests.app import tasks
 from tests.app.models import Record
 from tests.conftest import PSYCOPG3, UNDECODABLE, queue_settings, write_raw_args
@@ -33,10 +35,14 @@ def make_store(kind: str, worker: str = "w1", queues: tuple[str, ...] = ("defaul
     settings = queue_settings(max_attempts=3)
     request = ClaimRequest(worker, queues, datetime.timedelta(seconds=30))
     if kind == "psycopg":
-        from aio_async.postgres import PsycopgConnector
+        from aio_async.store.drivers.psycopg import PsycopgConnector
 
-        return DatabaseStore(settings, request, PsycopgConnector(connection), concurrency=2)
-    return DatabaseStore(settings, request, DjangoConnector("default"), concurrency=2)
+        return DatabaseStore(
+            settings, request, PsycopgConnector(connection), JobThreads(settings, request.worker_id, 2), 2
+        )
+    return DatabaseStore(
+        settings, request, DjangoConnector("default"), JobThreads(settings, request.worker_id, 2), 2
+    )
 
 
 @pytest.fixture(params=CONNECTORS)
@@ -126,7 +132,7 @@ async def test_a_forged_attempt_count_at_the_columns_limit_does_not_stop_claims(
     assert set(attempts) == {forged.pk, good.pk}
     assert attempts[good.pk].number == 1
     with pytest.raises(Exception, match="no attempt is left"):
-        attempts[forged.pk].resolve()
+        allow.runnable(attempts[forged.pk])
 
 
 async def test_complete_stores_results_and_releases_a_groups_final_job(store: DatabaseStore) -> None:

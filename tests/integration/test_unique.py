@@ -19,8 +19,8 @@ from django.utils import timezone
 from aio_async import InvalidOption, schedule, schedule_many, task
 from aio_async.api import deschedule
 from aio_async.models import Job, Status
-from aio_async.operations import ErrorInfo, Outcome
-from aio_async.store import DatabaseStore
+from aio_async.store.database import DatabaseStore
+from aio_async.values import ErrorInfo, Outcome
 from tests.app import tasks
 from tests.integration.test_store import CONNECTORS, make_store
 

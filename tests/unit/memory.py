@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aio_async.bridge import NoConnection, result_value
-from aio_async.operations import Attempt, ErrorInfo, Outcome
+from aio_async.values import Attempt, ErrorInfo, Outcome
 
 
 @dataclasses.dataclass
@@ -29,7 +29,7 @@ class MemoryJob:
 
 
 class MemoryStore:
-    """Implements ``aio_async.store.Store`` over a list of jobs, and records what it was asked."""
+    """Implements ``aio_async.store.protocol.Store`` over a list of jobs, and records what it was asked."""
 
     def __init__(self, jobs: Sequence[MemoryJob], *, concurrency: int) -> None:
         self.jobs = {job.job_id: job for job in jobs}

@@ -18,7 +18,7 @@ import pytest
 from aio_async import task
 from aio_async.conf import get_settings
 from aio_async.executor import Executor
-from aio_async.operations import Outcome
+from aio_async.values import Outcome
 from tests.unit.memory import MemoryJob, MemoryStore
 
 STORE: MemoryStore
@@ -285,7 +285,7 @@ async def test_the_end_of_an_attempt_leaves_the_next_attempt_of_its_job_alone() 
     """A job snoozed for 0 s (or retried at once) may be claimed again before its last attempt's
     end has been seen: that end must not forget the new attempt, or its run is lost."""
     from aio_async.executor import _Running
-    from aio_async.operations import Attempt
+    from aio_async.values import Attempt
 
     executor = Executor(settings=get_settings(), store=MemoryStore([], concurrency=2))
     first, second = Attempt(7, 1, "n", [], {}), Attempt(7, 2, "n", [], {})

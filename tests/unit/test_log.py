@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from aio_async import log
-from aio_async.operations import Outcome
+from aio_async.values import Outcome
 
 PACKAGE = Path(log.__file__).resolve().parent
 

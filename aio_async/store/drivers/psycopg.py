@@ -18,13 +18,15 @@ from typing import Any, TypeVar
 import psycopg
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from aio_async import sql
+from aio_async.store.dialects import POSTGRESQL
+from aio_async.store.protocol import CANCELLED, QUEUES, WAKE
+from aio_async.store.statements import CANCEL_CHANNEL, QUEUES_CHANNEL, MakeOp, Op
 
 __all__ = ["CHANNEL", "PsycopgConnector", "connection_params", "listen_works"]
 
 CHANNEL = "aio_async"
-#: What each channel's notices are, as ``listen()`` yields them (see ``store.Notice``).
-_KINDS = {CHANNEL: "wake", sql.CANCEL_CHANNEL: "cancelled", sql.QUEUES_CHANNEL: "queues"}
+#: What each channel's notices are, as ``listen()`` yields them (see ``protocol.Notice``).
+_KINDS = {CHANNEL: WAKE, CANCEL_CHANNEL: CANCELLED, QUEUES_CHANNEL: QUEUES}
 
 logger = logging.getLogger("aio_async.postgres")
 
@@ -43,12 +45,12 @@ class PsycopgConnector:
     """An autocommit ``AsyncConnection`` that runs the queue's operations, one at a time.
 
     Opened on first use and dropped when it breaks; the next operation opens a new one.
-    Statements run prepared unless ``prepared`` is off (see ``sql.prepared``). A connection
+    Statements run prepared unless ``prepared`` is off (see ``drivers.django.prepared``). A connection
     that is not ``durable`` commits without waiting for the WAL flush: for claims and lease
     renewals only, whose loss in a server crash puts a job back as it was (see ``open_store``).
     """
 
-    dialect = sql.POSTGRESQL
+    dialect = POSTGRESQL
 
     def __init__(
         self,
@@ -77,7 +79,7 @@ class PsycopgConnector:
             self._connection = connection
         return self._connection
 
-    async def run(self, make: sql.MakeOp[R], *, atomic: bool = False, retry: bool = False) -> R:
+    async def run(self, make: MakeOp[R], *, atomic: bool = False, retry: bool = False) -> R:
         """Run the operation ``make(dialect)``; with ``retry``, once more on a new connection if dead."""
         async with self._lock:
             connection = await self._connected()
@@ -95,14 +97,14 @@ class PsycopgConnector:
                 )
                 return await self._run(await self._connected(), make, atomic)
 
-    async def _run(self, connection: psycopg.AsyncConnection[Any], make: sql.MakeOp[R], atomic: bool) -> R:
+    async def _run(self, connection: psycopg.AsyncConnection[Any], make: MakeOp[R], atomic: bool) -> R:
         op = make(self.dialect)
         if atomic:
             async with connection.transaction():
                 return await self._drive(connection, op)
         return await self._drive(connection, op)
 
-    async def _drive(self, connection: psycopg.AsyncConnection[Any], op: sql.Op[R]) -> R:
+    async def _drive(self, connection: psycopg.AsyncConnection[Any], op: Op[R]) -> R:
         try:
             text, params = next(op)
             while True:
@@ -125,9 +127,7 @@ class PsycopgConnector:
         missed, so the caller should look for due jobs then.
         """
         async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as listener:
-            await listener.execute(
-                f"LISTEN {CHANNEL}; LISTEN {sql.CANCEL_CHANNEL}; LISTEN {sql.QUEUES_CHANNEL}"
-            )
+            await listener.execute(f"LISTEN {CHANNEL}; LISTEN {CANCEL_CHANNEL}; LISTEN {QUEUES_CHANNEL}")
             yield "wake", ""
             async for notice in listener.notifies():
                 yield _KINDS.get(notice.channel, "wake"), notice.payload

@@ -2,9 +2,10 @@
 
 Nothing here runs a query: each function returns the text of one statement for a dialect,
 with ``%s`` placeholders, and says what it does and which parameters it takes, in order.
-The store runs them on Django's connection or on the worker's own asyncio connection; the
-group rules in ``models`` run two of them too. The migrations keep their own DDL: a migration
-is frozen history and must not change when this module does.
+The operations of ``store.operations`` (and the store's other modules) yield them, and the
+drivers run them on Django's connection or on the worker's own asyncio connection. The
+migrations keep their own DDL: a migration is frozen history and must not change when this
+module does.
 
 Two definitions matter most and exist once each:
 
@@ -19,34 +20,30 @@ hundred coroutine jobs' completions.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import functools
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
+from aio_async.store.dialects import Dialect
+from aio_async.store.tables import DEPENDENCY, ERROR, GROUP, JOB
 
 __all__ = [
     "ATTEMPT_CAP",
     "CANCEL_CHANNEL",
     "FENCE",
-    "POSTGRESQL",
     "QUEUES_CHANNEL",
     "REPLACED",
-    "SQLITE",
     "SUCCEEDED",
-    "Dialect",
     "MakeOp",
     "Op",
+    "Rows",
+    "Statement",
     "cancel",
     "cancel_errors",
     "claim",
     "claim_limited",
     "complete",
     "count_prunable",
-    "cursor",
     "delete_dependencies",
     "delete_empty_groups",
     "delete_errors",
@@ -55,7 +52,6 @@ __all__ = [
     "doomed_dependents",
     "expire_unique",
     "expired",
-    "for_vendor",
     "forget_worker",
     "give_up",
     "heartbeat",
@@ -68,13 +64,13 @@ __all__ = [
     "lock_limit_keys",
     "lock_unfinished",
     "lost",
+    "make_due",
+    "make_waiting",
     "mark_prerequisites",
     "notify_cancelled",
     "notify_queues",
     "paused_queues",
-    "prepared",
     "prunable",
-    "psycopg3",
     "register_worker",
     "release_dependents",
     "release_final",
@@ -82,7 +78,8 @@ __all__ = [
     "replace_unique",
     "requeue",
     "rescued_elsewhere",
-    "run_on",
+    "retry",
+    "set_final",
     "snooze",
     "unique_holders",
     "unlink_finals",
@@ -93,10 +90,6 @@ __all__ = [
 
 _R = TypeVar("_R")
 
-JOB = '"aio_async_job"'
-DEPENDENCY = '"aio_async_dependency"'
-ERROR = '"aio_async_error"'
-GROUP = '"aio_async_group"'
 
 #: Counters stop here rather than overflow a 32-bit column: a forged row with an absurd
 #: attempt count is claimed, refused and failed like any other bad row, alone.
@@ -123,67 +116,6 @@ SUCCEEDED = "status = 'succeeded', result = {result}, finished = %s, locked_unti
     "succeeded"
 )
 _UNFINISHED = "('waiting', 'queued', 'running')"
-
-
-@dataclasses.dataclass(frozen=True)
-class Dialect:
-    """What differs between the databases, as fragments of SQL."""
-
-    vendor: str
-    #: After the claim's SELECT: skip rows another worker holds.
-    skip_locked: str
-    #: After a SELECT that must block other writers of the row.
-    for_update: str
-    #: The rows of the JSON parameter ``[[id, attempt, value], ...]``, as ``mine``.
-    mine: str
-    #: ``mine.value`` as a JSON column value.
-    json_value: str
-    #: A JSON column, as text (so that one undecodable row cannot fail a whole fetch).
-    json_text: str
-    #: The job's ``meta`` with its ``snoozed`` count one higher.
-    snoozed_meta: str
-    #: ``id`` among the ids a subquery returns. PostgreSQL plans ``= ANY(ARRAY(...))`` as
-    #: lookups in the primary key; it plans ``IN (...)`` as a hash join over the whole table.
-    id_among: str
-
-
-POSTGRESQL = Dialect(
-    vendor="postgresql",
-    skip_locked=" FOR UPDATE SKIP LOCKED",
-    for_update=" FOR UPDATE",
-    mine=(
-        "(SELECT (r.value->>0)::bigint AS id, (r.value->>1)::integer AS attempt, r.value->>2 AS value "
-        "FROM json_array_elements(%s::json) AS r(value)) AS mine"
-    ),
-    json_value="mine.value::jsonb",
-    json_text="{column}::text",
-    snoozed_meta=(
-        f"jsonb_set({JOB}.meta, '{{snoozed}}', to_jsonb(COALESCE(({JOB}.meta->>'snoozed')::integer, 0) + 1))"
-    ),
-    id_among="id = ANY(ARRAY({ids}))",
-)
-SQLITE = Dialect(
-    vendor="sqlite",
-    skip_locked="",  # one writer at a time: the claim's UPDATE is exclusive already
-    for_update="",
-    mine=(
-        "(SELECT json_extract(r.value, '$[0]') AS id, json_extract(r.value, '$[1]') AS attempt, "
-        "json_extract(r.value, '$[2]') AS value FROM json_each(%s) AS r) AS mine"
-    ),
-    json_value="mine.value",
-    json_text="{column}",
-    snoozed_meta=f"json_set({JOB}.meta, '$.snoozed', COALESCE(json_extract({JOB}.meta, '$.snoozed'), 0) + 1)",
-    id_among="id IN ({ids})",
-)
-
-
-def for_vendor(vendor: str) -> Dialect:
-    """The dialect of ``connection.vendor``; ValueError for a database aio_async does not support."""
-    if vendor == "postgresql":
-        return POSTGRESQL
-    if vendor == "sqlite":
-        return SQLITE
-    raise ValueError(f"aio_async supports PostgreSQL and SQLite, not {vendor}")
 
 
 #: The columns a claim returns, in this order (``Attempt`` in the store reads them).
@@ -298,14 +230,13 @@ def limited_keys(dialect: Dialect, queues: int, include: int = 0, exclude: int =
     )
 
 
-def lock_limit_keys(dialect: Dialect) -> str | None:
+def lock_limit_keys() -> str:
     """Hold these limit keys until the transaction ends, one claimer at a time (PostgreSQL).
 
-    Parameter: the keys, sorted (every claimer locks in the same order). None on SQLite,
-    where a claim is one statement and the database's one writer at a time.
+    Parameter: the keys, sorted (every claimer locks in the same order). Only where the
+    dialect has ``advisory_locks``: on SQLite a claim is one statement, and the database has
+    one writer at a time.
     """
-    if dialect.vendor != "postgresql":
-        return None
     return (
         "SELECT count(pg_advisory_xact_lock(8270, hashtext(key))) "
         "FROM (SELECT unnest(%s::text[]) AS key ORDER BY 1) AS keys"
@@ -454,6 +385,19 @@ def cancel(dialect: Dialect, jobs: int) -> str:
 
 
 @functools.cache
+def retry(jobs: int, states: int) -> str:
+    """Queue jobs to run now, a failed one with one more attempt than it has used.
+
+    Parameters: now, the job ids, the states a job may be retried from. Returns their ids.
+    """
+    return (
+        f"UPDATE {JOB} SET status = 'queued', run_after = %s, finished = NULL, "  # noqa: S608
+        "max_attempts = CASE WHEN max_attempts > attempts - excused THEN max_attempts "
+        "ELSE attempts - excused + 1 END "
+        f"WHERE id IN ({_ids(jobs)}) AND status IN ({_ids(states)}) RETURNING id"
+    )
+
+
 def cancel_errors(jobs: int) -> str:
     """One Error row per cancelled job, saying why: its attempt, its worker if it ran.
 
@@ -465,13 +409,11 @@ def cancel_errors(jobs: int) -> str:
     )
 
 
-def notify_cancelled(dialect: Dialect) -> str | None:
-    """Tell workers which running jobs were cancelled (PostgreSQL); None where nothing listens.
+def notify_cancelled() -> str:
+    """Tell workers which running jobs were cancelled (only where the dialect ``notifies``).
 
     Parameter: the ids, comma-separated. Delivered when the transaction commits.
     """
-    if dialect.vendor != "postgresql":
-        return None
     return f"SELECT pg_notify('{CANCEL_CHANNEL}', %s)"
 
 
@@ -514,6 +456,22 @@ def lock_group(dialect: Dialect) -> str:
 
 
 @functools.cache
+def make_due(queues: int) -> str:
+    """Queued jobs due later made due now (``aio_async.testing``). Parameters: now, now, the queues."""
+    among = f" AND queue IN ({_ids(queues)})" if queues else ""
+    return f"UPDATE {JOB} SET run_after = %s WHERE status = 'queued' AND run_after > %s{among}"  # noqa: S608
+
+
+def make_waiting() -> str:
+    """A queued job made to wait (a group's final job). Parameter: the job's id. Returns its id."""
+    return f"UPDATE {JOB} SET status = 'waiting' WHERE id = %s AND status = 'queued' RETURNING id"  # noqa: S608
+
+
+def set_final() -> str:
+    """Name a group's final job. Parameters: the job's id, the group's id."""
+    return f"UPDATE {GROUP} SET final_id = %s WHERE id = %s"  # noqa: S608
+
+
 def release_final(dialect: Dialect) -> str:
     """Queue a group's final job if no other member is unfinished.
 
@@ -775,13 +733,11 @@ def paused_queues() -> str:
     return 'SELECT name FROM "aio_async_queue" WHERE paused'
 
 
-def notify_queues(dialect: Dialect) -> str | None:
-    """Tell workers that a queue was paused or resumed (PostgreSQL); None where nothing listens.
+def notify_queues() -> str:
+    """Tell workers that a queue was paused or resumed (only where the dialect ``notifies``).
 
     Parameter: the queue's name. Delivered when the transaction commits.
     """
-    if dialect.vendor != "postgresql":
-        return None
     return f"SELECT pg_notify('{QUEUES_CHANNEL}', %s)"
 
 
@@ -827,7 +783,7 @@ def delete_old_ticks() -> str:
     )
 
 
-# Running statements on one of Django's connections ---------------------------------------
+# Operations: statement sequences ---------------------------------------------------------
 
 #: What a statement sequence yields: the text and its parameters; it is sent back the rows.
 Statement = tuple[str, Sequence[Any]]
@@ -838,88 +794,3 @@ Rows = list[tuple[Any, ...]]
 Op = Generator[Statement, Rows, _R]
 #: An operation for whichever dialect the connection that runs it speaks.
 MakeOp = Callable[[Dialect], Op[_R]]
-
-
-def prepared(connection: BaseDatabaseWrapper) -> bool:
-    """Whether the queue's own statements run prepared on ``connection``.
-
-    They do on PostgreSQL with psycopg 3, whatever Django's ``OPTIONS`` say, unless the
-    database's ``OPTIONS`` set ``"prepare_threshold": None`` themselves (a pooler in
-    transaction mode that cannot keep prepared statements) or ``AIO_ASYNC["PREPARED"]`` is off.
-    """
-    from aio_async.conf import get_settings
-
-    if connection.vendor != "postgresql" or not psycopg3():
-        return False
-    options = connection.settings_dict.get("OPTIONS") or {}
-    if "prepare_threshold" in options and options["prepare_threshold"] is None:
-        return False
-    return get_settings().prepared
-
-
-@functools.cache
-def psycopg3() -> bool:
-    """True when Django's PostgreSQL backend runs on psycopg 3 (not psycopg2, not absent)."""
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return False
-    from django.db.backends.postgresql.psycopg_any import is_psycopg3
-
-    return bool(is_psycopg3)
-
-
-def cursor(connection: BaseDatabaseWrapper) -> CursorWrapper:
-    """A cursor on ``connection`` (in its transaction) for the queue's own statements.
-
-    On PostgreSQL with psycopg 3 it binds values on the server and prepares each statement
-    (see ``prepared``), where Django's own cursors quote every value into the SQL text and
-    so can never run a prepared statement. It is wrapped as Django wraps its own (query
-    logging, execute wrappers, Django's exceptions).
-    """
-    if connection.vendor != "postgresql" or not psycopg3():
-        return connection.cursor()
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    prepare = prepared(connection)
-    raw = connection.connection
-    if prepare and raw.prepare_threshold is None:
-        # psycopg ignores prepare=True on a connection whose threshold is None, as Django sets
-        # it by default. A threshold too high to be reached prepares only what asks to be.
-        raw.prepare_threshold = _NEVER_BY_COUNT
-    if connection.queries_logged:
-        # psycopg keeps no query text for a prepared statement, and Django before 6.1 then
-        # logs None: where queries are logged (DEBUG, CaptureQueriesContext) nothing is prepared.
-        return CursorDebugWrapper(_cursor_classes()[False](raw), connection)
-    return CursorWrapper(_cursor_classes()[prepare](raw), connection)
-
-
-_NEVER_BY_COUNT = 2**31 - 1
-
-
-@functools.cache
-def _cursor_classes() -> dict[bool, type[Any]]:
-    """psycopg cursors that bind on the server: one that prepares every statement, one that does not."""
-    import psycopg
-
-    class Prepared(psycopg.Cursor[Any]):
-        def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None, **kw: Any) -> Any:
-            return super().execute(query, params, prepare=True if prepare is None else prepare, **kw)
-
-    return {True: Prepared, False: psycopg.Cursor}
-
-
-def run_on(connection: BaseDatabaseWrapper, op: Op[_R]) -> _R:
-    """Run ``op`` on ``connection``, in the caller's transaction; return its result.
-
-    Datetimes are adapted as Django stores them (SQLite keeps text).
-    """
-    adapt = connection.ops.adapt_datetimefield_value
-    with cursor(connection) as db:
-        try:
-            text, params = next(op)
-            while True:
-                db.execute(text, [adapt(p) if isinstance(p, datetime.datetime) else p for p in params])
-                text, params = op.send(db.fetchall() if db.description else [])
-        except StopIteration as stop:
-            return cast(_R, stop.value)

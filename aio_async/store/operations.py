@@ -1,10 +1,10 @@
 """The queue's operations: claim, heartbeat, complete, fail, release and rescue a job.
 
-Each operation is written once, as a sequence of the statements of ``sql`` (a generator that
-yields a statement and receives its rows). The same sequence runs on one of Django's
-connections (``sql.run_on``: a sync job's completion inside its own transaction, the queue's
-bookkeeping on SQLite) and on the worker's own asyncio PostgreSQL connection
-(``postgres.PsycopgConnector``). What the store decides (retry or give up, excuse or charge)
+Each operation is written once, as a sequence of the statements of ``statements`` (a
+generator that yields a statement and receives its rows). The same sequence runs on one of
+Django's connections (``drivers.django.run_on``: a sync job's completion inside its own
+transaction, the queue's bookkeeping on SQLite) and on the worker's own asyncio PostgreSQL
+connection (``drivers.psycopg.PsycopgConnector``). What the store decides (retry or give up, excuse or charge)
 is pure and lives here too, beside the statements it chooses.
 """
 
@@ -12,37 +12,34 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import enum
 import json
-import math
-import traceback
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from aio_async import allow, sql
 from aio_async.conf import QueueSettings
-from aio_async.context import JobContext
-from aio_async.errors import JobCancelled, JobRefused, ScheduleError, WorkerLost
-from aio_async.models import release_final
+from aio_async.errors import JobCancelled, WorkerLost
 from aio_async.retry import retry_delay
+from aio_async.store import statements as sql
+from aio_async.store.dialects import Dialect
+from aio_async.store.statements import Op
+from aio_async.values import Attempt, ClaimRequest, ErrorInfo, class_path
 
 __all__ = [
-    "Attempt",
-    "ClaimRequest",
-    "ErrorInfo",
-    "Outcome",
     "Verdict",
     "cancel",
     "claim",
     "claim_limited",
-    "class_path",
     "complete",
     "fail",
     "heartbeat",
     "lost",
+    "make_due",
+    "make_final",
     "release",
+    "release_final",
     "rescue",
+    "retry",
     "settle",
     "settle_unsettled",
     "settle_waiting",
@@ -52,173 +49,6 @@ __all__ = [
 
 #: Expired jobs handled per rescue pass; each in a transaction of its own.
 RESCUE_BATCH = 100
-
-
-class Outcome(enum.Enum):
-    """How one attempt of a job ended, for the worker that ran it."""
-
-    SUCCEEDED = "succeeded"
-    RETRYING = "retrying"
-    FAILED = "failed"
-    #: The attempt's lease was taken over: nothing it wrote was committed.
-    LEASE_LOST = "lease_lost"
-    #: Given back to the queue without using up an attempt (a clean stop).
-    RELEASED = "released"
-    #: The job raised Snooze: back in the queue for later, without using up an attempt.
-    SNOOZED = "snoozed"
-    #: The job was cancelled while it ran: nothing it wrote after that was committed.
-    CANCELLED = "cancelled"
-
-
-def class_path(kind: type[BaseException]) -> str:
-    """The dotted path an Error row names an exception class by (``aio_async.errors.WorkerLost``)."""
-    return f"{kind.__module__}.{kind.__qualname__}"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ErrorInfo:
-    """What an Error row records about one failed attempt."""
-
-    exception: str
-    message: str
-    traceback: str
-
-    @classmethod
-    def from_exception(cls, exc: BaseException) -> ErrorInfo:
-        """Capture an exception's importable class path, message and full traceback."""
-        kind = type(exc)
-        name = (
-            kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-        )
-        return cls(exception=name[:255], message=str(exc), traceback="".join(traceback.format_exception(exc)))
-
-    @classmethod
-    def of(cls, kind: type[BaseException], message: str) -> ErrorInfo:
-        """An error of aio_async's own, with no traceback to show."""
-        return cls(exception=class_path(kind), message=message, traceback="")
-
-
-@dataclasses.dataclass(slots=True)
-class Attempt:
-    """One claim of a job: what a worker needs to run it and to fence what it writes.
-
-    ``number`` is the job's attempt count after the claim; with the worker's id it is the
-    fencing token that every write of this attempt carries.
-    """
-
-    job_id: int
-    number: int
-    name: str
-    args: Any
-    kwargs: Any
-    queue: str = "default"
-    priority: int = 5
-    excused: int = 0
-    max_attempts: int = 1
-    timeout: float | None = None
-    group_id: int | None = None
-    isolated: bool = False
-    started: datetime.datetime | None = None
-    #: Why the row cannot be run at all (arguments that do not decode), or None.
-    problem: str | None = None
-    #: Jobs run after this one (known at the claim): its end settles them, in one transaction.
-    has_dependents: bool = False
-    #: The job's limit key, if it has limits: its end may leave room for another job of the key.
-    limit_key: str | None = None
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any], started: datetime.datetime) -> Attempt:
-        """An attempt from a claim's row (``sql.CLAIMED``); arguments decoded one row at a time.
-
-        Arguments are read as text and decoded here, so that one row that cannot be decoded
-        (nested too deep, say) is refused alone instead of failing the whole claim.
-        """
-        (
-            job_id,
-            name,
-            args,
-            kwargs,
-            queue,
-            priority,
-            attempts,
-            excused,
-            max_attempts,
-            timeout,
-            group,
-            isolated,
-            has_dependents,
-            limit_key,
-        ) = row
-        problem = None
-        try:
-            args = json.loads(args) if isinstance(args, str) else args
-            kwargs = json.loads(kwargs) if isinstance(kwargs, str) else kwargs
-        except (ValueError, RecursionError) as exc:
-            args, kwargs = [], {}
-            problem = f"its arguments cannot be decoded ({type(exc).__name__}: {str(exc)[:200]})"
-        return cls(
-            job_id, attempts, name, args, kwargs, queue, priority, excused, max_attempts, timeout, group,
-            bool(isolated), started, problem, bool(has_dependents), limit_key,
-        )  # fmt: skip
-
-    @property
-    def charged(self) -> int:
-        """Attempts so far that count against ``max_attempts``, this one included."""
-        return self.number - self.excused
-
-    def context(self, worker_id: str) -> JobContext:
-        """What ``aio_async.current_job()`` says inside this attempt's function."""
-        return JobContext(
-            self.job_id,
-            self.name,
-            self.queue,
-            self.number,
-            self.charged,
-            self.max_attempts,
-            worker_id,
-            self.started,
-        )
-
-    def resolve(self) -> tuple[allow.Target, list[Any], dict[str, Any]]:
-        """The row's callable and arguments, checked again (rows can be written by anyone).
-
-        Raises JobRefused, its cause the specific reason, for a row that cannot run.
-        """
-        try:
-            if self.problem is not None:
-                raise JobRefused(self.problem)
-            target = allow.resolve(self.name)
-            args, kwargs = self.args, self.kwargs
-            if not isinstance(args, list) or not isinstance(kwargs, dict):
-                raise JobRefused(
-                    f"args must be a JSON array and kwargs a JSON object, got {type(args).__name__} "
-                    f"and {type(kwargs).__name__}"
-                )
-            if target.signature is not None:
-                try:
-                    target.signature.bind(*args, **kwargs)
-                except TypeError as exc:
-                    raise JobRefused(
-                        f"the arguments do not fit {self.name}{target.signature}: {exc}"
-                    ) from None
-            if self.timeout is not None and not 0 < self.timeout < math.inf:
-                raise JobRefused(f"timeout must be a positive number of seconds, got {self.timeout!r}")
-            if self.charged > self.max_attempts:
-                raise JobRefused(f"attempt {self.charged} of at most {self.max_attempts}: no attempt is left")
-        except ScheduleError as exc:
-            raise JobRefused(f"{type(exc).__name__}: {exc}") from exc
-        return target, args, kwargs
-
-
-@dataclasses.dataclass(frozen=True)
-class ClaimRequest:
-    """What a worker claims: its queues (empty: every queue) and its name filters."""
-
-    worker_id: str
-    queues: tuple[str, ...]
-    lease: datetime.timedelta
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
 
 
 def _like(text: str) -> str:
@@ -244,13 +74,13 @@ def _filters(
 
 
 def claim(
-    dialect: sql.Dialect,
+    dialect: Dialect,
     request: ClaimRequest,
     limit: int,
     alone: bool,
     now: datetime.datetime,
     paused: Collection[str] = (),
-) -> sql.Op[list[Attempt]]:
+) -> Op[list[Attempt]]:
     """Lease up to ``limit`` due jobs (one isolated job, if ``alone`` lets it) to the worker.
 
     Jobs of ``paused`` queues stay queued.
@@ -269,13 +99,13 @@ LIMITED_WINDOW = 100
 
 
 def claim_limited(
-    dialect: sql.Dialect,
+    dialect: Dialect,
     request: ClaimRequest,
     limit: int,
     alone: bool,
     clock: Callable[[], datetime.datetime],
     paused: Collection[str] = (),
-) -> sql.Op[list[Attempt]]:
+) -> Op[list[Attempt]]:
     """Lease up to ``limit`` due jobs with limits, as many as their keys' limits allow.
 
     Run in one transaction. On PostgreSQL the keys of the first due jobs are locked first, in
@@ -291,14 +121,13 @@ def claim_limited(
     counts, filters = found
     cutoffs = [now - datetime.timedelta(seconds=seconds) for seconds in (1, 60, 3600)]
     window = max(LIMITED_WINDOW, 10 * limit)
-    lock = sql.lock_limit_keys(dialect)
     keys: list[Any] = []
-    if lock is not None:
+    if dialect.advisory_locks:
         rows = yield sql.limited_keys(dialect, *counts), [*filters, *cutoffs, window]
         if not rows:
             return []
         keys = [[row[0] for row in rows]]
-        yield lock, keys
+        yield sql.lock_limit_keys(), keys
         now = clock()
         cutoffs = [now - datetime.timedelta(seconds=seconds) for seconds in (1, 60, 3600)]
         filters[0] = now
@@ -309,8 +138,8 @@ def claim_limited(
 
 
 def heartbeat(
-    dialect: sql.Dialect, attempts: Sequence[Attempt], worker_id: str, until: datetime.datetime
-) -> sql.Op[set[int]]:
+    dialect: Dialect, attempts: Sequence[Attempt], worker_id: str, until: datetime.datetime
+) -> Op[set[int]]:
     """Extend the leases of ``attempts``; return the ids of the jobs this worker still holds."""
     rows = yield (
         sql.heartbeat(dialect),
@@ -320,8 +149,8 @@ def heartbeat(
 
 
 def complete(
-    dialect: sql.Dialect, finished: Sequence[tuple[Attempt, Any]], worker_id: str, now: datetime.datetime
-) -> sql.Op[set[int]]:
+    dialect: Dialect, finished: Sequence[tuple[Attempt, Any]], worker_id: str, now: datetime.datetime
+) -> Op[set[int]]:
     """Mark attempts succeeded with their (JSON-ready) results; return the job ids it held.
 
     A group member that finishes may release its group's final job, in the same transaction.
@@ -334,21 +163,21 @@ def complete(
     return {row[0] for row in rows}
 
 
-def lost(dialect: sql.Dialect, attempts: Sequence[Attempt], worker_id: str) -> sql.Op[dict[int, str | None]]:
+def lost(dialect: Dialect, attempts: Sequence[Attempt], worker_id: str) -> Op[dict[int, str | None]]:
     """Those of ``attempts`` that no longer hold their jobs, with each job's status now."""
     rows = yield sql.lost(dialect), [_mine([(a.job_id, a.number, None) for a in attempts]), worker_id]
     return {row[0]: row[1] for row in rows}
 
 
 def cancel(
-    dialect: sql.Dialect,
+    dialect: Dialect,
     job_ids: Sequence[int],
     by: str,
     now: datetime.datetime,
     *,
     running_too: bool = True,
     why: str | None = None,
-) -> sql.Op[list[int]]:
+) -> Op[list[int]]:
     """Cancel the unfinished jobs among ``job_ids``, with an Error row each saying who did.
 
     A running job is cancelled too, unless not ``running_too``: its worker's fenced writes
@@ -375,16 +204,15 @@ def cancel(
     if running:
         message = f"cancelled by {by} while it ran: nothing it writes from then on is committed"
         yield sql.cancel_errors(len(running)), [kind, message, now, *running]
-        notify = sql.notify_cancelled(dialect)
-        if notify is not None:
-            yield notify, [",".join(map(str, running))]
+        if dialect.notifies:
+            yield sql.notify_cancelled(), [",".join(map(str, running))]
     for group_id in sorted({row[1] for row in rows if row[1] is not None}):
         yield from release_final(dialect, group_id, now)
     yield from settle(dialect, [row[0] for row in rows if row[2]], now)
     return ids
 
 
-def settle(dialect: sql.Dialect, finished: Sequence[int], now: datetime.datetime) -> sql.Op[None]:
+def settle(dialect: Dialect, finished: Sequence[int], now: datetime.datetime) -> Op[None]:
     """Settle the waiting jobs that run after these jobs, which just finished (see ``settle_waiting``)."""
     if not finished:
         return
@@ -392,7 +220,7 @@ def settle(dialect: sql.Dialect, finished: Sequence[int], now: datetime.datetime
     yield from settle_waiting(dialect, [row[0] for row in rows], now)
 
 
-def settle_waiting(dialect: sql.Dialect, waiting: Sequence[int], now: datetime.datetime) -> sql.Op[None]:
+def settle_waiting(dialect: Dialect, waiting: Sequence[int], now: datetime.datetime) -> Op[None]:
     """Queue the waiting jobs whose every prerequisite succeeded; cancel those that wait on a failure.
 
     A job that runs after one that failed for good, was cancelled or was deleted before it
@@ -455,7 +283,7 @@ def verdict(
 
 
 def fail(
-    dialect: sql.Dialect,
+    dialect: Dialect,
     attempt: Attempt,
     error: ErrorInfo | None,
     worker_id: str,
@@ -463,7 +291,7 @@ def fail(
     now: datetime.datetime,
     *,
     expired: bool = False,
-) -> sql.Op[bool]:
+) -> Op[bool]:
     """End an attempt that did not succeed as ``decided``, with an Error row when ``error``.
 
     False when the attempt no longer held its job (nothing is written). With ``expired``
@@ -503,23 +331,19 @@ def fail(
     return True
 
 
-def snooze(
-    dialect: sql.Dialect, attempt: Attempt, worker_id: str, run_after: datetime.datetime
-) -> sql.Op[bool]:
+def snooze(dialect: Dialect, attempt: Attempt, worker_id: str, run_after: datetime.datetime) -> Op[bool]:
     """Requeue a job that snoozed, its attempt excused; False if it was no longer held."""
     rows = yield sql.snooze(dialect), [run_after, _mine([(attempt.job_id, attempt.number, None)]), worker_id]
     return bool(rows)
 
 
-def release(dialect: sql.Dialect, attempt: Attempt, worker_id: str, now: datetime.datetime) -> sql.Op[bool]:
+def release(dialect: Dialect, attempt: Attempt, worker_id: str, now: datetime.datetime) -> Op[bool]:
     """Give a job back to the queue, its attempt excused (a clean stop); no Error row."""
     decided = Verdict(give_up=False, run_after=now, excuse=True, isolated=attempt.isolated)
     return (yield from fail(dialect, attempt, None, worker_id, decided, now))
 
 
-def expired(
-    dialect: sql.Dialect, worker_id: str, now: datetime.datetime
-) -> sql.Op[list[tuple[Attempt, str, int]]]:
+def expired(dialect: Dialect, worker_id: str, now: datetime.datetime) -> Op[list[tuple[Attempt, str, int]]]:
     """Jobs whose lease ran out, held by other workers: (attempt, lost worker, its other jobs)."""
     rows = yield sql.expired(dialect), [now, worker_id, RESCUE_BATCH]
     per_worker = Counter(row[4] for row in rows)
@@ -534,14 +358,14 @@ def expired(
 
 
 def rescue(
-    dialect: sql.Dialect,
+    dialect: Dialect,
     attempt: Attempt,
     lost_worker: str,
     neighbours: int,
     rescuer: str,
     settings: QueueSettings,
     now: datetime.datetime,
-) -> sql.Op[bool]:
+) -> Op[bool]:
     """Requeue or fail one job whose worker was lost, charging the attempt to its cause.
 
     A job that ran alone (isolated, or the only job its worker held) is charged: its worker
@@ -575,7 +399,7 @@ def rescue(
     return (yield from fail(dialect, attempt, error, lost_worker, decided, now, expired=True))
 
 
-def settle_unsettled(dialect: sql.Dialect, now: datetime.datetime) -> sql.Op[list[int]]:
+def settle_unsettled(dialect: Dialect, now: datetime.datetime) -> Op[list[int]]:
     """Settle waiting jobs that no finishing job will settle any more; return their ids.
 
     A completion that did not know of a dependent added while its job ran settles it in a
@@ -596,3 +420,49 @@ def settle_unsettled(dialect: sql.Dialect, now: datetime.datetime) -> sql.Op[lis
         if released:
             waiting.append(job_id)
     return waiting
+
+
+def release_final(dialect: Dialect, group_id: int, now: datetime.datetime) -> Op[bool]:
+    """The group rule, as statements: queue the final job once every other member has finished.
+
+    The group's row is locked first, so that two members finishing at once in two
+    transactions cannot each see the other unfinished and both leave the final job waiting.
+    Every writer that finishes a group member runs this in the member's transaction.
+    """
+    rows = yield sql.lock_group(dialect), [group_id]
+    if not rows or rows[0][0] is None:
+        return False
+    final = rows[0][0]
+    released = yield sql.release_final(dialect), [now, final, group_id, final]
+    return bool(released)
+
+
+def make_final(dialect: Dialect, group_id: int, job_id: int, now: datetime.datetime) -> Op[bool]:
+    """Make a queued job its group's final job: it waits until every other member has finished.
+
+    The group's row is locked first (as ``release_final`` does); the final job is queued at
+    once if every other member has finished already. False, with nothing written, when the
+    job is no longer queued (it has started).
+    """
+    yield sql.lock_group(dialect), [group_id]
+    waiting = yield sql.make_waiting(), [job_id]
+    if not waiting:
+        return False
+    yield sql.set_final(), [job_id, group_id]
+    yield from release_final(dialect, group_id, now)
+    return True
+
+
+def retry(
+    dialect: Dialect, job_ids: Sequence[int], states: Sequence[str], now: datetime.datetime
+) -> Op[list[int]]:
+    """Queue the jobs among ``job_ids`` in ``states`` to run now, a failed one with one more attempt."""
+    if not job_ids:
+        return []
+    rows = yield sql.retry(len(job_ids), len(states)), [now, *job_ids, *states]
+    return [row[0] for row in rows]
+
+
+def make_due(dialect: Dialect, queues: Sequence[str], now: datetime.datetime) -> Op[None]:
+    """Make the queued jobs of ``queues`` (empty: every queue) that are due later due now (tests)."""
+    yield sql.make_due(len(queues)), [now, now, *queues]

@@ -1,0 +1,10 @@
+"""The queue's tables, as the statements name them (quoted as Django creates them)."""
+
+from __future__ import annotations
+
+__all__ = ["DEPENDENCY", "ERROR", "GROUP", "JOB"]
+
+JOB = '"aio_async_job"'
+DEPENDENCY = '"aio_async_dependency"'
+ERROR = '"aio_async_error"'
+GROUP = '"aio_async_group"'

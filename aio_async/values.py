@@ -1,0 +1,157 @@
+"""Value types at the ground: a job's attempt, how it ended, what its error was.
+
+Plain data, importing nothing of the package but ``context``: logging, signals, metrics and
+tracing read them without reaching the store, and the store, the bridge and the executor pass
+them to each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import json
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from aio_async.context import JobContext
+
+__all__ = ["Attempt", "ClaimRequest", "ErrorInfo", "Outcome", "class_path"]
+
+
+class Outcome(enum.Enum):
+    """How one attempt of a job ended, for the worker that ran it."""
+
+    SUCCEEDED = "succeeded"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    #: The attempt's lease was taken over: nothing it wrote was committed.
+    LEASE_LOST = "lease_lost"
+    #: Given back to the queue without using up an attempt (a clean stop).
+    RELEASED = "released"
+    #: The job raised Snooze: back in the queue for later, without using up an attempt.
+    SNOOZED = "snoozed"
+    #: The job was cancelled while it ran: nothing it wrote after that was committed.
+    CANCELLED = "cancelled"
+
+
+def class_path(kind: type[BaseException]) -> str:
+    """The dotted path an Error row names an exception class by (``aio_async.errors.WorkerLost``)."""
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What an Error row records about one failed attempt."""
+
+    exception: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        """Capture an exception's importable class path, message and full traceback."""
+        kind = type(exc)
+        name = (
+            kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        return cls(exception=name[:255], message=str(exc), traceback="".join(traceback.format_exception(exc)))
+
+    @classmethod
+    def of(cls, kind: type[BaseException], message: str) -> ErrorInfo:
+        """An error of aio_async's own, with no traceback to show."""
+        return cls(exception=class_path(kind), message=message, traceback="")
+
+
+@dataclasses.dataclass(slots=True)
+class Attempt:
+    """One claim of a job: what a worker needs to run it and to fence what it writes.
+
+    ``number`` is the job's attempt count after the claim; with the worker's id it is the
+    fencing token that every write of this attempt carries.
+    """
+
+    job_id: int
+    number: int
+    name: str
+    args: Any
+    kwargs: Any
+    queue: str = "default"
+    priority: int = 5
+    excused: int = 0
+    max_attempts: int = 1
+    timeout: float | None = None
+    group_id: int | None = None
+    isolated: bool = False
+    started: datetime.datetime | None = None
+    #: Why the row cannot be run at all (arguments that do not decode), or None.
+    problem: str | None = None
+    #: Jobs run after this one (known at the claim): its end settles them, in one transaction.
+    has_dependents: bool = False
+    #: The job's limit key, if it has limits: its end may leave room for another job of the key.
+    limit_key: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any], started: datetime.datetime) -> Attempt:
+        """An attempt from a claim's row (``sql.CLAIMED``); arguments decoded one row at a time.
+
+        Arguments are read as text and decoded here, so that one row that cannot be decoded
+        (nested too deep, say) is refused alone instead of failing the whole claim.
+        """
+        (
+            job_id,
+            name,
+            args,
+            kwargs,
+            queue,
+            priority,
+            attempts,
+            excused,
+            max_attempts,
+            timeout,
+            group,
+            isolated,
+            has_dependents,
+            limit_key,
+        ) = row
+        problem = None
+        try:
+            args = json.loads(args) if isinstance(args, str) else args
+            kwargs = json.loads(kwargs) if isinstance(kwargs, str) else kwargs
+        except (ValueError, RecursionError) as exc:
+            args, kwargs = [], {}
+            problem = f"its arguments cannot be decoded ({type(exc).__name__}: {str(exc)[:200]})"
+        return cls(
+            job_id, attempts, name, args, kwargs, queue, priority, excused, max_attempts, timeout, group,
+            bool(isolated), started, problem, bool(has_dependents), limit_key,
+        )  # fmt: skip
+
+    @property
+    def charged(self) -> int:
+        """Attempts so far that count against ``max_attempts``, this one included."""
+        return self.number - self.excused
+
+    def context(self, worker_id: str) -> JobContext:
+        """What ``aio_async.current_job()`` says inside this attempt's function."""
+        return JobContext(
+            self.job_id,
+            self.name,
+            self.queue,
+            self.number,
+            self.charged,
+            self.max_attempts,
+            worker_id,
+            self.started,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimRequest:
+    """What a worker claims: its queues (empty: every queue) and its name filters."""
+
+    worker_id: str
+    queues: tuple[str, ...]
+    lease: datetime.timedelta
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
