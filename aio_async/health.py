@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from aio_async.conf import get_settings
 from aio_async.models import Error, Job, Status
+from aio_async.queues import paused, workers
 
 __all__ = ["ahealth", "health", "problems"]
 
@@ -93,8 +94,6 @@ def problems(report: dict[str, Any], *, using: str | None = None) -> list[str]:
     their jobs wait on purpose, and do not count as due) and the failed attempts of the
     window (``recent_failures``).
     """
-    from aio_async.queues import paused, workers
-
     settings = get_settings()
     alias = using or settings.database
     limits = settings.health
