@@ -78,9 +78,9 @@ def layer(module: str) -> int:
     best: tuple[int, int] | None = None
     for rank, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if inner == prefix or inner.startswith(prefix + ".") or (prefix == "" and inner == ""):
-                if best is None or len(prefix) > best[0]:
-                    best = (len(prefix), rank)
+            matches = inner == prefix or inner.startswith(prefix + ".")
+            if matches and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), rank)
     if best is None:
         raise AssertionError(f"{module} is in no layer: add it to LAYERS and to docs/architecture.md")
     return best[1]
