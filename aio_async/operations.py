@@ -66,7 +66,8 @@ class Outcome(enum.Enum):
     RELEASED = "released"
     #: The job raised Snooze: back in the queue for later, without using up an attempt.
     SNOOZED = "snoozed"
-    #: The job was cancelled while it ran: nothing it wrote after that was committed.
+    #: The job was cancelled while it ran: a sync job's work rolled back; a coroutine job
+    #: was stopped at its next await (what it wrote until then stays committed).
     CANCELLED = "cancelled"
 
 
@@ -373,7 +374,11 @@ def cancel(
         message = why or f"cancelled by {by} before it ran"
         yield sql.cancel_errors(len(pending)), [kind, message, now, *pending]
     if running:
-        message = f"cancelled by {by} while it ran: nothing it writes from then on is committed"
+        # The row does not say whether the job is a coroutine: the message holds for both kinds.
+        message = (
+            f"cancelled by {by} while it ran: a sync job's work rolls back; a coroutine job is "
+            "stopped at its next await, and what it wrote until then stays committed"
+        )
         yield sql.cancel_errors(len(running)), [kind, message, now, *running]
         notify = sql.notify_cancelled(dialect)
         if notify is not None:
