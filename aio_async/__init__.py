@@ -26,6 +26,7 @@ __all__ = [
     "Snooze",
     "Task",
     "TaskNotAllowed",
+    "TaskNotImported",
     "WorkerLost",
     "acancel",
     "adeschedule",
@@ -63,6 +64,7 @@ from aio_async.errors import (
     ScheduleError,
     Snooze,
     TaskNotAllowed,
+    TaskNotImported,
     WorkerLost,
 )
 

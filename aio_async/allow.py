@@ -5,6 +5,12 @@ under an allowed module prefix: ``AIO_ASYNC["ALLOWED_MODULES"]``, by default the
 installed apps other than Django's own. The prefix is checked *before* anything is imported,
 and the object found is checked again by the module that defined it, so that
 ``myapp.tasks.system`` (after ``from os import system``) is refused like ``os.system``.
+
+A worker knows the tasks registered as Django sets up (each installed app's ``tasks`` module,
+imported by the app's ``ready()``, and what those import); any other module it imports only
+when ``ALLOWED_MODULES`` allows it. ``schedule()`` resolves a name as such a worker would
+(``resolve_for_worker``), so that a task registered only in the scheduling process (defined in
+the project package or a top-level module) is refused before its job is written.
 """
 
 from __future__ import annotations
@@ -31,11 +37,21 @@ from aio_async.errors import (
     NotCallable,
     ScheduleError,
     TaskNotAllowed,
+    TaskNotImported,
 )
 from aio_async.payload import TaskOptions
 from aio_async.values import Attempt
 
-__all__ = ["Target", "allowed_modules", "check_name", "dotted_name", "register", "resolve", "runnable"]
+__all__ = [
+    "Target",
+    "allowed_modules",
+    "check_name",
+    "dotted_name",
+    "register",
+    "resolve",
+    "resolve_for_worker",
+    "runnable",
+]
 
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 _MAX_NAME = 1024
@@ -70,6 +86,13 @@ class Target:
 _registry: dict[str, Target] = {}
 #: Names resolved under the module prefixes, until the settings change.
 _resolved: dict[str, Target] = {}
+#: Tasks registered while Django set up (``django.setup()`` imports each installed app's
+#: ``tasks`` module, and what those import): a worker with the same settings registers them
+#: as it starts, too.
+_at_start: set[str] = set()
+#: Tasks registered later that a worker finds all the same, by importing the module that
+#: their name lies under; until the settings change.
+_found_later: set[str] = set()
 
 
 def register(name: str, function: Callable[..., Any], options: TaskOptions) -> Target:
@@ -77,6 +100,8 @@ def register(name: str, function: Callable[..., Any], options: TaskOptions) -> T
     target = Target.of(name, function, options)
     _registry[name] = target
     _resolved.pop(name, None)
+    if apps.loading and not apps.ready:
+        _at_start.add(name)
     return target
 
 
@@ -152,8 +177,11 @@ def resolve(name: str) -> Target:
     prefixes = allowed_modules()
     if not _under(name, prefixes):
         raise TaskNotAllowed(
-            f"{name} is not allowed to run: decorate it with @aio_async.task or add its "
-            f"module to AIO_ASYNC['ALLOWED_MODULES'] (allowed now: {list(prefixes)})"
+            f"{name} is not allowed to run: no task of that name was registered as this process "
+            "started (Django's set-up imports each installed app's `tasks` module, and what those "
+            f"import), and it is not under AIO_ASYNC['ALLOWED_MODULES'] (allowed now: "
+            f"{list(prefixes)}), so its module was never imported here: define the task in an "
+            "installed app's tasks module, or add its module to AIO_ASYNC['ALLOWED_MODULES']"
         )
     target: Any
     target, attributes = _import_longest_module(name)
@@ -164,6 +192,12 @@ def resolve(name: str) -> Target:
             target = getattr(target, attribute)
         except AttributeError:
             where = ".".join(name.split(".")[: len(name.split(".")) - len(attributes) + depth])
+            if depth < len(attributes) - 1 and isinstance(target, types.ModuleType):
+                # _import_longest_module tried it as a module first: it was not found
+                raise FunctionNotFound(
+                    f"module {where}.{attribute} was not found ({where} imports, but has no module "
+                    f"or attribute {attribute!r}; from {name})"
+                ) from None
             raise FunctionNotFound(f"{where} has no attribute {attribute!r} (from {name})") from None
         if isinstance(target, types.ModuleType):
             raise TaskNotAllowed(
@@ -183,10 +217,45 @@ def resolve(name: str) -> Target:
     return resolved
 
 
+def resolve_for_worker(name: str) -> Target:
+    """Resolve ``name`` as a worker started with these settings would, or raise why not.
+
+    A task registered in this process only after Django set up (its module imported by a
+    view, a script, a shell) is not known to a worker, which registers tasks as it starts
+    and otherwise imports only what ``ALLOWED_MODULES`` allows: ``TaskNotImported`` says so
+    before a job is written that the worker would refuse.
+    """
+    target = resolve(name)
+    if _registry.get(name) is not target or name in _at_start or name in _found_later:
+        return target  # not a registered task (found as the worker finds it), or known at start
+    prefixes = allowed_modules()
+    found: Any = None
+    if _under(name, prefixes):
+        try:
+            found, attributes = _import_longest_module(name)
+            for attribute in attributes:
+                found = getattr(found, attribute)
+        except (ScheduleError, AttributeError):
+            found = None
+    if found is None:
+        module = getattr(target.function, "__module__", None) or name.rpartition(".")[0]
+        raise TaskNotImported(
+            f"{name} is a task of module {module}, which a worker never imports, so every "
+            "worker would refuse its jobs: a worker imports each installed app's `tasks` "
+            "module as it starts (and what those import), and a module under "
+            f"AIO_ASYNC['ALLOWED_MODULES'] (allowed now: {list(prefixes)}) when a job names it. "
+            f"Define the task in the `tasks` module of an app in INSTALLED_APPS, or add {module!r} "
+            "to AIO_ASYNC['ALLOWED_MODULES']"
+        )
+    _found_later.add(name)
+    return target
+
+
 @receiver(setting_changed)
 def _forget(*, setting: str, **_: object) -> None:
     if setting in ("AIO_ASYNC", "INSTALLED_APPS"):
         _resolved.clear()
+        _found_later.clear()
 
 
 def runnable(attempt: Attempt) -> tuple[Target, list[Any], dict[str, Any]]:

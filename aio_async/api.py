@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import datetime
 import functools
+import inspect
 import os
 import socket
 from collections.abc import Callable, Collection, Iterable
@@ -236,7 +237,7 @@ def job_maker(
     checked, before it is written.
     """
     name = _name_of(function)
-    target = allow.resolve(name)
+    target = allow.resolve_for_worker(name)  # refuses what a worker would refuse
     options = target.options
     asked = UniqueOptions.checked(
         unique=unique,
@@ -281,7 +282,10 @@ def job_maker(
             try:
                 signature.bind(*job_args, **job_kwargs)
             except TypeError as exc:
-                raise InvalidArguments(f"the arguments do not fit {name}{signature}: {exc}") from None
+                raise InvalidArguments(
+                    f"the arguments do not fit {name}{signature}: {exc}"
+                    f"{'' if 'unexpected keyword' in str(exc) else _unexpected(signature, job_kwargs)}"
+                ) from None
         values = template.copy()
         values[at["args"]] = job_args
         values[at["kwargs"]] = job_kwargs
@@ -299,6 +303,23 @@ def job_maker(
         return Job(*values)  # type: ignore[misc]  # positional, in field order, as from_db builds
 
     return JobMaker(make, rule)
+
+
+def _unexpected(signature: inspect.Signature, kwargs: dict[str, Any]) -> str:
+    """The keyword arguments ``signature`` takes no parameter for, named (bind() names only one
+    problem, often a missing argument where a name is misspelt)."""
+    parameters = signature.parameters
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return ""
+    unexpected = [
+        key
+        for key in kwargs
+        if key not in parameters or parameters[key].kind is inspect.Parameter.POSITIONAL_ONLY
+    ]
+    if not unexpected:
+        return ""
+    plural = "s" if len(unexpected) > 1 else ""
+    return f" (unexpected keyword argument{plural} {', '.join(map(repr, unexpected))})"
 
 
 @dataclasses.dataclass(frozen=True)

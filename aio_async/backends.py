@@ -565,7 +565,11 @@ class AioAsyncBackend(BaseTaskBackend):
             errors=[],
             worker_ids=[],
         )
-        task_enqueued.send(type(self), task_result=result)
+        # As job_scheduled: a result whose job rolls back never existed (now, outside a transaction).
+        transaction.on_commit(
+            functools.partial(task_enqueued.send, type(self), task_result=result),
+            using=get_settings().database,
+        )
         return result
 
     def get_result(self, result_id: str) -> TaskResult[..., Any]:

@@ -7,6 +7,7 @@ The hierarchy::
     │   ├── FunctionNotFound           the dotted path names no importable callable
     │   ├── NotCallable                the path resolves to something that cannot be called
     │   ├── TaskNotAllowed             the callable is outside the allow-list
+    │   │   └── TaskNotImported        a task registered here that no worker imports
     │   ├── InvalidArguments           args or kwargs are not JSON (or not a list / a dict)
     │   ├── InvalidOption              priority, max_attempts, queue, timeout, meta, run_after
     │   └── GroupClosed                the group already has a finished member
@@ -39,6 +40,7 @@ __all__ = [
     "ScheduleError",
     "Snooze",
     "TaskNotAllowed",
+    "TaskNotImported",
     "WorkerLost",
 ]
 
@@ -61,6 +63,16 @@ class NotCallable(ScheduleError):
 
 class TaskNotAllowed(ScheduleError):
     """The callable is neither a registered task nor under an allowed module."""
+
+
+class TaskNotImported(TaskNotAllowed):
+    """A task registered in this process that a worker would not find, so would refuse.
+
+    A worker registers the tasks that Django's set-up imports (each installed app's ``tasks``
+    module, and what those import) and imports only modules under ``ALLOWED_MODULES``; a task
+    defined elsewhere (the project package, a top-level module) is known only to the process
+    that imported it.
+    """
 
 
 class InvalidArguments(ScheduleError):

@@ -568,8 +568,9 @@ class Executor:
     async def _stop_lost(self, store: Store, candidates: list[_Running]) -> None:
         """Stop the jobs among ``candidates`` that were cancelled or whose lease was taken over.
 
-        A coroutine job is cancelled on the loop; a sync job's thread cannot be stopped, so
-        its ``current_job().cancel_requested`` is set. Either way nothing it writes commits.
+        A coroutine job is cancelled on the loop, at its next await (its queries autocommit, so
+        what it wrote until then stays); a sync job's thread cannot be stopped, so its
+        ``current_job().cancel_requested`` is set, and its transaction rolls back whatever it does.
         """
         gone = await store.lost([item.attempt for item in candidates])
         for item in candidates:
@@ -586,7 +587,11 @@ class Executor:
                     attempt,
                     self.worker_id,
                     "was cancelled while it ran; %s",
-                    "stopping it" if item.coroutine else "asking it to stop (current_job().cancel_requested)",
+                    "stopping it at its next await (what it wrote until then stays committed: "
+                    "a coroutine's queries autocommit)"
+                    if item.coroutine
+                    else "asking it to stop (current_job().cancel_requested): its transaction rolls "
+                    "back, so nothing it wrote is committed",
                 )
             else:
                 self._stopped[attempt.job_id] = (attempt.number, Outcome.LEASE_LOST)

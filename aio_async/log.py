@@ -33,7 +33,10 @@ _WORDS = {
     Outcome.SUCCEEDED: "succeeded",
     Outcome.RELEASED: "released back to the queue, its attempt excused",
     Outcome.SNOOZED: "snoozed: back in the queue for later, its attempt excused",
-    Outcome.CANCELLED: "stopped: it was cancelled while it ran, and nothing it wrote since was committed",
+    Outcome.CANCELLED: (
+        "stopped: it was cancelled while it ran (a sync job's work rolled back; a coroutine job's "
+        "writes until its stop stay committed)"
+    ),
     Outcome.RETRYING: "failed, to be retried",
     Outcome.LEASE_LOST: "lost its lease to another worker: nothing it wrote was committed",
     Outcome.FAILED: "failed for good",

@@ -32,7 +32,8 @@ class Outcome(enum.Enum):
     RELEASED = "released"
     #: The job raised Snooze: back in the queue for later, without using up an attempt.
     SNOOZED = "snoozed"
-    #: The job was cancelled while it ran: nothing it wrote after that was committed.
+    #: The job was cancelled while it ran: a sync job's work rolled back; a coroutine job
+    #: was stopped at its next await (what it wrote until then stays committed).
     CANCELLED = "cancelled"
 
 

@@ -202,7 +202,11 @@ def cancel(
         message = why or f"cancelled by {by} before it ran"
         yield sql.cancel_errors(len(pending)), [kind, message, now, *pending]
     if running:
-        message = f"cancelled by {by} while it ran: nothing it writes from then on is committed"
+        # The row does not say whether the job is a coroutine: the message holds for both kinds.
+        message = (
+            f"cancelled by {by} while it ran: a sync job's work rolls back; a coroutine job is "
+            "stopped at its next await, and what it wrote until then stays committed"
+        )
         yield sql.cancel_errors(len(running)), [kind, message, now, *running]
         if dialect.notifies:
             yield sql.notify_cancelled(), [",".join(map(str, running))]

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import pytest
+from django.conf import settings
 from django.core.exceptions import SynchronousOnlyOperation
 from django.db import connection, transaction
 from django.test import override_settings
@@ -77,7 +78,19 @@ def run_all(request: pytest.FixtureRequest) -> Callable[[], object]:
     """Run every job until none is left, retries included (made due at once)."""
     if request.param == "worker":
         return lambda: drain(backoff=NO_BACKOFF)
-    return lambda: testing.drain(with_scheduled=True)
+
+    def in_test_thread() -> object:
+        run_pending_on_commit()  # the enqueues' task_enqueued, as their commit would send it
+        return testing.drain(with_scheduled=True)
+
+    return in_test_thread
+
+
+def run_pending_on_commit() -> None:
+    """Run (and forget) the on_commit callbacks waiting for the test's transaction to commit."""
+    while connection.run_on_commit:
+        callback = connection.run_on_commit.pop(0)[1]
+        callback()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -632,14 +645,15 @@ def test_assert_enqueued_says_what_is_enqueued() -> None:
 def test_drain_runs_in_the_tests_transaction_and_runs_what_the_jobs_commit_would(sent: list[Sent]) -> None:
     before = dj.write_record.enqueue("run_jobs")
     assert testing.run_jobs() == {"succeeded": 1}
-    # run_jobs() leaves each job's on_commit callbacks to a commit that never comes.
-    assert [s.signal for s in sent if s.id == before.id] == ["enqueued", "started"]
+    # run_jobs() leaves each job's on_commit callbacks to a commit that never comes, as it
+    # leaves the enqueue's task_enqueued.
+    assert [s.signal for s in sent if s.id == before.id] == ["started"]
     sent.clear()
     transaction.on_commit(lambda: Record.objects.create(key="the test's own"))
     result = dj.write_record.enqueue("drain")
     schedule(tasks.add, [1, 2])
     assert testing.drain() == {"succeeded": 2}
-    assert [s.signal for s in sent] == ["enqueued", "started", "finished"]
+    assert [s.signal for s in sent] == ["started", "finished"]
     assert refreshed(result).status == TaskResultStatus.SUCCESSFUL
     assert not Record.objects.filter(key="the test's own").exists()  # the test's callback waits its turn
 
@@ -730,3 +744,40 @@ def test_a_queue_the_backend_does_not_list_is_refused_with_the_fix() -> None:
         "TASKS['default']['QUEUES'] (now ['default']; Django's default is ['default'], and [] "
         "allows every queue)"
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_task_enqueued_is_sent_once_its_enqueue_commits_and_never_for_one_rolled_back(
+    sent: list[Sent],
+) -> None:
+    with pytest.raises(_Rollback), transaction.atomic():
+        dj.write_record.enqueue("never")
+        raise _Rollback
+    assert sent == []  # its result id never existed
+    with transaction.atomic():
+        committed = dj.write_record.enqueue("committed")
+        assert sent == []  # not before the commit
+    assert [(s.signal, s.id) for s in sent] == [("enqueued", committed.id)]
+    sent.clear()
+    alone = dj.write_record.enqueue("autocommit")  # no transaction: sent at once
+    assert [(s.signal, s.id, s.status) for s in sent] == [("enqueued", alone.id, "READY")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_django_task_outside_the_installed_apps_is_refused_at_enqueue() -> None:
+    from aio_async import TaskNotImported
+    from tests import outside_django_tasks
+
+    with pytest.raises(TaskNotImported) as refused:
+        outside_django_tasks.outside_task.enqueue("a")
+    message = str(refused.value)
+    assert "tests.outside_django_tasks.outside_task is a task of module tests.outside_django_tasks" in message
+    assert "`tasks` module of an app in INSTALLED_APPS" in message
+    assert "add 'tests.outside_django_tasks' to AIO_ASYNC['ALLOWED_MODULES']" in message
+    assert not Job.objects.exists()
+    allowing = {"ALLOWED_MODULES": ["tests.app", "tests.outside_django_tasks"]}
+    with override_settings(AIO_ASYNC={**settings.AIO_ASYNC, **allowing}):
+        result = outside_django_tasks.outside_task.enqueue("b")
+        drain()
+    assert refreshed(result).status == TaskResultStatus.SUCCESSFUL
+    assert Record.objects.get().key == "b"

@@ -74,6 +74,10 @@ def _real_worker() -> None:
 
 
 def _in_test_thread() -> None:
+    # First what the commit of the test's enqueues would do: send their task_enqueued.
+    while connection.run_on_commit:
+        callback = connection.run_on_commit.pop(0)[1]
+        callback()
     testing.drain()
 
 

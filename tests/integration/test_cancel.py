@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,14 @@ def test_cancelling_the_last_unfinished_member_releases_the_groups_final_job() -
     assert final.status == Status.QUEUED
 
 
+def cancelled_while_running(by: str) -> str:
+    """The Error row's message for a job cancelled while it ran, true of either kind of job."""
+    return (
+        f"cancelled by {by} while it ran: a sync job's work rolls back; a coroutine job is "
+        "stopped at its next await, and what it wrote until then stays committed"
+    )
+
+
 def worker() -> contextlib.AbstractAsyncContextManager[Executor]:
     """A worker beside the test that renews its leases every 10 s.
 
@@ -100,7 +109,7 @@ async def test_a_running_coroutine_job_is_cancelled_on_its_worker_within_two_sec
     await job.arefresh_from_db()
     assert job.status == Status.CANCELLED
     (error,) = [error async for error in job.errors.all()]
-    assert error.message == "cancelled by bob while it ran: nothing it writes from then on is committed"
+    assert error.message == cancelled_while_running("bob")
     assert (error.attempt, error.worker) == (1, executor.worker_id)
     assert dict(executor.outcomes) == {Outcome.CANCELLED: 1}
     with pytest.raises(JobFailed, match="cancelled by bob"):
@@ -154,3 +163,56 @@ async def test_a_running_job_deleted_under_its_worker_is_stopped_and_said_so(
         f"Job {job.pk} (tests.app.tasks.await_cancel, attempt 1): it was deleted while it ran" in caplog.text
     )
     assert await Record.objects.filter(key="deleted-stopped").aexists()  # stopped on the loop, at once
+
+
+def cancel_lines(caplog: pytest.LogCaptureFixture) -> dict[str, str]:
+    """The worker's job_cancelled and job_finished lines, by action."""
+    return {
+        record.action: record.getMessage()  # type: ignore[attr-defined]
+        for record in caplog.records
+        if getattr(record, "action", None) in ("job_cancelled", "job_finished")
+    }
+
+
+async def test_a_cancelled_coroutine_jobs_error_row_and_log_lines_say_its_writes_stay(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="aio_async.jobs"):
+        async with worker() as executor:
+            job = await sync_to_async(schedule)(tasks.await_cancel, ["c"])
+            await until(lambda: Record.objects.filter(key="c").exists())
+            assert await acancel(job, by="carol") == 1
+            await until(lambda: executor.outcomes[Outcome.CANCELLED] == 1)
+    (error,) = [error async for error in Error.objects.filter(job_id=job.pk)]
+    assert error.message == cancelled_while_running("carol")
+    # What it wrote before the cancel, and at its next await after it, is committed.
+    assert {record.key async for record in Record.objects.all()} == {"c", "c-stopped"}
+    lines = cancel_lines(caplog)
+    assert lines["job_cancelled"].endswith(
+        "was cancelled while it ran; stopping it at its next await (what it wrote until then stays "
+        "committed: a coroutine's queries autocommit)"
+    )
+    assert "nothing it wrote" not in lines["job_finished"]
+    assert "a coroutine job's writes until its stop stay committed" in lines["job_finished"]
+
+
+@pytest.mark.postgres_only
+async def test_a_cancelled_sync_jobs_log_line_says_its_transaction_rolls_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = tmp_path / "saw-cancel"
+    with caplog.at_level(logging.INFO, logger="aio_async.jobs"):
+        async with worker() as executor:
+            job = await sync_to_async(schedule)(tasks.write_until_cancelled, ["d", str(marker)])
+            await until(lambda: Job.objects.get(pk=job.pk).status == Status.RUNNING)
+            assert await acancel(job, by="dave") == 1
+            await until(lambda: executor.outcomes[Outcome.CANCELLED] == 1)
+    (error,) = [error async for error in Error.objects.filter(job_id=job.pk)]
+    assert error.message == cancelled_while_running("dave")
+    assert not await Record.objects.aexists()
+    lines = cancel_lines(caplog)
+    assert lines["job_cancelled"].endswith(
+        "asking it to stop (current_job().cancel_requested): its transaction rolls back, so nothing "
+        "it wrote is committed"
+    )
+    assert "a sync job's work rolled back" in lines["job_finished"]

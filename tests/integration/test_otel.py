@@ -8,6 +8,8 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 
+from django.conf import settings
+from django.test import override_settings
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -47,10 +49,14 @@ async def atraced(key: str) -> str:
 
 @pytest.fixture(autouse=True)
 def instrumented() -> Iterator[None]:
-    """Tracing on, into the in-memory exporter; off again after the test."""
+    """Tracing on, into the in-memory exporter; off again after the test.
+
+    This module's tasks run as a worker finds them: through ``ALLOWED_MODULES``.
+    """
     EXPORTER.clear()
     otel.instrument(tracer_provider=PROVIDER)
-    yield
+    with override_settings(AIO_ASYNC={**settings.AIO_ASYNC, "ALLOWED_MODULES": ["tests.app", __name__]}):
+        yield
     otel.uninstrument()
     EXPORTER.clear()
 

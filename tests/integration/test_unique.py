@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connection, transaction
+from django.test import override_settings
 from django.utils import timezone
 
 from aio_async import InvalidOption, schedule, schedule_many, task
@@ -118,14 +120,16 @@ def test_schedule_many_writes_one_job_per_key_and_returns_the_holders() -> None:
     assert Job.objects.count() == 3
 
 
-def test_task_options_make_every_call_unique_and_a_call_may_opt_out() -> None:
-    @task(name="tests.unique.ping", unique=True, unique_for=60)
-    def ping(n: int) -> None:
-        """A unique task."""
+@task(unique=True, unique_for=60)
+def ping(n: int) -> None:
+    """A unique task (a worker finds it as the test allows this module)."""
 
-    first = ping.schedule([1])
-    assert ping.schedule([1]).pk == first.pk
-    assert ping.schedule([1], unique=False).pk != first.pk
+
+def test_task_options_make_every_call_unique_and_a_call_may_opt_out() -> None:
+    with override_settings(AIO_ASYNC={**settings.AIO_ASYNC, "ALLOWED_MODULES": ["tests.app", __name__]}):
+        first = ping.schedule([1])
+        assert ping.schedule([1]).pk == first.pk
+        assert ping.schedule([1], unique=False).pk != first.pk
     assert Job.objects.get(pk=first.pk).unique_states == "queued,waiting"
 
 

@@ -47,7 +47,7 @@ def test_resolves_functions_class_methods_and_tasks() -> None:
 
 
 def test_unknown_module_attribute_and_not_callable() -> None:
-    with pytest.raises(FunctionNotFound, match=r"tests\.app has no attribute .nosuchmodule."):
+    with pytest.raises(FunctionNotFound, match=r"module tests\.app\.nosuchmodule was not found"):
         allow.resolve("tests.app.nosuchmodule.function")
     with pytest.raises(FunctionNotFound, match="has no attribute 'nosuch'"):
         allow.resolve("tests.app.tasks.nosuch")
