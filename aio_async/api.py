@@ -406,13 +406,21 @@ def _insert_unique(jobs: list[Job], alias: str, rule: Unique) -> list[Job]:
         chosen[str(job.unique_key)] = job
     holders: dict[str, int] = {}
     pending = list(chosen.values())
+    #: With ``replace``: the holders found last turn, that this turn's replace could not update.
+    seen: dict[str, int] = {}
     for _ in range(_UNIQUE_TRIES):
         if rule.replace:
             holders.update(scheduling.replace(pending, _REPLACED, alias))
             pending = [job for job in pending if job.unique_key not in holders]
         _insert(pending, alias, unique=True)
         pending = [job for job in pending if job.pk is None]
-        holders.update(scheduling.unique_holders([str(job.unique_key) for job in pending], alias))
+        found = scheduling.unique_holders([str(job.unique_key) for job in pending], alias)
+        if rule.replace:
+            # A holder committed since this turn's replace looked (a racing call's INSERT, which
+            # this INSERT waited for) takes the arguments next turn; one found twice could not
+            # take them (it has started), and is returned as it is.
+            found, seen = {key: pk for key, pk in found.items() if seen.get(key) == pk}, found
+        holders.update(found)
         pending = [job for job in pending if job.unique_key not in holders]
         if not pending:
             break

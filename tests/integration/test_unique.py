@@ -87,6 +87,16 @@ def test_after_its_period_a_job_no_longer_counts() -> None:
     assert Job.objects.filter(status=Status.QUEUED).count() == 2  # the first still runs, once
 
 
+def test_the_period_is_the_calls_a_later_call_without_one_keeps_the_job_as_its_holder() -> None:
+    first = unique_add(1, 2, unique_for=datetime.timedelta(minutes=5))
+    Job.objects.filter(pk=first.pk).update(added=timezone.now() - datetime.timedelta(hours=1))
+    # No period in this call: the job holds its key for as long as its state counts.
+    held = unique_add(1, 2)
+    assert (held.pk, held.unique_conflict) == (first.pk, True)
+    # A call with a period frees keys older than that period, then writes its own job.
+    assert unique_add(1, 2, unique_for=60).pk != first.pk
+
+
 def test_replace_gives_the_waiting_job_the_last_calls_arguments_and_time() -> None:
     now = timezone.now()
     jobs = [
@@ -288,6 +298,48 @@ def test_a_second_caller_waits_for_the_first_transaction(first_commits: bool) ->
     assert job.unique_conflict is first_commits
     assert (job.pk == first[0]) is first_commits
     assert Job.objects.count() == 1
+
+
+@pytest.mark.postgres_only
+def test_replace_that_waited_for_a_racing_insert_still_replaces_its_arguments() -> None:
+    """Two calls race on a key no job holds: the one whose INSERT waited gives the job its arguments."""
+    inserted = threading.Event()
+    finish = threading.Event()
+    first: list[int] = []
+
+    def replacing(value: int) -> Job:
+        return schedule(tasks.add, [value, 0], unique_key="racing", on_conflict="replace")
+
+    def first_caller() -> None:
+        try:
+            with transaction.atomic():
+                first.append(replacing(1).pk)
+                inserted.set()
+                finish.wait(30)
+        finally:
+            connection.close()
+
+    second: list[Job] = []
+
+    def second_caller() -> None:
+        try:
+            second.append(replacing(2))
+        finally:
+            connection.close()
+
+    opener = threading.Thread(target=first_caller)
+    opener.start()
+    assert inserted.wait(30)
+    waiter = threading.Thread(target=second_caller)
+    waiter.start()
+    waiter.join(1.0)
+    assert waiter.is_alive()  # its INSERT waits for the first transaction
+    finish.set()
+    opener.join(30)
+    waiter.join(30)
+    [job] = second
+    assert (job.pk, job.unique_conflict) == (first[0], True)
+    assert list(Job.objects.values_list("args", flat=True)) == [[2, 0]]
 
 
 def test_a_job_written_without_the_unique_columns_is_a_plain_job() -> None:
