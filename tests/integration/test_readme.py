@@ -9,7 +9,8 @@ worker. A block that defines ``test_*`` functions is a test module of its own (a
 its own, so it must import what it uses); each is called, with a test client, on an emptied
 queue, in a transaction rolled back after it. A block marked ``<!-- snippet: compile -->`` (a
 fragment that cannot run alone) is compiled and its imports executed. The API table's health
-row is checked against what ``health()`` returns.
+row is checked against what ``health()`` returns, and what the operating page says of paused
+queues against the health endpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import datetime
 import inspect
 import re
 import sys
@@ -28,9 +30,11 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import connections, transaction
 from django.test import Client, override_settings
 from django.urls import clear_url_caches
+from django.utils import timezone
 
 import aio_async.allow
 import aio_async.cron
@@ -207,3 +211,33 @@ def test_the_health_row_names_every_key_health_returns() -> None:
     assert set(report) - named == set()
     by_name = row[row.index("`by_name`") :]
     assert set(report["by_name"]["tests.app.tasks.add"]) - set(re.findall(r"`(\w+)`", by_name)) == set()
+
+
+@pytest.mark.django_db
+def test_a_long_paused_queue_does_not_turn_the_health_endpoint_503_as_operating_says() -> None:
+    """docs/operating.md: paused queues are left out of the MAX_DUE_AGE check and listed."""
+    from aio_async.models import Queue, Worker
+    from aio_async.queues import pause, resume
+
+    page = (ROOT / "docs" / "operating.md").read_text()
+    assert "a pause of any length never turns it 503 on its own" in page
+    now = timezone.now()
+    Worker.objects.create(
+        id="host:1:0", host="host", pid=1, queues="mail", concurrency=1, started=now, heartbeat=now
+    )
+    schedule(tasks.add, [1, 2], queue="mail", run_after=now - datetime.timedelta(hours=2))
+    pause("mail", by="ops")
+    Queue.objects.filter(name="mail").update(changed=now - datetime.timedelta(hours=2))
+    staff = Client()
+    staff.force_login(User.objects.create_user("ops", password="pw", is_staff=True))
+    health_settings = {**settings.AIO_ASYNC, "HEALTH": {"MAX_DUE_AGE": 60}}
+    with override_settings(AIO_ASYNC=health_settings):
+        response = staff.get("/queue/health/")
+        assert (response.status_code, response.json()["problems"]) == (200, [])
+        assert response.json()["paused_queues"] == ["mail"]
+        assert response.json()["oldest_due_age_seconds"] > 7000  # health() itself counts every queue
+        resume("mail")
+        response = staff.get("/queue/health/")
+    assert response.status_code == 503
+    assert response.json()["paused_queues"] == []
+    assert response.json()["problems"][0].startswith("the oldest due job has waited")
