@@ -1,4 +1,4 @@
-"""Sessions: ``tests`` (every Python × Django pair, on PostgreSQL and SQLite), ``lint``."""
+"""Sessions: ``tests`` (every Python × Django pair, on PostgreSQL and SQLite), ``lint``, ``docs``."""
 
 from __future__ import annotations
 
@@ -65,3 +65,10 @@ def lint(session: nox.Session) -> None:
     env = {"AIO_ASYNC_TEST_DB": "sqlite", "DJANGO_SETTINGS_MODULE": "tests.settings"}
     session.run("python", "-m", "django", "check", "--fail-level", "WARNING", env=env)
     session.run("python", "-m", "django", "makemigrations", "--check", "--dry-run", env=env)
+
+
+@nox.session(python="3.12")
+def docs(session: nox.Session) -> None:
+    """The documentation site, built strictly (a warning fails it) into ``site/``."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")

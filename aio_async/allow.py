@@ -1,10 +1,11 @@
 """Which code a job may run (DESIGN promise 7), and the registry of tasks with their options.
 
 A name is allowed when it is a registered task (the ``aio_async.task`` decorator) or lies
-under an allowed module prefix: ``AIO_ASYNC["ALLOWED_MODULES"]``, by default the project's
-installed apps other than Django's own. The prefix is checked *before* anything is imported,
-and the object found is checked again by the module that defined it, so that
-``myapp.tasks.system`` (after ``from os import system``) is refused like ``os.system``.
+under an allowed module prefix: ``AIO_ASYNC["ALLOWED_MODULES"]``, by default the modules of
+every app in ``INSTALLED_APPS`` except ``aio_async`` and those under ``django.`` (third-party
+apps included). The prefix is checked *before* anything is imported, and the object found is
+checked again by the module that defined it, so that ``myapp.tasks.system`` (after
+``from os import system``) is refused like ``os.system``.
 
 A worker knows the tasks registered as Django sets up (each installed app's ``tasks`` module,
 imported by the app's ``ready()``, and what those import); any other module it imports only

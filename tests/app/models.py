@@ -11,3 +11,10 @@ class Record(models.Model):
     key = models.CharField(max_length=100)
     value = models.IntegerField(default=0)
     created = models.DateTimeField(auto_now_add=True)
+
+
+class Greeting(models.Model):
+    """The getting-started page's model (``myapp.models.Greeting`` in the docs' snippets)."""
+
+    name = models.CharField(max_length=100)
+    text = models.TextField(blank=True)
