@@ -68,6 +68,9 @@ def new_worker_id() -> str:
 
 #: Without LISTEN, a worker running jobs asks this often whether any was cancelled.
 CANCEL_CHECK = 1.0
+#: After a wake-up whose claim found nothing, look again this long after: the job it was woken
+#: for may have been locked by another transaction at that moment (``SKIP LOCKED`` passed it).
+RELOOK = (0.05, 0.25, 1.0)
 
 
 @dataclasses.dataclass
@@ -119,6 +122,10 @@ class Executor:
         #: and that outcome (a stopped coroutine job ends with it, not as failed or released).
         self._stopped: dict[int, tuple[int, Outcome]] = {}
         self._checks: set[asyncio.Task[None]] = set()
+        #: A NOTIFY said a job became due on a served queue since the last claim.
+        self._notified = False
+        #: Looks taken again since a wake-up whose claim found nothing (see ``RELOOK``).
+        self._relooks = len(RELOOK)
 
     @property
     def concurrency(self) -> int:
@@ -215,6 +222,7 @@ class Executor:
         failures = 0
         while not self._stop.is_set():
             self._wake.clear()
+            notified, self._notified = self._notified, False
             free = self.capacity - len(self._busy)
             if self.max_jobs is not None:
                 free = min(free, self.max_jobs - self._claimed)
@@ -256,7 +264,24 @@ class Executor:
                 return
             if attempts and len(attempts) == free:
                 continue  # every free slot filled: more may be due as soon as one frees up
-            await self._sleep(self.settings.poll_interval)
+            await self._sleep(self._next_look(notified, found=bool(attempts), free=free))
+
+    def _next_look(self, notified: bool, *, found: bool, free: int) -> float:
+        """Seconds until the next claim unless woken: the poll interval, or sooner after a vain wake-up.
+
+        A wake-up whose claim found nothing may have met the job's row locked by another
+        transaction (one scheduling a job after it, say): the claim passed it by, and the
+        worker looks again shortly, a few times, before it falls back to polling.
+        """
+        if notified and free > 0:
+            self._relooks = 0 if not found else len(RELOOK)
+        elif found:
+            self._relooks = len(RELOOK)
+        if self._relooks >= len(RELOOK):
+            return self.settings.poll_interval
+        delay = RELOOK[self._relooks]
+        self._relooks += 1
+        return min(delay, self.settings.poll_interval)
 
     async def _claim_limited(self, store: Store, free: int) -> list[Attempt]:
         """Claim due jobs with limits for ``free`` slots; if none has room, not again for a poll interval."""
@@ -708,6 +733,7 @@ class Executor:
                         self._wake.set()
                     elif self._serves(payload):
                         self._limited_at = 0.0  # the new job may have limits
+                        self._notified = True
                         self._wake.set()
             except Exception as exc:  # noqa: BLE001 - reconnect after a database restart
                 failures += 1

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
+import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 
 from aio_async import aresult, checks, schedule
 from aio_async.executor import Executor
@@ -18,7 +20,7 @@ from aio_async.models import Job
 from aio_async.store.drivers.psycopg import listen_works
 from aio_async.worker.threads import open_store
 from tests.app import tasks
-from tests.conftest import queue_settings
+from tests.conftest import queue_settings, until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres_only, pytest.mark.psycopg3]
 
@@ -116,3 +118,61 @@ async def test_claims_commit_durably_when_listen_is_set_apart_from_a_pooled_data
     assert await synchronous_commit(True) == "off"  # a direct connection of its own
     assert await synchronous_commit(direct) == "on"  # a pooler would keep the setting for all
     assert await synchronous_commit(False) == "on"
+
+
+def _hold_row_then_release(
+    job_id: int, locked: asyncio.Event, release: asyncio.Event, loop: asyncio.AbstractEventLoop
+) -> None:
+    """In a transaction of its own, lock a queued job's row until told, as a writer of that row would."""
+
+    try:
+        with transaction.atomic():
+            Job.objects.select_for_update().get(pk=job_id)
+            loop.call_soon_threadsafe(locked.set)
+            while not release.is_set():
+                import time
+
+                time.sleep(0.01)
+    finally:
+        connection.close()
+
+
+async def test_a_woken_worker_that_meets_the_jobs_row_locked_looks_again_soon_with_a_60_s_poll() -> None:
+    # The worker's claim passes by rows another transaction holds (SKIP LOCKED); woken for a job
+    # whose row was locked at that moment, it must look again soon, not at its next poll.
+    job = await sync_to_async(schedule)(tasks.add, [1, 2])
+    loop = asyncio.get_running_loop()
+    locked, release = asyncio.Event(), threading.Event()
+    holder = loop.run_in_executor(None, _hold_row_then_release, job.pk, locked, release, loop)
+    await locked.wait()
+    async with worker(poll_interval=60.0) as executor:  # its first claims pass the locked row by
+        assert (await Job.objects.aget(pk=job.pk)).started is None
+        await sync_to_async(_notify_wake)()  # what a job's commit sends: "a job is due on default"
+        await asyncio.sleep(0.2)  # the woken worker's claim meets the row still locked
+        assert executor._claimed == 0
+        release.set()
+        await holder
+        took = await until(lambda: Job.objects.get(pk=job.pk).started is not None, within=10)
+    assert took < 2.0
+
+
+def _notify_wake() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify('aio_async', 'default')")
+
+
+async def test_a_job_then_one_after_it_each_in_its_own_transaction_start_at_once_with_a_60_s_poll() -> None:
+    # The docs' pattern: schedule X; then, in a transaction of its own, Y after X. Y's
+    # transaction locks X's row while the worker, woken by X's commit, claims.
+    def pair(n: int) -> int:
+        first = schedule(tasks.add, [n, 0])
+        with transaction.atomic():
+            return int(schedule(tasks.add, [n, 1], after=[first]).pk)
+
+    def succeeded(job_id: int) -> bool:
+        return Job.objects.filter(pk=job_id, status="succeeded").exists()
+
+    async with worker(poll_interval=60.0):
+        for n in range(20):
+            second = await sync_to_async(pair)(n)
+            await until(functools.partial(succeeded, second), within=5)
