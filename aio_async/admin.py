@@ -19,7 +19,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
-from django.db.models import Avg, Count, F, Min, Q, QuerySet
+from django.db.models import Avg, Count, F, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
@@ -33,6 +33,7 @@ from aio_async.api import cancel as cancel_jobs
 from aio_async.api import retry, schedule
 from aio_async.errors import ScheduleError
 from aio_async.models import FINISHED, UNFINISHED, Dependency, Error, Group, Job, Queue, Status
+from aio_async.readmodel import queue_states
 
 #: Jobs changed or logged per statement (SQLite caps a statement's parameters).
 BATCH = 500
@@ -400,45 +401,26 @@ class QueueRow:
 
 def _queues(jobs: QuerySet[Job], now: datetime.datetime, paused: set[str] | None) -> list[QueueRow]:
     """Per queue: jobs by status, the due ones and the oldest of them, and the last hour and day."""
-    by_status: dict[str, dict[str, int]] = {}
-    for count in jobs.values("queue", "status").annotate(n=Count("pk")).order_by():
-        by_status.setdefault(count["queue"], {})[count["status"]] = count["n"]
+    states = queue_states(using=jobs.db, now=now, with_queues=paused is not None, recent=True)
     due = jobs.filter(status=Status.QUEUED, run_after__lte=now)
-    waiting = {
-        row["queue"]: row
-        for row in due.values("queue").annotate(due=Count("pk"), since=Min("run_after")).order_by()
-    }
     oldest: dict[str, dict[str, Any]] = {}
+    waiting = {name: state.oldest_due for name, state in states.items() if state.oldest_due is not None}
     if waiting:
         first = functools.reduce(
-            operator.or_, (Q(queue=queue, run_after=row["since"]) for queue, row in waiting.items())
+            operator.or_, (Q(queue=name, run_after=since) for name, since in waiting.items())
         )
         for job in due.filter(first).values("queue", "pk", "name", "run_after").order_by("queue", "pk"):
             oldest.setdefault(job["queue"], {**job, "waiting_text": _duration_text(now - job["run_after"])})
-    hour, day = now - datetime.timedelta(hours=1), now - datetime.timedelta(days=1)
-    succeeded, failed = Q(status=Status.SUCCEEDED), Q(status=Status.FAILED)
-    recent = {
-        row["queue"]: row
-        for row in jobs.filter(status__in=(Status.SUCCEEDED, Status.FAILED), finished__gte=day)
-        .values("queue")
-        .annotate(
-            succeeded_hour=Count("pk", filter=succeeded & Q(finished__gte=hour)),
-            failed_hour=Count("pk", filter=failed & Q(finished__gte=hour)),
-            succeeded_day=Count("pk", filter=succeeded),
-            failed_day=Count("pk", filter=failed),
-        )
-        .order_by()
-    }
     rows = []
-    for name in sorted({*by_status, *(paused or ())}):
-        counts = by_status.get(name, {})
-        row = QueueRow(name, [(status, counts.get(status, 0)) for status in Status.values])
-        row.due = waiting[name]["due"] if name in waiting else 0
+    for name, state in states.items():
+        if not state.counts and not state.paused:
+            continue  # a queue resumed since, with no job: nothing to show
+        row = QueueRow(name, [(status, state.counts.get(status, 0)) for status in Status.values])
+        row.due = state.due
         row.oldest = oldest.get(name)
-        if name in recent:
-            for field in ("succeeded_hour", "failed_hour", "succeeded_day", "failed_day"):
-                setattr(row, field, recent[name][field])
-        row.paused = None if paused is None else name in paused
+        for field in ("succeeded_hour", "failed_hour", "succeeded_day", "failed_day"):
+            setattr(row, field, getattr(state, field))
+        row.paused = None if paused is None else state.paused
         rows.append(row)
     return rows
 

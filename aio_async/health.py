@@ -12,6 +12,7 @@ from django.utils import timezone
 from aio_async.conf import get_settings
 from aio_async.models import Error, Job, Status
 from aio_async.queues import paused, workers
+from aio_async.readmodel import QueueState, queue_states
 
 __all__ = ["ahealth", "health", "problems"]
 
@@ -21,18 +22,22 @@ RATE_WINDOW = datetime.timedelta(minutes=10)
 _REMAINING = (Status.QUEUED, Status.WAITING, Status.RUNNING)
 
 
-def _counts(jobs: Any) -> dict[str, int]:
-    totals: dict[str, int] = jobs.aggregate(
-        all=Count("pk"),
-        executed=Count("pk", filter=Q(status=Status.SUCCEEDED)),
-        remaining=Count("pk", filter=Q(status__in=_REMAINING)),
-        queued=Count("pk", filter=Q(status=Status.QUEUED)),
-        waiting=Count("pk", filter=Q(status=Status.WAITING)),
-        running=Count("pk", filter=Q(status=Status.RUNNING)),
-        cancelled=Count("pk", filter=Q(status=Status.CANCELLED)),
-        failed=Count("pk", filter=Q(status=Status.FAILED)),
-    )
-    return totals
+def _counts(states: dict[str, QueueState]) -> dict[str, int]:
+    """The whole queue's jobs by status, from the read model's per-queue counts."""
+    by_status: dict[str, int] = {}
+    for state in states.values():
+        for status, count in state.counts.items():
+            by_status[status] = by_status.get(status, 0) + count
+    return {
+        "all": sum(by_status.values()),
+        "executed": by_status.get(Status.SUCCEEDED, 0),
+        "remaining": sum(by_status.get(status, 0) for status in _REMAINING),
+        "queued": by_status.get(Status.QUEUED, 0),
+        "waiting": by_status.get(Status.WAITING, 0),
+        "running": by_status.get(Status.RUNNING, 0),
+        "cancelled": by_status.get(Status.CANCELLED, 0),
+        "failed": by_status.get(Status.FAILED, 0),
+    }
 
 
 def health(*, using: str | None = None) -> dict[str, Any]:
@@ -40,7 +45,8 @@ def health(*, using: str | None = None) -> dict[str, Any]:
     alias = using or get_settings().database
     now = timezone.now()
     jobs = Job.objects.using(alias)
-    report: dict[str, Any] = {"time": now.isoformat(), **_counts(jobs)}
+    states = queue_states(using=alias, now=now, with_queues=False)
+    report: dict[str, Any] = {"time": now.isoformat(), **_counts(states)}
     report["errors"] = Error.objects.using(alias).count()
     by_name = (
         jobs.values("name")
@@ -67,10 +73,8 @@ def health(*, using: str | None = None) -> dict[str, Any]:
     }
     known = [status.value for status in Status]
     report["unknown_status"] = jobs.exclude(status__in=known).count()
-    oldest = jobs.filter(status=Status.QUEUED, run_after__lte=now).aggregate(due=Min("run_after"))
-    report["oldest_due_age_seconds"] = (
-        round((now - oldest["due"]).total_seconds(), 3) if oldest["due"] else None
-    )
+    ages = [age for state in states.values() if (age := state.oldest_due_age(now)) is not None]
+    report["oldest_due_age_seconds"] = round(max(ages), 3) if ages else None
     last = jobs.filter(status=Status.SUCCEEDED).order_by("-finished", "-pk").first()
     report["most_recent_executed"] = (
         {"id": last.pk, "name": last.name, "executed": last.finished.isoformat() if last.finished else None}

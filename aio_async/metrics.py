@@ -27,15 +27,14 @@ from collections.abc import Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from django.db.models import Count, Min, Q
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from aio_async import signals
-from aio_async.conf import get_settings
-from aio_async.models import Job, Status
+from aio_async.models import Status
+from aio_async.readmodel import queue_states
 from aio_async.values import Attempt, ErrorInfo, Outcome
 from aio_async.views import FORBIDDEN, may_operate
 
@@ -144,7 +143,7 @@ def serve(port: int, addr: str = "0.0.0.0") -> WSGIServer:  # noqa: S104 - scrap
 
 
 class QueueCollector(Collector):
-    """The queue's unfinished jobs per queue and status, and its oldest due job's age: one query."""
+    """The queue's unfinished jobs per queue and status, and its oldest due job's age (the read model)."""
 
     def __init__(self, using: str | None = None) -> None:
         self.using = using
@@ -152,27 +151,7 @@ class QueueCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """Read the queue's state now (one aggregate query) and yield it as gauges."""
         now = timezone.now()
-        rows = (
-            Job.objects.using(self.using or get_settings().database)
-            .filter(status__in=_UNFINISHED)
-            .values("queue", "status")
-            .annotate(
-                count=Count("pk"),
-                due=Count("pk", filter=Q(status=Status.QUEUED, run_after__lte=now)),
-                oldest=Min("run_after", filter=Q(status=Status.QUEUED, run_after__lte=now)),
-            )
-            .order_by()
-        )
-        counts: dict[tuple[str, str], int] = {}
-        due: dict[str, int] = {}
-        oldest: dict[str, float] = {}
-        for row in rows:
-            queue = str(row["queue"])
-            counts[queue, str(row["status"])] = int(row["count"])
-            due[queue] = due.get(queue, 0) + int(row["due"])
-            if row["oldest"] is not None:
-                age = max(0.0, (now - row["oldest"]).total_seconds())
-                oldest[queue] = max(oldest.get(queue, 0.0), age)
+        states = queue_states(using=self.using, now=now, unfinished_only=True, with_queues=False)
         jobs = GaugeMetricFamily(
             "aio_async_queue_jobs", "Unfinished jobs in the queue, by status.", labels=["queue", "status"]
         )
@@ -184,11 +163,11 @@ class QueueCollector(Collector):
             "How long the oldest due job has waited (0 when none is due).",
             labels=["queue"],
         )
-        for queue in sorted(due):
+        for queue, state in states.items():
             for status in _UNFINISHED:
-                jobs.add_metric([queue, status.value], counts.get((queue, status.value), 0))
-            due_jobs.add_metric([queue], due[queue])
-            age.add_metric([queue], round(oldest.get(queue, 0.0), 3))
+                jobs.add_metric([queue, status.value], state.counts.get(status.value, 0))
+            due_jobs.add_metric([queue], state.due)
+            age.add_metric([queue], round(state.oldest_due_age(now) or 0.0, 3))
         yield jobs
         yield due_jobs
         yield age

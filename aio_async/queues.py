@@ -14,12 +14,12 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
-from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from aio_async.conf import get_settings
-from aio_async.models import Job, Queue, Status, Worker
+from aio_async.models import Queue, Worker
 from aio_async.payload import check_queue
+from aio_async.readmodel import queue_states
 from aio_async.store.maintenance import notify_queue
 
 __all__ = ["apause", "aresume", "overview", "pause", "paused", "resume", "workers"]
@@ -93,28 +93,17 @@ def workers(*, within: float | None = None, using: str | None = None) -> list[di
 
 def overview(*, using: str | None = None) -> list[dict[str, Any]]:
     """Every queue with jobs or a pause on record: jobs by status, due now, oldest due, paused."""
-    alias = using or get_settings().database
     now = timezone.now()
-    rows = (
-        Job.objects.using(alias)
-        .values("queue", "status")
-        .annotate(jobs=Count("id"), oldest=Min("run_after"), due=Count("id", filter=Q(run_after__lte=now)))
-        .order_by()
-    )
-    found: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        queue = found.setdefault(row["queue"], _empty(row["queue"]))
-        queue["jobs"][row["status"]] = row["jobs"]
-        if row["status"] == Status.QUEUED and row["due"]:
-            queue["due"] = row["due"]
-            queue["oldest_due_age_seconds"] = round((now - row["oldest"]).total_seconds(), 3)
-    for name, is_paused in Queue.objects.using(alias).values_list("name", "paused"):
-        found.setdefault(name, _empty(name))["paused"] = is_paused
-    return [found[name] for name in sorted(found)]
-
-
-def _empty(name: str) -> dict[str, Any]:
-    return {"queue": name, "paused": False, "jobs": {}, "due": 0, "oldest_due_age_seconds": None}
+    return [
+        {
+            "queue": name,
+            "paused": state.paused,
+            "jobs": state.counts,
+            "due": state.due,
+            "oldest_due_age_seconds": None if (age := state.oldest_due_age(now)) is None else round(age, 3),
+        }
+        for name, state in queue_states(using=using, now=now).items()
+    ]
 
 
 apause = sync_to_async(pause, thread_sensitive=True)

@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("store", ("store",)),
     ("tables", ("models",)),
     ("observability", ("log", "signals")),
-    ("operations", ("api", "bridge", "results", "queues", "cron", "health")),
+    ("operations", ("api", "bridge", "results", "readmodel", "queues", "cron", "health")),
     ("loop", ("executor", "worker")),
     (
         "faces",
