@@ -1,4 +1,4 @@
-"""``python -m aio_async``: run, flush, health and demo.
+"""``python -m aio_async``: run, flush, health, periodic, queues, workers, prune and demo.
 
 Without ``DJANGO_SETTINGS_MODULE`` or ``--settings`` it uses ``aio_async.embedded``: a
 SQLite file in the current folder, migrated on first use; where a ``manage.py`` is, it
@@ -411,7 +411,10 @@ def prune_jobs(options: Mapping[str, Any]) -> dict[str, dict[str, int]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m aio_async", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="python -m aio_async",
+        description="aio_async's worker and its tools; give --help after a verb for its options.",
+    )
     _add_global_options(parser, after_verb=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -440,6 +443,11 @@ def _parser() -> argparse.ArgumentParser:
     queues.add_argument("action", nargs="?", choices=("list", "pause", "resume"), default="list")
     queues.add_argument("name", nargs="?", help="the queue to pause or resume")
     queues.add_argument("--by", help="who pauses or resumes it, for the record (default: this process)")
+    queues.add_argument(
+        "--force",
+        action="store_true",
+        help="pause a queue that no setting, task, job or earlier pause names (refused otherwise: a typo?)",
+    )
     verb("workers", "list the workers alive (heard of within three lease renewals) as JSON")
     add_prune_arguments(verb("prune", "delete finished jobs older than their state's age, with their errors"))
     verb(
@@ -453,6 +461,8 @@ def _parser() -> argparse.ArgumentParser:
 def child_arguments(options: argparse.Namespace, settings_module: str) -> list[str]:
     """The arguments of one worker under ``run --processes N``: the parsed options but --processes."""
     arguments = [f"--settings={settings_module}"]
+    if options.embedded:
+        arguments.append("--embedded")
     if options.log_level:
         arguments.append(f"--log-level={options.log_level}")
     if options.verbosity is not None:
@@ -649,6 +659,7 @@ def _queues(options: argparse.Namespace, using: str) -> int:
     """``queues``: list them, or pause or resume one; return the exit code."""
     from aio_async import queues
     from aio_async.errors import InvalidOption
+    from aio_async.payload import check_queue
 
     if options.action == "list":
         if options.name:
@@ -659,6 +670,19 @@ def _queues(options: argparse.Namespace, using: str) -> int:
     if not options.name:
         print(f"python -m aio_async queues {options.action}: error: which queue?", file=sys.stderr)
         return CONFIGURATION_ERROR
+    if options.action == "pause" and not options.force:
+        try:
+            unknown = not queues.known(check_queue(options.name), using=using)
+        except InvalidOption as exc:
+            print(f"python -m aio_async queues pause: error: {exc}", file=sys.stderr)
+            return CONFIGURATION_ERROR
+        if unknown:
+            print(
+                f"python -m aio_async queues pause: error: no setting, task, job or earlier pause "
+                f"names queue {options.name!r} (a typo?); --force pauses it all the same",
+                file=sys.stderr,
+            )
+            return CONFIGURATION_ERROR
     change = queues.pause if options.action == "pause" else queues.resume
     try:
         changed = change(options.name, by=options.by, using=using)
