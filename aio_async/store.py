@@ -428,10 +428,12 @@ class DatabaseStore:
             return []
         problems = []
         if not sql.psycopg3():
-            problems.append(
-                f"Django runs on psycopg2 here: the worker cannot LISTEN, so it polls every "
-                f"{self.settings.poll_interval:g} s. Install psycopg 3 (pip install 'psycopg[binary]') "
-                "to pick jobs up as they are committed."
+            # Advice, not a problem: polling works, and -q (warnings only) hides it.
+            logger.info(
+                "Django runs on psycopg2 here: the worker cannot LISTEN, so it polls every %g s. "
+                "Install psycopg 3 (pip install 'psycopg[binary]') to pick jobs up as they are committed.",
+                self.settings.poll_interval,
+                extra={"action": "polling_without_listen"},
             )
         elif self.settings.listen is not False:
             problems += listen_problems(self.settings)
