@@ -15,7 +15,7 @@ NOT_INSTALLED = (
 
 def require_installed() -> None:
     """Raise ImproperlyConfigured, naming the fix, when Django is set up without aio_async."""
-    if apps.ready and not apps.is_installed("aio_async"):
+    if apps.apps_ready and not apps.is_installed("aio_async"):
         raise ImproperlyConfigured(NOT_INSTALLED)
 
 

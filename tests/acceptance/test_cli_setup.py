@@ -156,3 +156,18 @@ def test_startproject_sqlite_settings_under_two_processes_lock_nothing(tmp_path:
     assert "(aio_async.W002)" in stderr
     assert "(aio_async.W003)" in stderr
     assert "This worker sets transaction_mode 'IMMEDIATE' and timeout" in stderr
+
+
+def test_without_the_app_a_task_defined_in_a_models_module_names_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "__init__.py").write_text("")
+    (tmp_path / "proj" / "models.py").write_text(
+        "import aio_async\n\n\n@aio_async.task\ndef hello() -> None: ...\n"
+    )
+    (tmp_path / "noapp.py").write_text(
+        NO_APP.replace('"django.contrib.auth"]', '"django.contrib.auth", "proj"]')
+    )
+    result = run_in(tmp_path, "-m", "aio_async", "--settings", "noapp", "health")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert APP_MISSING in result.stderr
