@@ -109,6 +109,10 @@ def __getattr__(name: str) -> _typing.Any:
     if name in _LAZY:
         import importlib
 
+        from aio_async.apps import require_installed
+
+        require_installed()  # a clear error, not the models' RuntimeError
+
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value

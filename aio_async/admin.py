@@ -616,6 +616,10 @@ class GroupAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """Members still to run."""
         return int(getattr(group, "unfinished_count", 0))
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Groups are made by ``schedule(group=...)``, with their jobs: never empty by hand."""
+        return False
+
 
 @admin.register(Error)
 class ErrorAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -632,3 +636,7 @@ class ErrorAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def readable_traceback(self, error: Error) -> str:
         """The traceback, preformatted."""
         return _traceback(error)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Errors are written by the worker only, one per failed attempt."""
+        return False

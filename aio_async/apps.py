@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import autodiscover_modules
+
+#: What to do when Django runs without aio_async's app: said by the CLI and ``schedule()``.
+NOT_INSTALLED = (
+    'aio_async is not in INSTALLED_APPS: add "aio_async" to INSTALLED_APPS in your settings '
+    "(its models, checks and task discovery need it)"
+)
+
+
+def require_installed() -> None:
+    """Raise ImproperlyConfigured, naming the fix, when Django is set up without aio_async."""
+    if apps.apps_ready and not apps.is_installed("aio_async"):
+        raise ImproperlyConfigured(NOT_INSTALLED)
 
 
 class AioAsyncConfig(AppConfig):
@@ -24,8 +37,6 @@ class AioAsyncConfig(AppConfig):
 
 def _instrument() -> None:
     """Trace jobs with OpenTelemetry when ``AIO_ASYNC["OPENTELEMETRY"]`` says so."""
-    from django.core.exceptions import ImproperlyConfigured
-
     from aio_async.conf import get_settings
 
     try:

@@ -8,6 +8,8 @@ E001     Error   ``AIO_ASYNC`` is invalid (an unknown key, a  Correct the key th
                  PostgreSQL nor SQLite.                       or SQLite alias.
 E002     Error   ``AIO_ASYNC["DATABASE"]`` is not an alias    Name an alias of ``DATABASES``:
                  of ``DATABASES``.                            the one with aio_async's tables.
+E003     Error   ``AIO_ASYNC["METRICS_PORT"]`` is set, and    ``pip install 'aio_async[prometheus]'``,
+                 prometheus_client is not installed.          or leave ``METRICS_PORT`` out.
 W001     Warning An ``AIO_ASYNC["ALLOWED_MODULES"]`` entry    Correct the entry's dotted path (or
                  does not import (one warning per entry).     install what it imports), or drop it.
 W002     Warning The queue database is SQLite without         ``"transaction_mode": "IMMEDIATE"``
@@ -62,6 +64,7 @@ from aio_async.store.preflight import listen_problems
 __all__ = [
     "SQLITE_DEFAULT_TIMEOUT",
     "check_allowed_modules",
+    "check_metrics",
     "check_settings",
     "check_sqlite",
     "check_unserved_queues",
@@ -137,6 +140,26 @@ def _unknown_alias(value: object) -> checks.CheckMessage:
         "tables, or leave it out for 'default'.",
         id="aio_async.E002",
     )
+
+
+@checks.register(checks.Tags.compatibility)
+def check_metrics(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """With AIO_ASYNC['METRICS_PORT'] set, prometheus_client imports (or ``run`` would refuse)."""
+    settings = _current()
+    if settings is None or settings.metrics_port is None:
+        return []
+    try:
+        importlib.import_module("prometheus_client")
+    except ImportError:
+        return [
+            checks.Error(
+                f"AIO_ASYNC['METRICS_PORT'] is {settings.metrics_port}, and prometheus_client is "
+                "not installed: every worker would refuse to start.",
+                hint="pip install 'aio_async[prometheus]', or remove AIO_ASYNC['METRICS_PORT'].",
+                id="aio_async.E003",
+            )
+        ]
+    return []
 
 
 # The allow-list ------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""``python -m aio_async``: run, flush, health and demo.
+"""``python -m aio_async``: run, flush, health, periodic, queues, workers, prune and demo.
 
 Without ``DJANGO_SETTINGS_MODULE`` or ``--settings`` it uses ``aio_async.embedded``: a
-SQLite file in the current folder, migrated on first use. ``demo`` always does.
+SQLite file in the current folder, migrated on first use; where a ``manage.py`` is, it
+refuses (exit 2) unless ``--embedded`` asks for that. ``demo`` always uses it.
 """
 
 from __future__ import annotations
@@ -307,8 +308,16 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after_verb: bool) ->
     default: dict[str, Any] = {"default": argparse.SUPPRESS} if after_verb else {}
     parser.add_argument(
         "--settings",
-        help="Django settings module (default: $DJANGO_SETTINGS_MODULE, else the embedded SQLite settings)",
+        help="Django settings module (default: $DJANGO_SETTINGS_MODULE; without either, the "
+        "embedded SQLite settings, refused where a manage.py is unless --embedded is given)",
         **default,
+    )
+    parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help="use aio_async's embedded SQLite settings (a file in the current folder), "
+        "even where a manage.py is",
+        **({"default": argparse.SUPPRESS} if after_verb else {"default": False}),
     )
     parser.add_argument(
         "--log-level",
@@ -401,7 +410,10 @@ def prune_jobs(options: Mapping[str, Any]) -> dict[str, dict[str, int]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m aio_async", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="python -m aio_async",
+        description="aio_async's worker and its tools; give --help after a verb for its options.",
+    )
     _add_global_options(parser, after_verb=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -430,6 +442,11 @@ def _parser() -> argparse.ArgumentParser:
     queues.add_argument("action", nargs="?", choices=("list", "pause", "resume"), default="list")
     queues.add_argument("name", nargs="?", help="the queue to pause or resume")
     queues.add_argument("--by", help="who pauses or resumes it, for the record (default: this process)")
+    queues.add_argument(
+        "--force",
+        action="store_true",
+        help="pause a queue that no setting, task, job or earlier pause names (refused otherwise: a typo?)",
+    )
     verb("workers", "list the workers alive (heard of within three lease renewals) as JSON")
     add_prune_arguments(verb("prune", "delete finished jobs older than their state's age, with their errors"))
     verb(
@@ -443,6 +460,8 @@ def _parser() -> argparse.ArgumentParser:
 def child_arguments(options: argparse.Namespace, settings_module: str) -> list[str]:
     """The arguments of one worker under ``run --processes N``: the parsed options but --processes."""
     arguments = [f"--settings={settings_module}"]
+    if options.embedded:
+        arguments.append("--embedded")
     if options.log_level:
         arguments.append(f"--log-level={options.log_level}")
     if options.verbosity is not None:
@@ -482,6 +501,12 @@ def setup_django(settings_module: str | None) -> bool:
     except (ImportError, SyntaxError) as exc:
         raise SettingsError(f"cannot import settings module {module!r}: {exc}") from exc
     django.setup()
+    from django.apps import apps
+
+    from aio_async.apps import NOT_INSTALLED
+
+    if not apps.is_installed("aio_async"):
+        raise SettingsError(f"settings module {module!r}: {NOT_INSTALLED}")
     embedded = module == EMBEDDED_SETTINGS
     if embedded:
         from django.core.management import call_command
@@ -510,12 +535,91 @@ def _demo_settings(options: argparse.Namespace) -> None:
     os.environ["DJANGO_SETTINGS_MODULE"] = EMBEDDED_SETTINGS
 
 
+def _settings_problem(options: argparse.Namespace) -> str | None:
+    """Why the settings asked for are refused; with ``--embedded``, point at the embedded ones."""
+    if options.embedded:
+        if options.settings and options.settings != EMBEDDED_SETTINGS:
+            return "give --settings or --embedded, not both"
+        options.settings = EMBEDDED_SETTINGS
+        return None
+    if options.settings or os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return None
+    if os.path.exists("manage.py"):
+        return (
+            "no settings given in a folder with a manage.py: pass --settings yourproject.settings "
+            "or set DJANGO_SETTINGS_MODULE (--embedded runs on aio_async's own SQLite file instead)"
+        )
+    return None
+
+
 def _exit_before_start(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def _describe_database(alias: str) -> str:
+    """``sqlite /path/db.sqlite3`` or ``postgresql mydb on db.example``: what a worker uses."""
+    from django.db import connections
+
+    connection = connections[alias]  # a wrapper: reading it does not connect
+    described = f"{connection.vendor} {connection.settings_dict.get('NAME')}"
+    host = connection.settings_dict.get("HOST")
+    return f"{described} on {host}" if host else described
+
+
+def _announce(settings: QueueSettings) -> None:
+    """Say which settings module and which queue database this process works on."""
+    module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
+    logger.info(
+        "Using settings %s%s and the queue database %r (%s)",
+        module,
+        " (embedded: aio_async's own SQLite file)" if module == EMBEDDED_SETTINGS else "",
+        settings.database,
+        _describe_database(settings.database),
+        extra={"action": "worker_settings", "settings": module, "database": settings.database},
+    )
+
+
+def _tune_sqlite(settings: QueueSettings) -> None:
+    """Warn about a SQLite queue database as checks W002-W004 do; set what this process can.
+
+    The worker is a process of its own: before its connections open it may take the write
+    lock at BEGIN (transaction_mode IMMEDIATE) and wait for the lock (a busy timeout) when
+    the settings leave them out. The web processes still need them in ``OPTIONS``.
+    """
+    from django.db import connections
+
+    from aio_async.checks import sqlite_messages
+
+    connection = connections[settings.database]
+    if connection.vendor != "sqlite":
+        return
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    for message in sqlite_messages(settings, options):
+        logger.warning("%s (%s) %s", message.msg, message.id, message.hint, extra={"action": "worker_check"})
+    chosen: dict[str, Any] = {}
+    if options.get("transaction_mode") is None:
+        chosen["transaction_mode"] = "IMMEDIATE"
+    if "timeout" not in options:
+        chosen["timeout"] = settings.heartbeat_every  # W003's least, within W004's bound
+    if not chosen:
+        return
+    connection.close()  # none should be open yet; a new one reads the options
+    options.update(chosen)
+    logger.warning(
+        "This worker sets %s on its own connections to %r; the other processes (the web "
+        "server, manage.py) still use the settings' OPTIONS",
+        " and ".join(f"{key} {value!r}" for key, value in chosen.items()),
+        settings.database,
+        extra={"action": "sqlite_options_set", "options": chosen},
+    )
+
+
 def _command(options: argparse.Namespace, overrides: dict[str, Any]) -> int:
     """Run the verb, Django set up; return the exit code."""
+    if options.command in ("run", "flush") and not (options.command == "run" and options.processes > 1):
+        settings = _settings(overrides)
+        _announce(settings)
+        _tune_sqlite(settings)
     if options.command == "run" and options.processes > 1:
         _settings(overrides)  # the project's settings and the options together, before any child
         settings_module = os.environ["DJANGO_SETTINGS_MODULE"]
@@ -552,6 +656,7 @@ def _queues(options: argparse.Namespace, using: str) -> int:
     """``queues``: list them, or pause or resume one; return the exit code."""
     from aio_async import queues
     from aio_async.errors import InvalidOption
+    from aio_async.payload import check_queue
 
     if options.action == "list":
         if options.name:
@@ -562,6 +667,19 @@ def _queues(options: argparse.Namespace, using: str) -> int:
     if not options.name:
         print(f"python -m aio_async queues {options.action}: error: which queue?", file=sys.stderr)
         return CONFIGURATION_ERROR
+    if options.action == "pause" and not options.force:
+        try:
+            unknown = not queues.known(check_queue(options.name), using=using)
+        except InvalidOption as exc:
+            print(f"python -m aio_async queues pause: error: {exc}", file=sys.stderr)
+            return CONFIGURATION_ERROR
+        if unknown:
+            print(
+                f"python -m aio_async queues pause: error: no setting, task, job or earlier pause "
+                f"names queue {options.name!r} (a typo?); --force pauses it all the same",
+                file=sys.stderr,
+            )
+            return CONFIGURATION_ERROR
     change = queues.pause if options.action == "pause" else queues.resume
     try:
         changed = change(options.name, by=options.by, using=using)
@@ -590,6 +708,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return CONFIGURATION_ERROR
     if options.command == "demo":
         _demo_settings(options)
+    elif (problem := _settings_problem(options)) is not None:
+        print(f"python -m aio_async {options.command}: error: {problem}", file=sys.stderr)
+        return CONFIGURATION_ERROR
     try:
         setup_django(options.settings)
         with job_logging(_cli_level(options)):

@@ -254,7 +254,11 @@ def _value(key: str, value: object, label: str) -> Any:
     if key == "ALLOWED_MODULES":
         return None if value is None else _names(label, value)
     if key == "QUEUES":
-        return _names(label, value)
+        names = _names(label, value)
+        try:
+            return tuple(name if name == EVERY_QUEUE else check_queue(name) for name in names)
+        except InvalidOption as exc:
+            raise ImproperlyConfigured(f"{label}: {exc}.") from None
     if key == "MAX_ATTEMPTS":
         try:  # the bound schedule() applies: a default it would refuse fails every call
             return check_max_attempts(value)

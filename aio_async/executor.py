@@ -413,11 +413,12 @@ class Executor:
     async def _run_coroutine(
         self, store: Store, attempt: Attempt, call: Callable[[], Any]
     ) -> tuple[Outcome, ErrorInfo | None]:
+        deadline: asyncio.Timeout | None = None
         try:
             if attempt.timeout is None:
                 value = await call()
             else:
-                async with asyncio.timeout(attempt.timeout):
+                async with asyncio.timeout(attempt.timeout) as deadline:
                     value = await call()
             result = result_value(value)
         except asyncio.CancelledError:
@@ -432,6 +433,12 @@ class Executor:
             return await asyncio.shield(store.snooze(attempt, snoozed.seconds)), None
         except BaseException as exc:  # noqa: BLE001 - recorded; the worker lives on
             self._free(attempt)
+            if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
+                # asyncio.timeout() raises a TimeoutError without a message: say what happened.
+                said = f"the job ran past its timeout of {attempt.timeout:g} s and was cancelled"
+                timed_out = TimeoutError(said).with_traceback(exc.__traceback__)
+                timed_out.__cause__ = exc.__cause__  # the cancel, where the job was awaiting
+                exc = timed_out
             error = ErrorInfo.from_exception(exc)
             return await asyncio.shield(store.fail(attempt, error, cause=exc)), error
         self._free(attempt)
@@ -470,18 +477,24 @@ class Executor:
                 "stopped, so whatever it does later is rolled back instead of committed"
             )
         )
+        # Failed here, not lost: the heartbeat must not report its lease as taken over.
+        self._stopped[attempt.job_id] = (attempt.number, Outcome.FAILED)
         outcome = await store.fail(attempt, error)
 
         def late(done: asyncio.Future[tuple[Outcome, ErrorInfo | None]]) -> None:
             self._free(attempt)
             if not done.cancelled() and done.exception() is None:
+                ended = done.result()[0]
                 job_event(
                     logging.WARNING,
                     "job_finished_late",
                     attempt,
                     self.worker_id,
-                    "its thread returned after the timeout: %s",
-                    done.result()[0].value,
+                    "its thread returned after the timeout of %g s; %s",
+                    attempt.timeout,
+                    "nothing it wrote was committed (the job had been failed at its timeout)"
+                    if ended is Outcome.LEASE_LOST
+                    else ended.value,
                 )
 
         future.add_done_callback(late)

@@ -54,6 +54,8 @@ MAX_DEPTH = 100
 MAX_INT_BITS = 13_000
 #: A NUL character or a lone surrogate: no PostgreSQL text or jsonb value can hold them.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+#: A queue name: letters, digits and ``_-.:``, nothing around them (``"Reports "`` is a typo).
+_QUEUE_NAME = re.compile(r"[\w.:-]+")
 
 
 class JSONError(ValueError):
@@ -419,8 +421,13 @@ def check_text(value: object, what: str, *, limit: int = 255) -> str:
 
 
 def check_queue(value: object) -> str:
-    """A queue name."""
-    return check_text(value, "queue")
+    """A queue name: letters, digits, ``_``, ``-``, ``.`` and ``:``, at most 255 of them."""
+    name = check_text(value, "queue")
+    if not _QUEUE_NAME.fullmatch(name):
+        raise InvalidOption(
+            f"queue must be letters, digits, '_', '-', '.' and ':' only (no spaces), got {name!r:.80}"
+        )
+    return name
 
 
 def check_priority(value: object) -> int:

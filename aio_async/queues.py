@@ -22,7 +22,7 @@ from aio_async.payload import check_queue
 from aio_async.readmodel import queue_states
 from aio_async.store.maintenance import notify_queue
 
-__all__ = ["apause", "aresume", "overview", "pause", "paused", "resume", "workers"]
+__all__ = ["apause", "aresume", "known", "overview", "pause", "paused", "resume", "workers"]
 
 
 def _set(queue: str, paused: bool, by: str | None, using: str | None) -> bool:
@@ -63,6 +63,32 @@ def resume(queue: str, *, by: str | None = None, using: str | None = None) -> bo
     if not Queue.objects.using(alias).filter(name=name, paused=True).exists():
         return False
     return _set(name, False, by, using)
+
+
+def known(queue: str, *, using: str | None = None) -> bool:
+    """True when a setting, a registered task, a job or a pause on record names ``queue``.
+
+    ``queues pause`` refuses other names (unless forced): a typo would otherwise be paused
+    for good, and every worker would log it, while the queue meant runs on.
+    """
+    from django.conf import settings as django_settings
+
+    from aio_async.allow import registered
+    from aio_async.startup import DEFAULT_QUEUE
+
+    settings = get_settings()
+    named = {DEFAULT_QUEUE, *settings.queues, *settings.queue_limits}
+    named.update(target.options.queue or DEFAULT_QUEUE for target in registered().values())
+    for backend in (getattr(django_settings, "TASKS", None) or {}).values():
+        if isinstance(backend, dict) and isinstance(backend.get("QUEUES"), list | tuple):
+            named.update(name for name in backend["QUEUES"] if isinstance(name, str))
+    if queue in named:
+        return True
+    alias = using or settings.database
+    return (
+        Queue.objects.using(alias).filter(name=queue).exists()
+        or Job.objects.using(alias).filter(queue=queue).exists()
+    )
 
 
 def paused(*, using: str | None = None) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from django.core.exceptions import ImproperlyConfigured
@@ -12,6 +13,8 @@ from aio_async.conf import QueueSettings
 from aio_async.store.drivers.django import psycopg3
 
 __all__ = ["listen_problems", "problems"]
+
+logger = logging.getLogger("aio_async.store")
 
 #: PostgreSQL's refusal of a connection to a database that does not exist (its English text).
 _NO_SUCH_DATABASE = re.compile(r'database "[^"]*" does not exist')
@@ -47,10 +50,12 @@ def problems(settings: QueueSettings, needed: int, own: int) -> list[str]:
         return []
     found: list[str] = []
     if not psycopg3():
-        found.append(
-            f"Django runs on psycopg2 here: the worker cannot LISTEN, so it polls every "
-            f"{settings.poll_interval:g} s. Install psycopg 3 (pip install 'psycopg[binary]') "
-            "to pick jobs up as they are committed."
+        # Advice, not a problem: polling works, and -q (warnings only) hides it.
+        logger.info(
+            "Django runs on psycopg2 here: the worker cannot LISTEN, so it polls every %g s. "
+            "Install psycopg 3 (pip install 'psycopg[binary]') to pick jobs up as they are committed.",
+            settings.poll_interval,
+            extra={"action": "polling_without_listen"},
         )
     elif settings.listen is not False:
         found += listen_problems(settings)

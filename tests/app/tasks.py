@@ -216,3 +216,9 @@ def timed_sleep(seconds: float) -> list[float]:
     began = time.time()
     time.sleep(seconds)
     return [began, time.time()]
+
+
+def read_then_write(key: str) -> int:
+    """Read the Records, then write one: a deferred SQLite transaction's lock upgrade."""
+    seen = Record.objects.filter(key=key).count()
+    return Record.objects.create(key=key, value=seen).pk

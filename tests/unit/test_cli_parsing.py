@@ -102,6 +102,7 @@ def test_child_arguments_cover_every_option_of_run() -> None:
     argv = ["run", "--processes", "2"]
     values = {
         "settings": ["--settings", "s"],
+        "embedded": ["--embedded"],
         "log_level": ["--log-level", "WARNING"],
         "verbosity": ["-v", "3"],
         "quiet": ["-q"],

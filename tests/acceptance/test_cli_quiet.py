@@ -1,0 +1,32 @@
+"""``-q`` means warnings and errors only: a worker that polls on psycopg2 is advised, not warned."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from aio_async import schedule, sql
+from tests.acceptance.test_cli import run
+from tests.app import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CLI = ("-m", "aio_async", "--settings", "tests.settings")
+
+
+def test_a_quiet_flush_prints_nothing_but_its_outcomes() -> None:
+    schedule(tasks.add, [1, 2])
+    result = run(*CLI, "flush", "-q", "--queue", "*")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.strip() == '{"outcomes": {"succeeded": 1}}'
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql" or sql.psycopg3(), reason="the notice of a project on psycopg2"
+)
+def test_on_psycopg2_the_polling_notice_is_information() -> None:
+    result = run(*CLI, "flush", "--queue", "*")
+    assert result.returncode == 0, result.stderr
+    [notice] = [line for line in result.stderr.splitlines() if "cannot LISTEN" in line]
+    assert " INFO aio_async.store: Django runs on psycopg2 here" in notice
