@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from aio_async.conf import get_settings
-from aio_async.models import Queue, Worker
+from aio_async.models import Job, Queue, Worker
 from aio_async.payload import check_queue
 from aio_async.readmodel import queue_states
 from aio_async.store.maintenance import notify_queue

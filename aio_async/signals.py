@@ -27,7 +27,7 @@ Sent by the worker, for each attempt (arguments ``job_id``, ``name``, ``queue``,
 - ``job_started``: just before the job's function is called.
 - then exactly one of ``job_succeeded``, ``job_retrying``, ``job_failed``, ``job_snoozed``
   or ``job_stopped``, once the attempt's end is recorded, with ``outcome`` (an
-  ``aio_async.operations.Outcome``), ``duration`` (seconds) and ``error`` (an
+  ``aio_async.values.Outcome``), ``duration`` (seconds) and ``error`` (an
   ``ErrorInfo``, or None). ``job_stopped`` is an attempt that ended without a verdict: the
   job was cancelled while it ran (``Outcome.CANCELLED``; ``job_cancelled`` was sent by
   ``cancel()`` already), its lease was taken over (``LEASE_LOST``) or it was given back to

@@ -121,7 +121,7 @@ async def test_claims_commit_durably_when_listen_is_set_apart_from_a_pooled_data
 
 
 def _hold_row_then_release(
-    job_id: int, locked: asyncio.Event, release: asyncio.Event, loop: asyncio.AbstractEventLoop
+    job_id: int, locked: asyncio.Event, release: threading.Event, loop: asyncio.AbstractEventLoop
 ) -> None:
     """In a transaction of its own, lock a queued job's row until told, as a writer of that row would."""
 
@@ -142,7 +142,8 @@ async def test_a_woken_worker_that_meets_the_jobs_row_locked_looks_again_soon_wi
     # whose row was locked at that moment, it must look again soon, not at its next poll.
     job = await sync_to_async(schedule)(tasks.add, [1, 2])
     loop = asyncio.get_running_loop()
-    locked, release = asyncio.Event(), threading.Event()
+    locked = asyncio.Event()
+    release = threading.Event()
     holder = loop.run_in_executor(None, _hold_row_then_release, job.pk, locked, release, loop)
     await locked.wait()
     async with worker(poll_interval=60.0) as executor:  # its first claims pass the locked row by

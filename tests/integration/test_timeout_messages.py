@@ -8,7 +8,7 @@ import pytest
 
 from aio_async import schedule
 from aio_async.models import Error
-from aio_async.operations import Outcome
+from aio_async.values import Outcome
 from tests.app import tasks
 from tests.app.models import Record
 from tests.conftest import drain
