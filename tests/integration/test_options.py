@@ -8,11 +8,11 @@ fails if it stops seeing the call as wrong, so these lines test the typing as we
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, cast
+from typing import Any, Unpack, cast
 
 import pytest
 
-from aio_async import InvalidOption, aschedule, schedule, schedule_many, task
+from aio_async import InvalidOption, ScheduleOptions, aschedule, schedule, schedule_many, task
 from aio_async.allow import registered
 from aio_async.api import job_maker
 from aio_async.backends import JOB_OPTIONS, AioAsyncTask
@@ -113,3 +113,16 @@ def test_the_tasks_backends_using_refuses_a_misspelt_option() -> None:
         record.using(**bad)
     assert record.using(max_attempts=2, queue_name="default").max_attempts == 2
     assert not Job.objects.exists()
+
+
+def _add_one(value: int, **options: Unpack[ScheduleOptions]) -> Job:
+    """A project's own helper that passes schedule()'s options on, typed."""
+    return schedule(tasks.add, (value, 1), **options)
+
+
+@pytest.mark.django_db
+def test_a_helper_passes_the_options_on() -> None:
+    job = _add_one(1, queue="mail", max_attempts=2, unique=True)
+    assert (job.queue, job.max_attempts, job.unique_states) == ("mail", 2, "queued,waiting")
+    with pytest.raises(InvalidOption, match=r"'unqiue' \(did you mean 'unique'\?\)"):
+        _add_one(2, unqiue=True)  # type: ignore[call-arg]
