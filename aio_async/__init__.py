@@ -18,11 +18,13 @@ __all__ = [
     "JobContext",
     "JobFailed",
     "JobFailure",
+    "JobOptions",
     "JobRefused",
     "NotCallable",
     "ResultNotJSON",
     "ResultTimeout",
     "ScheduleError",
+    "ScheduleOptions",
     "Snooze",
     "Task",
     "TaskNotAllowed",
@@ -70,6 +72,7 @@ from aio_async.errors import (
 
 if _typing.TYPE_CHECKING:
     from aio_async.api import (
+        ScheduleOptions,
         Task,
         acancel,
         adeschedule,
@@ -83,9 +86,12 @@ if _typing.TYPE_CHECKING:
     )
     from aio_async.cron import periodic
     from aio_async.health import ahealth, health
+    from aio_async.payload import JobOptions
     from aio_async.results import aresult, result
 
 _LAZY = {
+    "JobOptions": "aio_async.payload",
+    "ScheduleOptions": "aio_async.api",
     "Task": "aio_async.api",
     "acancel": "aio_async.api",
     "cancel": "aio_async.api",

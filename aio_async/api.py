@@ -16,7 +16,7 @@ import inspect
 import os
 import socket
 from collections.abc import Callable, Collection, Iterable
-from typing import Any, Generic, NoReturn, ParamSpec, TypeVar, overload
+from typing import Any, Generic, NoReturn, ParamSpec, TypeVar, Unpack, overload
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured, SynchronousOnlyOperation
@@ -30,12 +30,14 @@ from aio_async.errors import InvalidArguments, InvalidOption
 from aio_async.models import Dependency, Group, Job, Status
 from aio_async.payload import (
     DEFAULT_PRIORITY,
+    JobOptions,
     Limits,
     TaskOptions,
     Unique,
     UniqueOptions,
     check_max_attempts,
     check_meta,
+    check_option_names,
     check_priority,
     check_queue,
     check_text,
@@ -49,6 +51,7 @@ from aio_async.store.dialects import for_vendor
 from aio_async.store.statements import REPLACED
 
 __all__ = [
+    "ScheduleOptions",
     "Task",
     "acancel",
     "acancel_pending",
@@ -68,6 +71,16 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class ScheduleOptions(JobOptions, total=False):
+    """What ``schedule()`` takes by keyword: a job's options (``JobOptions``), and where and
+    after what it is written."""
+
+    #: The database alias to write to (default: ``AIO_ASYNC["DATABASE"]``).
+    using: str | None
+    #: Jobs (or job ids) this one waits for: it runs once every one of them has succeeded.
+    after: Job | int | Iterable[Job | int] | None
 
 
 class Task(Generic[P, R]):
@@ -90,19 +103,27 @@ class Task(Generic[P, R]):
         self,
         args: list[Any] | tuple[Any, ...] | None = None,
         kwargs: dict[str, Any] | None = None,
-        **options: Any,
+        priority: int | None = None,
+        run_after: Any = None,
+        group: Group | str | None = None,
+        meta: dict[str, Any] | None = None,
+        **options: Unpack[ScheduleOptions],
     ) -> Job:
         """Schedule a call of this task; options as for ``aio_async.schedule``."""
-        return schedule(self, args, kwargs, **options)
+        return schedule(self, args, kwargs, priority, run_after, group, meta, **options)
 
     async def aschedule(
         self,
         args: list[Any] | tuple[Any, ...] | None = None,
         kwargs: dict[str, Any] | None = None,
-        **options: Any,
+        priority: int | None = None,
+        run_after: Any = None,
+        group: Group | str | None = None,
+        meta: dict[str, Any] | None = None,
+        **options: Unpack[ScheduleOptions],
     ) -> Job:
         """Schedule a call of this task from async code."""
-        return await aschedule(self, args, kwargs, **options)
+        return await aschedule(self, args, kwargs, priority, run_after, group, meta, **options)
 
     def __getattr__(self, name: str) -> NoReturn:
         hint = _FAMILIAR.get(name)
@@ -127,60 +148,30 @@ _FAMILIAR = {
 def task(function: Callable[P, R], /) -> Task[P, R]: ...
 @overload
 def task(
-    *,
-    name: str | None = None,
-    queue: str | None = None,
-    priority: int | None = None,
-    max_attempts: int | None = None,
-    timeout: float | None = None,
-    unique: bool | None = None,
-    unique_key: str | None = None,
-    unique_for: datetime.timedelta | float | None = None,
-    unique_states: Collection[str] | None = None,
-    on_conflict: str | None = None,
-    concurrency_key: str | Callable[..., str] | None = None,
-    concurrency_limit: int | None = None,
-    rate: str | None = None,
+    *, name: str | None = None, priority: int | None = None, **options: Unpack[JobOptions]
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 def task(
     function: Callable[P, R] | None = None,
     /,
     *,
     name: str | None = None,
-    queue: str | None = None,
     priority: int | None = None,
-    max_attempts: int | None = None,
-    timeout: float | None = None,
-    unique: bool | None = None,
-    unique_key: str | None = None,
-    unique_for: datetime.timedelta | float | None = None,
-    unique_states: Collection[str] | None = None,
-    on_conflict: str | None = None,
-    concurrency_key: str | Callable[..., str] | None = None,
-    concurrency_limit: int | None = None,
-    rate: str | None = None,
+    **options: Unpack[JobOptions],
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Register a sync or ``async def`` function as allowed to run, with default options."""
-    options = TaskOptions.checked(
-        queue=queue,
+    check_option_names(options, _TASK_NAMES, "@task")
+    defaults = TaskOptions.checked(
+        queue=options.get("queue"),
         priority=priority,
-        max_attempts=max_attempts,
-        timeout=timeout,
-        unique=UniqueOptions.checked(
-            unique=unique,
-            unique_key=unique_key,
-            unique_for=unique_for,
-            unique_states=unique_states,
-            on_conflict=on_conflict,
-        ),
-        limits=Limits.checked(
-            concurrency_key=concurrency_key, concurrency_limit=concurrency_limit, rate=rate
-        ),
+        max_attempts=options.get("max_attempts"),
+        timeout=options.get("timeout"),
+        unique=UniqueOptions.of(options),
+        limits=Limits.of(options),
     )
 
     def decorate(function: Callable[P, R]) -> Task[P, R]:
         task_name = allow.check_name(name) if name is not None else allow.dotted_name(function)
-        return Task(function, allow.register(task_name, function, options))
+        return Task(function, allow.register(task_name, function, defaults))
 
     return decorate if function is None else decorate(function)
 
@@ -218,47 +209,29 @@ def job_maker(
     priority: object = None,
     run_after: object = None,
     meta: object = None,
-    *,
-    queue: object = None,
-    max_attempts: object = None,
-    timeout: object = None,
-    unique: object = None,
-    unique_key: object = None,
-    unique_for: object = None,
-    unique_states: object = None,
-    on_conflict: object = None,
-    concurrency_key: object = None,
-    concurrency_limit: object = None,
-    rate: object = None,
+    **options: Unpack[JobOptions],
 ) -> JobMaker:
     """Check what every call shares, once; return a maker of unsaved Jobs from (args, kwargs).
 
     No database is touched: ``job_maker(...)(args, kwargs)`` is a ``schedule()`` call's Job,
     checked, before it is written.
     """
+    check_option_names(options, _MAKER_NAMES, "job_maker()")
     name = _name_of(function)
     target = allow.resolve_for_worker(name)  # refuses what a worker would refuse
-    options = target.options
-    asked = UniqueOptions.checked(
-        unique=unique,
-        unique_key=unique_key,
-        unique_for=unique_for,
-        unique_states=unique_states,
-        on_conflict=on_conflict,
-    )
-    rule = asked.over(options.unique).rule()
-    limits = Limits.checked(concurrency_key=concurrency_key, concurrency_limit=concurrency_limit, rate=rate)
-    limits = limits.over(options.limits)
+    defaults = target.options
+    rule = UniqueOptions.of(options).over(defaults.unique).rule()
+    limits = Limits.of(options).over(defaults.limits)
     now = timezone.now()
     shared_meta = check_meta(meta)
     fixed = {
         "name": name,
-        "queue": check_queue(_first(queue, options.queue, "default")),
-        "priority": check_priority(_first(priority, options.priority, DEFAULT_PRIORITY)),
+        "queue": check_queue(_first(options.get("queue"), defaults.queue, "default")),
+        "priority": check_priority(_first(priority, defaults.priority, DEFAULT_PRIORITY)),
         "max_attempts": check_max_attempts(
-            _first(max_attempts, options.max_attempts, get_settings().max_attempts)
+            _first(options.get("max_attempts"), defaults.max_attempts, get_settings().max_attempts)
         ),
-        "timeout": check_timeout(_first(timeout, options.timeout)),
+        "timeout": check_timeout(_first(options.get("timeout"), defaults.timeout)),
         "added": now,
         "run_after": run_after_value(run_after, now),
         "status": Status.QUEUED,
@@ -442,20 +415,7 @@ def schedule(
     run_after: Any = None,
     group: Group | str | None = None,
     meta: dict[str, Any] | None = None,
-    *,
-    queue: str | None = None,
-    max_attempts: int | None = None,
-    timeout: float | None = None,
-    using: str | None = None,
-    unique: bool | None = None,
-    unique_key: str | None = None,
-    unique_for: datetime.timedelta | float | None = None,
-    unique_states: Collection[str] | None = None,
-    on_conflict: str | None = None,
-    after: Job | int | Iterable[Job | int] | None = None,
-    concurrency_key: str | Callable[..., str] | None = None,
-    concurrency_limit: int | None = None,
-    rate: str | None = None,
+    **options: Unpack[ScheduleOptions],
 ) -> Job:
     """Put a call of ``function`` in the queue, inside the caller's transaction.
 
@@ -463,23 +423,10 @@ def schedule(
     if one fails for good or is cancelled, so is this job.
     """
     not_in_async_code("schedule")
-    make = job_maker(
-        function,
-        priority,
-        run_after,
-        meta,
-        queue=queue,
-        max_attempts=max_attempts,
-        timeout=timeout,
-        unique=unique,
-        unique_key=unique_key,
-        unique_for=unique_for,
-        unique_states=unique_states,
-        on_conflict=on_conflict,
-        concurrency_key=concurrency_key,
-        concurrency_limit=concurrency_limit,
-        rate=rate,
-    )
+    check_option_names(options, _SCHEDULE_NAMES, "schedule()")
+    using, after = options.pop("using", None), options.pop("after", None)
+    per_job: JobOptions = options  # what is left: the job's own options
+    make = job_maker(function, priority, run_after, meta, **per_job)
     alias = _queue_database(group, using)
     job = make(args, kwargs)
     prerequisites = _prerequisites(after, make.unique)
@@ -509,20 +456,7 @@ def schedule_many(
     run_after: Any = None,
     group: Group | str | None = None,
     meta: dict[str, Any] | None = None,
-    *,
-    queue: str | None = None,
-    max_attempts: int | None = None,
-    timeout: float | None = None,
-    using: str | None = None,
-    unique: bool | None = None,
-    unique_key: str | None = None,
-    unique_for: datetime.timedelta | float | None = None,
-    unique_states: Collection[str] | None = None,
-    on_conflict: str | None = None,
-    after: Job | int | Iterable[Job | int] | None = None,
-    concurrency_key: str | Callable[..., str] | None = None,
-    concurrency_limit: int | None = None,
-    rate: str | None = None,
+    **options: Unpack[ScheduleOptions],
 ) -> list[Job]:
     """Schedule many calls of ``function``, each an ``(args, kwargs)`` pair, in one INSERT.
 
@@ -531,23 +465,10 @@ def schedule_many(
     With ``after``, every one of them waits for those jobs (see ``schedule``).
     """
     not_in_async_code("schedule_many")
-    make = job_maker(
-        function,
-        priority,
-        run_after,
-        meta,
-        queue=queue,
-        max_attempts=max_attempts,
-        timeout=timeout,
-        unique=unique,
-        unique_key=unique_key,
-        unique_for=unique_for,
-        unique_states=unique_states,
-        on_conflict=on_conflict,
-        concurrency_key=concurrency_key,
-        concurrency_limit=concurrency_limit,
-        rate=rate,
-    )
+    check_option_names(options, _SCHEDULE_MANY_NAMES, "schedule_many()")
+    using, after = options.pop("using", None), options.pop("after", None)
+    per_job: JobOptions = options  # what is left: the job's own options
+    make = job_maker(function, priority, run_after, meta, **per_job)
     jobs = []
     for index, call in enumerate(calls):
         if not isinstance(call, tuple | list) or len(call) != 2:
@@ -572,6 +493,23 @@ def schedule_many(
             return _insert_unique(jobs, alias, make.unique)
         _insert_after(jobs, alias, prerequisites)
     return jobs
+
+
+def _names(function: Callable[..., Any], options: frozenset[str]) -> frozenset[str]:
+    """The keywords ``function`` takes: its named parameters, and ``options`` (its TypedDict's)."""
+    parameters = inspect.signature(function).parameters.values()
+    named = {
+        parameter.name
+        for parameter in parameters
+        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    }
+    return frozenset(named) | options
+
+
+_TASK_NAMES = _names(task, JobOptions.__optional_keys__)
+_MAKER_NAMES = _names(job_maker, JobOptions.__optional_keys__)
+_SCHEDULE_NAMES = _names(schedule, ScheduleOptions.__optional_keys__)
+_SCHEDULE_MANY_NAMES = _names(schedule_many, ScheduleOptions.__optional_keys__)
 
 
 def _prerequisites(after: object, unique: Unique | None) -> list[int]:

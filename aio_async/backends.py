@@ -42,7 +42,7 @@ import inspect
 import logging
 import traceback
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, Unpack, cast
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.core import checks
@@ -57,10 +57,12 @@ from aio_async.context import JobContext, current_job
 from aio_async.errors import InvalidOption, JobCancelled, ScheduleError
 from aio_async.models import Error, Job, Status
 from aio_async.payload import (
+    JobOptions,
     Limits,
     TaskOptions,
     UniqueOptions,
     check_max_attempts,
+    check_option_names,
     check_queue,
     check_timeout,
 )
@@ -132,19 +134,11 @@ def _first(value: Any, default: Any) -> Any:
 # The task ----------------------------------------------------------------------------------
 
 
-#: aio_async's own options of a Task, as ``schedule()`` takes them.
-JOB_OPTIONS = (
-    "max_attempts",
-    "timeout",
-    "unique",
-    "unique_key",
-    "unique_for",
-    "unique_states",
-    "on_conflict",
-    "concurrency_key",
-    "concurrency_limit",
-    "rate",
-)
+#: aio_async's own options of a Task: a job's options (``JobOptions``) but its queue, which is
+#: Django's ``queue_name``.
+JOB_OPTIONS = tuple(name for name in JobOptions.__annotations__ if name != "queue")
+#: The keywords of Django's ``Task.using()``.
+_DJANGO_USING = ("priority", "queue_name", "run_after", "backend")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,23 +167,52 @@ class AioAsyncTask(_TaskBase):
         _TaskBase.__post_init__(self)  # zero-argument super() does not work in a slots dataclass
         _register(self)
 
-    def using(self, **changes: Any) -> AioAsyncTask:
+    def using(
+        self,
+        *,
+        priority: int | None = None,
+        queue_name: str | None = None,
+        run_after: datetime.datetime | datetime.timedelta | None = None,
+        backend: str | None = None,
+        **options: Unpack[JobOptions],
+    ) -> AioAsyncTask:
         """A copy with other defaults: Django's, and aio_async's options (``JOB_OPTIONS``)."""
+        check_option_names(options, _USING_NAMES, f"{self.module_path}.using()")
         # A timedelta run_after passes through as it is: validate_task() accepts it (from now,
         # when enqueued).
-        ours = {name: changes.pop(name) for name in JOB_OPTIONS if changes.get(name) is not None}
-        for name in JOB_OPTIONS:
-            changes.pop(name, None)  # None: leave the task's own
+        ours: dict[str, Any] = {name: value for name, value in options.items() if value is not None}
         if "unique_states" in ours and not isinstance(ours["unique_states"], str):
             ours["unique_states"] = tuple(ours["unique_states"])
-        task: AioAsyncTask = _TaskBase.using(self, **changes)  # type: ignore[assignment]
+        task: AioAsyncTask = _TaskBase.using(  # type: ignore[assignment]
+            self,
+            priority=priority,
+            queue_name=queue_name,
+            run_after=run_after,  # type: ignore[arg-type]  # a timedelta too, see validate_task()
+            backend=backend,
+        )
         if not ours:
             return task
         return dataclasses.replace(task, **ours)  # validated again, by Task.__post_init__
 
-    def job_options(self) -> dict[str, Any]:
+    def job_options(self) -> JobOptions:
         """The options ``schedule()`` takes, as this task sets them (``None``: not set)."""
-        return {name: getattr(self, name) for name in JOB_OPTIONS}
+        return JobOptions(
+            queue=self.queue_name,
+            max_attempts=self.max_attempts,
+            timeout=self.timeout,
+            unique=self.unique,
+            unique_key=self.unique_key,
+            unique_for=self.unique_for,
+            unique_states=self.unique_states,
+            on_conflict=self.on_conflict,
+            concurrency_key=self.concurrency_key,
+            concurrency_limit=self.concurrency_limit,
+            rate=self.rate,
+        )
+
+
+#: What ``AioAsyncTask.using()`` takes.
+_USING_NAMES = frozenset((*_DJANGO_USING, *JOB_OPTIONS))
 
 
 #: The first Task created for each function (the module-level one), by module path.
@@ -510,18 +533,9 @@ class AioAsyncBackend(BaseTaskBackend):
             if task.max_attempts is not None:
                 check_max_attempts(task.max_attempts)
             check_timeout(task.timeout)
-            UniqueOptions.checked(
-                unique=task.unique,
-                unique_key=task.unique_key,
-                unique_for=task.unique_for,
-                unique_states=task.unique_states,
-                on_conflict=task.on_conflict,
-            ).rule()
-            Limits.checked(
-                concurrency_key=task.concurrency_key,
-                concurrency_limit=task.concurrency_limit,
-                rate=task.rate,
-            )
+            options = task.job_options()
+            UniqueOptions.of(options).rule()
+            Limits.of(options)
         except ScheduleError as exc:
             raise InvalidTask(f"{task.module_path}: {exc}") from None
 
@@ -532,9 +546,9 @@ class AioAsyncBackend(BaseTaskBackend):
         # What Django's TaskResult would raise for arguments that are not JSON, before any write.
         job_args = normalize_json(list(args))
         job_kwargs = normalize_json(dict(kwargs))
-        options = task.job_options()  # type: ignore[attr-defined]  # validate_task: an AioAsyncTask
-        options["max_attempts"] = _first(options["max_attempts"], self.max_attempts)
-        options["timeout"] = _first(options["timeout"], self.timeout)
+        options = cast(AioAsyncTask, task).job_options()  # validate_task: an AioAsyncTask
+        options["max_attempts"] = _first(options.get("max_attempts"), self.max_attempts)
+        options["timeout"] = _first(options.get("timeout"), self.timeout)
         try:
             job = schedule(
                 task.module_path,
@@ -543,7 +557,6 @@ class AioAsyncBackend(BaseTaskBackend):
                 priority=task.priority,
                 run_after=task.run_after,
                 meta={TASK_KEY: _spec(self.alias, task)},
-                queue=task.queue_name,
                 **options,
             )
         except InvalidOption as exc:  # what only the arguments tell: a key made from them, say

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import difflib
 import hashlib
 import json
 import math
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection, Iterable
+from typing import Any, TypedDict
 
 from django.conf import settings as django_settings
 from django.utils import timezone
@@ -28,6 +29,7 @@ __all__ = [
     "PRIORITY_LIMIT",
     "JSONError",
     "JobLimits",
+    "JobOptions",
     "Limits",
     "TaskOptions",
     "Unique",
@@ -35,6 +37,7 @@ __all__ = [
     "check_concurrency_limit",
     "check_max_attempts",
     "check_meta",
+    "check_option_names",
     "check_priority",
     "check_queue",
     "check_rate",
@@ -71,6 +74,44 @@ def _text(value: str, path: str) -> str:
     if found is not None:
         raise JSONError(path, f"holds the character {found.group()!r}, which a database cannot store")
     return value
+
+
+class JobOptions(TypedDict, total=False):
+    """A job's options, declared once: ``@task`` takes them as the task's defaults,
+    ``schedule()``, ``schedule_many()`` and ``Task.schedule()`` for one call, and Django's
+    Tasks backend as a Task's fields (``queue`` is its ``queue_name``).
+
+    An option left out, or ``None``, is not set there: the task's default applies, then the
+    queue's limits and the settings.
+    """
+
+    queue: str | None
+    max_attempts: int | None
+    timeout: float | None
+    unique: bool | None
+    unique_key: str | None
+    unique_for: datetime.timedelta | float | None
+    unique_states: Collection[str] | None
+    on_conflict: str | None
+    concurrency_key: str | Callable[..., str] | None
+    concurrency_limit: int | None
+    rate: str | None
+
+
+def check_option_names(given: Iterable[str], known: Collection[str], where: str) -> None:
+    """Refuse a keyword that is no option of ``where``, naming the closest one it may mean."""
+    unknown = [name for name in given if name not in known]
+    if not unknown:
+        return
+    problems = []
+    guessed = True
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        guessed = guessed and bool(close)
+        problems.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    plural = "s" if len(unknown) > 1 else ""
+    takes = "" if guessed else f"; it takes {', '.join(sorted(known))}"
+    raise InvalidOption(f"{where} got unknown option{plural} {', '.join(problems)}{takes}")
 
 
 def json_value(value: object, path: str = "value", depth: int = 0) -> Any:
@@ -199,6 +240,17 @@ class UniqueOptions:
                 f"on_conflict must be one of {', '.join(map(repr, ON_CONFLICT))}, got {on_conflict!r:.80}"
             )
         return cls(unique, key, _period(unique_for), _unique_states(unique_states), on_conflict)
+
+    @classmethod
+    def of(cls, options: JobOptions) -> UniqueOptions:
+        """The uniqueness ``options`` ask for, checked (see ``checked``)."""
+        return cls.checked(
+            unique=options.get("unique"),
+            unique_key=options.get("unique_key"),
+            unique_for=options.get("unique_for"),
+            unique_states=options.get("unique_states"),
+            on_conflict=options.get("on_conflict"),
+        )
 
     def over(self, defaults: UniqueOptions) -> UniqueOptions:
         """These options, with ``defaults``' where these are not set."""
@@ -337,6 +389,15 @@ class Limits:
             key=concurrency_key,
             concurrency=None if concurrency_limit is None else check_concurrency_limit(concurrency_limit),
             rate=None if rate is None else check_rate(rate),
+        )
+
+    @classmethod
+    def of(cls, options: JobOptions) -> Limits:
+        """The limits ``options`` ask for, checked (see ``checked``)."""
+        return cls.checked(
+            concurrency_key=options.get("concurrency_key"),
+            concurrency_limit=options.get("concurrency_limit"),
+            rate=options.get("rate"),
         )
 
     def over(self, defaults: Limits) -> Limits:
