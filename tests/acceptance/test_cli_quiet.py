@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from aio_async import schedule, sql
+from aio_async import schedule
+from aio_async.store.drivers.django import psycopg3
 from tests.acceptance.test_cli import run
 from tests.app import tasks
 
@@ -23,7 +24,7 @@ def test_a_quiet_flush_prints_nothing_but_its_outcomes() -> None:
 
 
 @pytest.mark.skipif(
-    connection.vendor != "postgresql" or sql.psycopg3(), reason="the notice of a project on psycopg2"
+    connection.vendor != "postgresql" or psycopg3(), reason="the notice of a project on psycopg2"
 )
 def test_on_psycopg2_the_polling_notice_is_information() -> None:
     result = run(*CLI, "flush", "--queue", "*")
