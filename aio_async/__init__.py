@@ -89,7 +89,7 @@ if _typing.TYPE_CHECKING:
         task,
     )
     from aio_async.cron import periodic
-    from aio_async.health import ahealth, health
+    from aio_async.health_report import ahealth, health
     from aio_async.payload import JobOptions
     from aio_async.results import aresult, result
 
@@ -108,8 +108,8 @@ _LAZY = {
     "aretry": "aio_async.api",
     "schedule": "aio_async.api",
     "task": "aio_async.api",
-    "ahealth": "aio_async.health",
-    "health": "aio_async.health",
+    "ahealth": "aio_async.health_report",
+    "health": "aio_async.health_report",
     "periodic": "aio_async.cron",
     "aresult": "aio_async.results",
     "result": "aio_async.results",

@@ -642,7 +642,7 @@ def _command(options: argparse.Namespace, overrides: dict[str, Any]) -> int:
 
         print(json.dumps(workers(using=_settings(overrides).database), indent=2))
     elif options.command == "health":
-        from aio_async.health import health
+        from aio_async.health_report import health
 
         print(json.dumps(health(), indent=2))
     else:

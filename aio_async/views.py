@@ -10,7 +10,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from aio_async.conf import get_settings
-from aio_async.health import health, problems
+from aio_async.health_report import health, problems
 
 __all__ = ["FORBIDDEN", "health_view", "may_operate", "metrics_unavailable_view"]
 

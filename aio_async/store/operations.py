@@ -17,9 +17,9 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from aio_async.backoff import retry_delay
 from aio_async.conf import QueueSettings
 from aio_async.errors import JobCancelled, WorkerLost
-from aio_async.retry import retry_delay
 from aio_async.store import statements as sql
 from aio_async.store.dialects import Dialect
 from aio_async.store.statements import Op

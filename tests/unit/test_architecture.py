@@ -32,11 +32,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "embedded",
         ),
     ),
-    ("policies", ("allow", "retry", "startup")),
+    ("policies", ("allow", "backoff", "startup")),
     ("store", ("store",)),
     ("tables", ("models",)),
     ("observability", ("log", "signals")),
-    ("operations", ("api", "bridge", "results", "readmodel", "queues", "cron", "health")),
+    ("operations", ("api", "bridge", "results", "readmodel", "queues", "cron", "health_report")),
     ("loop", ("executor", "worker")),
     (
         "faces",

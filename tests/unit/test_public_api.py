@@ -50,3 +50,17 @@ def test_every_exception_the_worker_records_or_the_readme_names_can_be_imported(
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for name in ("JobRefused", "WorkerLost", "ResultNotJSON"):
         assert f"`{name}`" in readme, name
+
+
+def test_no_module_of_the_package_shadows_a_public_name() -> None:
+    # Importing a submodule sets it as an attribute of the package: a module named like a
+    # public function (``aio_async.retry``) would replace the function for everyone after.
+    import importlib
+    import pkgutil
+
+    for found in pkgutil.walk_packages(aio_async.__path__, "aio_async."):
+        if ".migrations" in found.name or found.name.endswith(("otel", "metrics")):
+            continue  # optional extras, and frozen history
+        importlib.import_module(found.name)
+    for name in aio_async.__all__:
+        assert not inspect.ismodule(getattr(aio_async, name)), name

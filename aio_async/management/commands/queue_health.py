@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from aio_async.cli import command_logging
-from aio_async.health import health
+from aio_async.health_report import health
 
 
 class Command(BaseCommand):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from aio_async.backoff import exponential, retry_delay
 from aio_async.conf import Backoff, QueueSettings
-from aio_async.retry import exponential, retry_delay
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 3, 7])
