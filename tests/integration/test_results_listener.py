@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, connections
 
-from aio_async import aresult, schedule
+from aio_async import ResultTimeout, aresult, schedule
 from aio_async.models import Job
 from aio_async.store.drivers.psycopg import connection_params
 from tests.app import tasks
@@ -207,3 +207,13 @@ async def test_without_a_listening_connection_waiters_poll_and_say_so_once(
     said = [record for record in caplog.records if getattr(record, "action", None) == "results_polling"]
     assert len(said) == 1
     assert "result() waiters on database 'unreachable' poll" in said[0].getMessage()
+
+
+@pytest.mark.postgres_only
+@pytest.mark.psycopg3
+async def test_a_wait_that_times_out_removes_its_row(observer: psycopg.AsyncConnection[Any]) -> None:
+    [job] = await scheduled(1)
+    with pytest.raises(ResultTimeout):
+        await aresult(job, timeout=0.3)
+    assert await waits(observer) == 0
+    assert await one(observer, "SELECT status FROM aio_async_job WHERE id = %s", job.pk) == "queued"
