@@ -1,9 +1,15 @@
 """Waiting for a job's end: ``result()`` and ``aresult()``.
 
-The waiter marks the job ``awaited``; on PostgreSQL (psycopg 3) it LISTENs first, so the
-NOTIFY that a trigger sends in the transaction that finishes the job wakes it on commit
-(migration 0007). Elsewhere it polls, from 10 ms up to ``POLL_CAP`` between looks. Either
-way the job's row decides: a job that finished before the wait began is answered at once.
+On PostgreSQL (psycopg 3) a waiter is woken by a NOTIFY: it records its wait in a table of
+its own (``aio_async_waiter``, never the job's row, which a worker's claim would then skip),
+and a trigger sends ``NOTIFY aio_async_done`` in the transaction that finishes a job someone
+waits for, so the waiter wakes on commit (migration 0012). All the waiters of a process share
+one listening connection per database (``store.results.Listener``, on a thread of its own):
+the cost is one server connection per process that waits, opened on its first wait and kept,
+however many wait at once. Without it (``AIO_ASYNC["LISTEN"] = False``, SQLite, psycopg2, or
+when that connection cannot be had: too many clients, a pooler) waiters poll, from 10 ms up
+to ``POLL_CAP`` between looks, on the connection Django gives the waiting thread. Either way
+the job's row decides: a job that finished before the wait began is answered at once.
 """
 
 from __future__ import annotations
@@ -17,12 +23,18 @@ from django.db import connections
 from aio_async.conf import get_settings
 from aio_async.errors import InvalidOption, JobFailed, ResultTimeout
 from aio_async.store.drivers.django import psycopg3
-from aio_async.store.results import listen_for_end, look
+from aio_async.store.results import End, Listener, listener_for, look, register, unregister
 
 __all__ = ["aresult", "result"]
 
 #: Longest pause between two looks at a job when polling.
 POLL_CAP = 0.5
+#: A woken waiter looks again after this long without a notification, doubling up to
+#: ``LOOK_CAP``: a job whose end was written just before the waiter registered sends no
+#: NOTIFY, and a notification can be lost (a pooler, a lost connection); either delays the
+#: answer, never loses it.
+FIRST_LOOK = 0.05
+LOOK_CAP = 5.0
 
 
 async def aresult(job: Any, timeout: float | None = None, *, using: str | None = None) -> Any:  # noqa: ASYNC109 - as result()
@@ -37,12 +49,10 @@ async def aresult(job: Any, timeout: float | None = None, *, using: str | None =
             connection = connections[alias]
             listen = get_settings().listen
             if connection.vendor == "postgresql" and psycopg3() and listen is not False:
-                return _answer(
-                    job_id,
-                    *await listen_for_end(
-                        job_id, connections[listen] if isinstance(listen, str) else connection
-                    ),
-                )
+                listener = listener_for(connections[listen] if isinstance(listen, str) else connection)
+                end = await _woken(listener, job_id, alias)
+                if end is not None:
+                    return _answer(job_id, *end)
             return await _poll(job_id, alias)
     except TimeoutError:
         raise ResultTimeout(
@@ -78,6 +88,32 @@ def _answer(job_id: int, status: str | None, value: Any, error: tuple[str, str, 
         return value
     exception, message, traceback = error or ("", "", "")
     raise JobFailed(job_id, status, exception, message, traceback)
+
+
+async def _woken(listener: Listener, job_id: int, alias: str) -> End | None:
+    """The job's end, looked at each time the listener may have heard of it; None: poll instead."""
+    wake = listener.wake(job_id)
+    try:
+        if not await listener.ready():
+            return None
+        waiter, end = await sync_to_async(register, thread_sensitive=True)(job_id, alias)
+        try:
+            pause = FIRST_LOOK
+            while end is None:
+                try:
+                    async with asyncio.timeout(pause):
+                        await wake.event.wait()
+                except TimeoutError:
+                    pause = min(LOOK_CAP, pause * 2)
+                wake.event.clear()  # before the look: a notice that comes during it wakes the next wait
+                if not await listener.ready():
+                    return None
+                end = await sync_to_async(look, thread_sensitive=True)(job_id, alias)
+            return end
+        finally:
+            await sync_to_async(unregister, thread_sensitive=True)(job_id, waiter, alias)
+    finally:
+        listener.forget(wake)
 
 
 async def _poll(job_id: int, alias: str) -> Any:

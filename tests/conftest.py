@@ -19,6 +19,7 @@ from django.db import connection, connections
 
 from aio_async.conf import QueueSettings, get_settings
 from aio_async.executor import Executor
+from aio_async.store.results import close_listeners
 from aio_async.values import Outcome
 
 HERE = Path(__file__).resolve().parent
@@ -111,6 +112,14 @@ def _close_async_orm_connection(request: pytest.FixtureRequest) -> Iterator[None
     yield
     if inspect.iscoroutinefunction(request.function) and request.node.get_closest_marker("django_db"):
         SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
+@pytest.fixture(autouse=True)
+def _close_result_listeners(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Close the connection that ``result()`` waiters LISTEN on, before the test database is dropped."""
+    yield
+    if request.node.get_closest_marker("django_db"):
+        close_listeners()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from aio_async import InvalidOption, JobFailed, ResultTimeout, aresult, deschedule, result, schedule
@@ -103,4 +103,12 @@ async def test_on_postgresql_the_waiter_wakes_on_the_commit_not_on_a_poll(listen
     finished = (await Job.objects.aget(pk=job.pk)).finished
     assert finished is not None
     assert returned - finished < datetime.timedelta(milliseconds=200)
-    assert (await Job.objects.aget(pk=job.pk)).awaited
+    assert not (await Job.objects.aget(pk=job.pk)).awaited  # the job's row is not written by a waiter
+    assert await sync_to_async(waiting_on)(job.pk) == 0  # the wait's own row is gone
+
+
+def waiting_on(job_id: int) -> int:
+    """How many waits are recorded for the job."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM aio_async_waiter WHERE job_id = %s", [job_id])
+        return int(cursor.fetchone()[0])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, TypeVar
 
 import psycopg
@@ -22,7 +22,7 @@ from aio_async.store.dialects import POSTGRESQL
 from aio_async.store.protocol import CANCELLED, QUEUES, WAKE
 from aio_async.store.statements import CANCEL_CHANNEL, QUEUES_CHANNEL, MakeOp, Op
 
-__all__ = ["CHANNEL", "PsycopgConnector", "connection_params", "listen_works"]
+__all__ = ["CHANNEL", "PsycopgConnector", "connection_params", "listen_works", "notifications"]
 
 CHANNEL = "aio_async"
 #: What each channel's notices are, as ``listen()`` yields them (see ``protocol.Notice``).
@@ -126,17 +126,31 @@ class PsycopgConnector:
         Yields ``("wake", "")`` first, once listening: wake-ups before that moment were
         missed, so the caller should look for due jobs then.
         """
-        async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as listener:
-            await listener.execute(f"LISTEN {CHANNEL}; LISTEN {CANCEL_CHANNEL}; LISTEN {QUEUES_CHANNEL}")
-            yield "wake", ""
-            async for notice in listener.notifies():
-                yield _KINDS.get(notice.channel, "wake"), notice.payload
+        async for notice in notifications(params, (CHANNEL, CANCEL_CHANNEL, QUEUES_CHANNEL)):
+            yield ("wake", "") if notice is None else (_KINDS.get(notice[0], "wake"), notice[1])
 
     async def close(self) -> None:
         """Close the connection, if open."""
         connection, self._connection = self._connection, None
         if connection is not None and not connection.closed:
             await connection.close()
+
+
+async def notifications(
+    params: dict[str, Any], channels: Iterable[str]
+) -> AsyncIterator[tuple[str, str] | None]:
+    """LISTEN on ``channels`` on a connection of its own; None once listening, then (channel, payload).
+
+    The one LISTEN loop of the package: the worker's wake-ups (``PsycopgConnector.listen``)
+    and the waiters of ``result()`` (``store.results.Listener``). Notifications sent before the
+    None were missed: the caller looks at the state it waits on then. A broken connection
+    raises ``psycopg.Error``; closing the iterator closes the connection.
+    """
+    async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as listener:
+        await listener.execute("; ".join(f"LISTEN {channel}" for channel in channels))
+        yield None
+        async for notice in listener.notifies():
+            yield notice.channel, notice.payload
 
 
 def listen_works(connection: BaseDatabaseWrapper, timeout: float = 2.0) -> bool:
