@@ -59,8 +59,8 @@ def test_no_module_of_the_package_shadows_a_public_name() -> None:
     import pkgutil
 
     for found in pkgutil.walk_packages(aio_async.__path__, "aio_async."):
-        if ".migrations" in found.name or found.name.endswith(("otel", "metrics")):
-            continue  # optional extras, and frozen history
+        if ".migrations" in found.name or found.name.endswith(("otel", "metrics", "drivers.psycopg")):
+            continue  # optional extras (prometheus, opentelemetry, psycopg 3), and frozen history
         importlib.import_module(found.name)
     for name in aio_async.__all__:
         assert not inspect.ismodule(getattr(aio_async, name)), name
