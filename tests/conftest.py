@@ -31,6 +31,7 @@ NEEDS_PSYCOPG3 = {
     HERE / "integration" / "test_postgres.py",
     HERE / "integration" / "test_listen.py",
     HERE / "acceptance" / "test_outages.py",
+    HERE / "integration" / "test_results_listener.py",
 }
 
 
