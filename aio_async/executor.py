@@ -5,9 +5,10 @@ It knows nothing of SQL or of database dialects: every database operation is a c
 while another worker could: a slot is free once its job's function has returned (the
 completion may still be committing), and a claim takes every free slot in one statement.
 
-How one attempt runs: a coroutine job is awaited on the loop (cancelled at its timeout); a
-sync job runs in a job thread with its completion in the same transaction (``bridge``); a
-sync job past its timeout is failed at once and its late commit refused.
+One attempt runs in ``worker.attempt`` (the attempt runner): a coroutine job is awaited on
+the loop (cancelled at its timeout); a sync job runs in a job thread with its completion in
+the same transaction (``bridge``); a sync job past its timeout is failed at once and its late
+commit refused. Pruning and periodic ticks run beside the loop (``worker.maintenance``).
 
 Shutdown is a small state machine: a stop request stops claiming; running jobs get
 ``shutdown_timeout`` seconds to finish; coroutine jobs still running then are cancelled and
@@ -27,27 +28,21 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.db import connections
 from django.utils import timezone
 
-from aio_async import allow, context, signals
-from aio_async.bridge import NoConnection, result_value
+from aio_async.bridge import NoConnection
 from aio_async.conf import QueueSettings, get_settings
 from aio_async.context import JobContext
-from aio_async.cron import PeriodicRunner
 from aio_async.cron import schedules as periodic_schedules
-from aio_async.errors import FunctionNotFound, JobRefused, Snooze
 from aio_async.log import job_event, job_finished
-from aio_async.retention import Retention
 from aio_async.schedules import Schedule
 from aio_async.startup import warn_unserved_queues
-from aio_async.store.maintenance import prune_in_thread
 from aio_async.store.protocol import CANCELLED, QUEUES, Store
-from aio_async.values import Attempt, ErrorInfo, Outcome
+from aio_async.values import Attempt, Outcome
+from aio_async.worker.attempt import run_attempt
+from aio_async.worker.maintenance import fire_periodic, prune_every
 from aio_async.worker.threads import open_store
 
 __all__ = ["Executor", "new_worker_id"]
@@ -56,9 +51,6 @@ logger = logging.getLogger("aio_async.executor")
 
 #: Longest pause between retries while the database is unreachable.
 MAX_BACKOFF = 30.0
-#: A worker with periodic schedules looks at the clock at least this often (it may be changed).
-PERIODIC_RECHECK = 60.0
-PERIODIC_RETRY = 5.0
 
 
 def new_worker_id() -> str:
@@ -180,9 +172,18 @@ class Executor:
             else:
                 side_tasks.append(asyncio.create_task(self._listen(store), name="listen"))
             if not until_empty and self.settings.retention is not None:
-                side_tasks.append(asyncio.create_task(self._prune(self.settings.retention), name="prune"))
+                side_tasks.append(
+                    asyncio.create_task(
+                        prune_every(self.settings.retention, self.settings.database, self._stop), name="prune"
+                    )
+                )
             if not until_empty and self.schedules:
-                side_tasks.append(asyncio.create_task(self._periodic(self.schedules), name="periodic"))
+                side_tasks.append(
+                    asyncio.create_task(
+                        fire_periodic(self.schedules, self.settings.database, self._stop, self._wake.set),
+                        name="periodic",
+                    )
+                )
             for side in side_tasks:
                 side.add_done_callback(self._side_task_done)
             try:
@@ -324,18 +325,52 @@ class Executor:
 
     def _start(self, store: Store, attempt: Attempt) -> None:
         job = attempt.context(self.worker_id)
-        task = asyncio.create_task(self._attempt(store, attempt, job), name=f"job-{attempt.job_id}")
+        task = asyncio.create_task(run_attempt(store, attempt, job, self), name=f"job-{attempt.job_id}")
         self._running[attempt.job_id] = _Running(attempt, task, job)
         self._busy[attempt.job_id] = attempt.number
         if attempt.isolated:
             self._isolating = True
         task.add_done_callback(functools.partial(self._finished, attempt))
 
-    def _free(self, attempt: Attempt) -> None:
+    # What a running attempt tells the worker (``worker.attempt.Slots``) ---------------------
+
+    def free(self, attempt: Attempt) -> None:
         """The job's function returned (its completion may still be committing): its slot is free."""
         if self._busy.get(attempt.job_id) == attempt.number:
             del self._busy[attempt.job_id]
             self._wake.set()
+
+    def wake(self) -> None:
+        """Claim again now."""
+        self._wake.set()
+
+    def running_coroutine(self, attempt: Attempt) -> None:
+        """The attempt runs a coroutine: a cancel or a lost lease cancels its task."""
+        if (running := self._running.get(attempt.job_id)) is not None and running.attempt is attempt:
+            running.coroutine = True
+
+    def stopped_as(self, attempt: Attempt) -> Outcome | None:
+        """The end the attempt takes because it was stopped here, or None if it was not."""
+        stopped = self._stopped.get(attempt.job_id)
+        return stopped[1] if stopped is not None and stopped[0] == attempt.number else None
+
+    def stop_as(self, attempt: Attempt, outcome: Outcome) -> None:
+        """The attempt is stopped here and ends as ``outcome``."""
+        self._stopped[attempt.job_id] = (attempt.number, outcome)
+
+    def connections_short(self, exc: NoConnection) -> None:
+        """A job thread could not connect: run fewer jobs at once, as many as run now (at least one)."""
+        first = self.capacity == self.concurrency
+        self.capacity = max(1, len(self._busy))
+        logger.log(
+            logging.WARNING if first else logging.DEBUG,
+            "A job thread cannot connect to the database (%s); running fewer jobs at once (%s now, "
+            "concurrency %s) until connections free up; jobs that could not start lose no attempt",
+            exc,
+            self.capacity,
+            self.concurrency,
+            extra={"action": "connections_short", "worker_id": self.worker_id},
+        )
 
     def _finished(self, attempt: Attempt, task: asyncio.Task[Outcome]) -> None:
         # The job may run again here already (a snooze of 0 s, a retry due now, claimed before
@@ -367,158 +402,6 @@ class Executor:
             self._unrecorded.append(attempt)
             return
         self.outcomes[task.result()] += 1
-
-    # Running one attempt ----------------------------------------------------------------
-
-    async def _attempt(self, store: Store, attempt: Attempt, job: JobContext) -> Outcome:
-        """Run one attempt to its end and record how it ended."""
-        began = time.monotonic()
-        context.enter(job)  # this task's context, copied to a job thread
-        error: ErrorInfo | None = None
-        in_thread = False  # a sync job's slot is freed by its thread, once its function returned
-        try:
-            try:
-                target, args, kwargs = allow.runnable(attempt)
-            except JobRefused as exc:
-                error = ErrorInfo.from_exception(exc)
-                # A name that does not import may be a deploy in progress, so it is retried;
-                # anything else about the row will never run.
-                retry = isinstance(exc.__cause__, FunctionNotFound)
-                outcome = await asyncio.shield(store.fail(attempt, error, final=not retry))
-            else:
-                call = functools.partial(target.function, *args, **kwargs)
-                await signals.attempt_started(attempt, self.worker_id)  # job_started; the job's span
-                if target.is_coroutine:
-                    if (
-                        running := self._running.get(attempt.job_id)
-                    ) is not None and running.attempt is attempt:
-                        running.coroutine = True
-                    outcome, error = await self._run_coroutine(store, attempt, call)
-                else:
-                    in_thread = True
-                    outcome, error = await self._run_sync(store, attempt, call)
-        finally:
-            if not in_thread:
-                self._free(attempt)
-        if outcome is Outcome.LEASE_LOST and self._stopped.get(attempt.job_id) == (
-            attempt.number,
-            Outcome.CANCELLED,
-        ):
-            outcome, error = Outcome.CANCELLED, None  # its writes were refused because of that
-        duration = time.monotonic() - began
-        job_finished(attempt, self.worker_id, outcome, duration, error)
-        await signals.attempt_ended(attempt, self.worker_id, outcome, duration, error)
-        return outcome
-
-    async def _run_coroutine(
-        self, store: Store, attempt: Attempt, call: Callable[[], Any]
-    ) -> tuple[Outcome, ErrorInfo | None]:
-        deadline: asyncio.Timeout | None = None
-        try:
-            if attempt.timeout is None:
-                value = await call()
-            else:
-                async with asyncio.timeout(attempt.timeout) as deadline:
-                    value = await call()
-            result = result_value(value)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            stopped = self._stopped.get(attempt.job_id)
-            if stopped is None or stopped[0] != attempt.number or task is None or task.uncancel():
-                raise  # a shutdown, or more than the job's cancellation
-            self._free(attempt)
-            return stopped[1], None
-        except Snooze as snoozed:
-            self._free(attempt)
-            return await asyncio.shield(store.snooze(attempt, snoozed.seconds)), None
-        except BaseException as exc:  # noqa: BLE001 - recorded; the worker lives on
-            self._free(attempt)
-            if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
-                # asyncio.timeout() raises a TimeoutError without a message: say what happened.
-                said = f"the job ran past its timeout of {attempt.timeout:g} s and was cancelled"
-                timed_out = TimeoutError(said).with_traceback(exc.__traceback__)
-                timed_out.__cause__ = exc.__cause__  # the cancel, where the job was awaiting
-                exc = timed_out
-            error = ErrorInfo.from_exception(exc)
-            return await asyncio.shield(store.fail(attempt, error, cause=exc)), error
-        self._free(attempt)
-        return await asyncio.shield(store.complete(attempt, result)), None
-
-    async def _run_sync(
-        self, store: Store, attempt: Attempt, call: Callable[[], Any]
-    ) -> tuple[Outcome, ErrorInfo | None]:
-        loop = asyncio.get_running_loop()
-
-        def returned() -> None:
-            loop.call_soon_threadsafe(self._free, attempt)
-
-        future = asyncio.ensure_future(store.run_sync(attempt, call, returned))
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), attempt.timeout)
-        except TimeoutError:
-            return await self._overran(store, attempt, future)
-        except NoConnection as exc:
-            return await self._no_connection(store, attempt, exc)
-        except asyncio.CancelledError:
-            # A thread cannot be stopped: let the job and its own records finish first.
-            await future
-            raise
-        finally:
-            if future.done():
-                self._free(attempt)
-
-    async def _overran(
-        self, store: Store, attempt: Attempt, future: asyncio.Future[tuple[Outcome, ErrorInfo | None]]
-    ) -> tuple[Outcome, ErrorInfo | None]:
-        """Fail a sync job past its timeout now; its thread's late completion will be refused."""
-        error = ErrorInfo.from_exception(
-            TimeoutError(
-                f"the job ran past its timeout of {attempt.timeout:g} s; its thread cannot be "
-                "stopped, so whatever it does later is rolled back instead of committed"
-            )
-        )
-        # Failed here, not lost: the heartbeat must not report its lease as taken over.
-        self._stopped[attempt.job_id] = (attempt.number, Outcome.FAILED)
-        outcome = await store.fail(attempt, error)
-
-        def late(done: asyncio.Future[tuple[Outcome, ErrorInfo | None]]) -> None:
-            self._free(attempt)
-            if not done.cancelled() and done.exception() is None:
-                ended = done.result()[0]
-                job_event(
-                    logging.WARNING,
-                    "job_finished_late",
-                    attempt,
-                    self.worker_id,
-                    "its thread returned after the timeout of %g s; %s",
-                    attempt.timeout,
-                    "nothing it wrote was committed (the job had been failed at its timeout)"
-                    if ended is Outcome.LEASE_LOST
-                    else ended.value,
-                )
-
-        future.add_done_callback(late)
-        return outcome, error
-
-    async def _no_connection(
-        self, store: Store, attempt: Attempt, exc: NoConnection
-    ) -> tuple[Outcome, ErrorInfo | None]:
-        """Give back a job whose thread could not connect, and run fewer jobs for a while."""
-        self._free(attempt)
-        first = self.capacity == self.concurrency
-        self.capacity = max(1, len(self._busy))
-        logger.log(
-            logging.WARNING if first else logging.DEBUG,
-            "A job thread cannot connect to the database (%s); running fewer jobs at once (%s now, "
-            "concurrency %s) until connections free up; jobs that could not start lose no attempt",
-            exc,
-            self.capacity,
-            self.concurrency,
-            extra={"action": "connections_short", "worker_id": self.worker_id},
-        )
-        released = await asyncio.shield(store.release(attempt))
-        self._wake.set()  # it is due again at once
-        return (Outcome.RELEASED if released else Outcome.LEASE_LOST), None
 
     # Stopping ---------------------------------------------------------------------------
 
@@ -661,56 +544,6 @@ class Executor:
                 extra={"action": "jobs_rescued", "job_ids": rescued},
             )
             self._wake.set()
-
-    async def _prune(self, retention: Retention) -> None:
-        """Delete old finished jobs now, then every ``retention.every`` seconds, in a thread of its own."""
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aio-async-prune")
-        run = sync_to_async(prune_in_thread, thread_sensitive=False, executor=pool)
-        try:
-            while not self._stop.is_set():
-                try:
-                    counted = await run(retention, self.settings.database, lambda: not self._stop.is_set())
-                except Exception as exc:  # noqa: BLE001 - the next round tries again
-                    logger.warning(
-                        "prune failed: %s: %s", type(exc).__name__, exc, extra={"action": "prune_failed"}
-                    )
-                else:
-                    if any(counted.values()):
-                        logger.info(
-                            "Pruned finished jobs: %s", counted, extra={"action": "pruned", **counted}
-                        )
-                await self._pause(retention.every)
-        finally:
-            pool.shutdown(wait=False)
-
-    async def _periodic(self, found: list[Schedule]) -> None:
-        """Fire the schedules' ticks as they come due, in a thread of its own (one connection)."""
-        runner = PeriodicRunner(found, self.settings.database)
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aio-async-periodic")
-        on_thread = sync_to_async(thread_sensitive=False, executor=pool)
-        started = False
-        try:
-            while not self._stop.is_set():
-                try:
-                    if started:
-                        made = await on_thread(runner.due)(timezone.now())
-                    else:  # make up for missed ticks that replay, and plan the next ones
-                        made = await on_thread(runner.start)(timezone.now())
-                        started = True
-                    if made:
-                        self._wake.set()  # the jobs may be this worker's to run: no need to poll
-                except Exception as exc:  # noqa: BLE001 - the database is away: try again
-                    logger.warning(
-                        "periodic failed: %s: %s",
-                        type(exc).__name__,
-                        exc,
-                        extra={"action": "periodic_failed"},
-                    )
-                wait = runner.seconds_to_next(timezone.now()) if started else PERIODIC_RETRY
-                await self._pause(min(wait, PERIODIC_RECHECK))
-        finally:
-            await on_thread(connections.close_all)()
-            pool.shutdown(wait=False)
 
     def _on_cancel_notice(self, store: Store, payload: str | None) -> None:
         """Stop the jobs a NOTIFY says were cancelled (``None``: any), if they run here, in a task."""
