@@ -46,7 +46,7 @@ from aio_async.payload import (
     normalise_arguments,
     run_after_value,
 )
-from aio_async.store import scheduling
+from aio_async.store import memory, scheduling
 from aio_async.store.dialects import for_vendor
 from aio_async.store.statements import REPLACED
 
@@ -431,6 +431,8 @@ def schedule(
     job = make(args, kwargs)
     prerequisites = _prerequisites(after, make.unique)
     signals.scheduling([job])  # job_scheduling: receivers may add to its meta
+    if (queue := memory.active()) is not None:
+        return _in_memory(queue, [job], alias, group, make.unique, prerequisites)[0]
     if group is None and make.unique is None and not prerequisites:
         # One INSERT: in the caller's transaction, or a transaction of its own. On PostgreSQL
         # a trigger sends the NOTIFY inside that same transaction.
@@ -484,6 +486,8 @@ def schedule_many(
     if not jobs:
         return []
     signals.scheduling(jobs)  # job_scheduling: receivers may add to their meta
+    if (queue := memory.active()) is not None:
+        return _in_memory(queue, jobs, alias, group, make.unique, prerequisites)
     with transaction.atomic(using=alias):
         if group is not None:
             joined = Group.objects.using(alias).join(group)
@@ -493,6 +497,40 @@ def schedule_many(
             return _insert_unique(jobs, alias, make.unique)
         _insert_after(jobs, alias, prerequisites)
     return jobs
+
+
+def _in_memory(
+    queue: memory.MemoryQueue,
+    jobs: list[Job],
+    alias: str,
+    group: object,
+    unique: Unique | None,
+    prerequisites: list[int],
+) -> list[Job]:
+    """Put jobs in the queue in memory (``aio_async.testing.in_memory()``), by the database's rules."""
+    if group is not None:
+        raise InvalidOption(
+            "group= needs the database: the queue in memory (testing.in_memory()) keeps no groups"
+        )
+    if unique is None:
+        queue.add(jobs, after=prerequisites)
+        signals.scheduled(jobs, alias, at_once=True)
+        return jobs
+    if unique.period is not None:
+        queue.expire(timezone.now() - datetime.timedelta(seconds=unique.period))
+    made: list[Job] = []
+    for job in jobs:
+        holder = queue.holder(str(job.unique_key))
+        if holder is None:
+            queue.add([job])
+            signals.scheduled([job], alias, at_once=True)
+            made.append(job)
+            continue
+        if unique.replace:
+            queue.replace(holder, job, REPLACED)
+        holder.unique_conflict = True
+        made.append(holder)
+    return made
 
 
 def _names(function: Callable[..., Any], options: frozenset[str]) -> frozenset[str]:
@@ -585,8 +623,26 @@ def _job_ids(
     return ids, _queue_database(None, using or (saved.pop() if len(saved) == 1 else None))
 
 
+def _memory_ids(jobs: Cancellable, verb: str) -> list[int]:
+    """The ids of ``jobs`` in the queue in memory (a queryset would need the database)."""
+    if isinstance(jobs, QuerySet):
+        raise InvalidOption(f"{verb}() of a queryset needs the database: pass jobs or ids in memory")
+    items = [jobs] if isinstance(jobs, Job | int) else list(jobs)
+    ids = []
+    for item in items:
+        pk = item.pk if isinstance(item, Job) else item
+        if not isinstance(pk, int) or isinstance(pk, bool):
+            raise InvalidOption(f"{verb}() takes jobs or job ids, got {item!r:.80}")
+        ids.append(pk)
+    return ids
+
+
 def _cancel(jobs: Cancellable, by: str | None, using: str | None, *, running_too: bool) -> int:
     """Cancel ``jobs`` in one transaction (the caller's, if any); return how many."""
+    if (queue := memory.active()) is not None:
+        stopped = queue.cancel(_memory_ids(jobs, "cancel"), running_too=running_too)
+        signals.cancelled_in_memory(queue, stopped, by or "cancel()")
+        return len(stopped)
     ids, alias = _job_ids(jobs, using, (Status.WAITING, Status.QUEUED, Status.RUNNING), "cancel")
     if by is None:
         by = f"cancel() in process {os.getpid()} on {socket.gethostname()}"
@@ -611,6 +667,8 @@ def retry(jobs: Cancellable, *, using: str | None = None) -> list[int]:
     left as they are. Runs in the caller's transaction.
     """
     not_in_async_code("retry")
+    if (queue := memory.active()) is not None:
+        return queue.retry(_memory_ids(jobs, "retry"), RETRYABLE)
     ids, alias = _job_ids(jobs, using, RETRYABLE, "retry")
     retried: list[int] = []
     with transaction.atomic(using=alias):
@@ -649,6 +707,14 @@ def deschedule(
     not_in_async_code("deschedule")
     name = _name_of(function)
     job_args, job_kwargs = normalise_arguments(args, kwargs)
+    if (queue := memory.active()) is not None:
+        key = identity(name, job_args, job_kwargs)
+        pending = [
+            job.pk for job in queue.jobs if job.identity == key and job.status in ("waiting", "queued")
+        ]
+        cancelled = queue.cancel(pending, running_too=False)
+        signals.cancelled_in_memory(queue, cancelled, "deschedule()")
+        return len(cancelled)
     alias = _queue_database(None, using)
     matching = Job.objects.using(alias).filter(identity=identity(name, job_args, job_kwargs))
     return cancel_pending(matching, by="deschedule()")

@@ -46,12 +46,10 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, Unpack, ca
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.core import checks
-from django.db import transaction
 from django.utils import timezone
 
-from aio_async import allow
+from aio_async import allow, signals
 from aio_async.api import not_in_async_code, schedule
-from aio_async.bridge import result_value
 from aio_async.conf import EVERY_QUEUE, get_settings
 from aio_async.context import JobContext, current_job
 from aio_async.errors import InvalidOption, JobCancelled, ScheduleError
@@ -65,7 +63,9 @@ from aio_async.payload import (
     check_option_names,
     check_queue,
     check_timeout,
+    result_value,
 )
+from aio_async.store import memory
 from aio_async.values import class_path
 
 if TYPE_CHECKING:
@@ -316,16 +316,34 @@ def _backend_class(alias: str) -> type[BaseTaskBackend]:
         return AioAsyncBackend
 
 
+def _job_and_errors(job_id: int, *, with_errors: bool = True) -> tuple[Job | None, list[Error]]:
+    """The job and its Error rows, oldest first: from the database, or from the queue in memory."""
+    if (queue := memory.active()) is not None:
+        found = next((job for job in queue.jobs if job.pk == job_id), None)
+        if found is None or not with_errors:
+            return found, []
+        return found, [
+            Error(
+                job_id=job_id,
+                attempt=number,
+                exception=error.exception,
+                message=error.message,
+                traceback=error.traceback,
+                worker=queue.worker_id,
+            )
+            for number, error in enumerate(queue.errors(found), start=1)
+        ]
+    alias = get_settings().database
+    job = Job.objects.using(alias).filter(pk=job_id).first()
+    if job is None or not with_errors:
+        return job, []
+    return job, list(Error.objects.using(alias).filter(job_id=job_id).order_by("attempt", "id"))
+
+
 def _start(task: _TaskBase, job: JobContext, args: list[Any], kwargs: dict[str, Any]) -> _Attempt:
     """Read the job's row (and, after a first attempt, its errors); send ``task_started``."""
-    alias = get_settings().database
-    row = Job.objects.using(alias).filter(pk=job.job_id).values_list("added", "meta", "timeout").first()
-    added, meta, timeout = row if row is not None else (None, {}, None)
-    errors = (
-        list(Error.objects.using(alias).filter(job_id=job.job_id).order_by("attempt", "id"))
-        if job.attempt > 1
-        else []
-    )
+    row, errors = _job_and_errors(job.job_id, with_errors=job.attempt > 1)
+    added, meta, timeout = (row.added, row.meta, row.timeout) if row is not None else (None, {}, None)
     spec = _spec_of(meta)
     result: TaskResult[..., Any] = TaskResult(
         task=_rebuilt(task, spec),
@@ -374,9 +392,7 @@ def _run_sync(task: _TaskBase, args: list[Any], kwargs: dict[str, Any]) -> Any:
             attempt.send(task_finished)  # inside the handler: Django's receiver logs exc_info
         raise
     attempt.succeeded(value)
-    transaction.on_commit(
-        functools.partial(attempt.send, task_finished), using=get_settings().database, robust=True
-    )
+    signals.on_commit(functools.partial(attempt.send, task_finished), get_settings().database, robust=True)
     return value
 
 
@@ -579,19 +595,16 @@ class AioAsyncBackend(BaseTaskBackend):
             worker_ids=[],
         )
         # As job_scheduled: a result whose job rolls back never existed (now, outside a transaction).
-        transaction.on_commit(
-            functools.partial(task_enqueued.send, type(self), task_result=result),
-            using=get_settings().database,
+        signals.on_commit(
+            functools.partial(task_enqueued.send, type(self), task_result=result), get_settings().database
         )
         return result
 
     def get_result(self, result_id: str) -> TaskResult[..., Any]:
         """The job's state as a TaskResult; TaskResultDoesNotExist for an unknown id."""
-        alias = get_settings().database
-        job = Job.objects.using(alias).filter(pk=_job_id(result_id)).first()
+        job, errors = _job_and_errors(_job_id(result_id))
         if job is None:
             raise TaskResultDoesNotExist(result_id)
-        errors = list(Error.objects.using(alias).filter(job_id=job.pk).order_by("attempt", "id"))
         return self._result(job, errors)
 
     def _result(self, job: Job, errors: list[Error]) -> TaskResult[..., Any]:

@@ -23,14 +23,14 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from aio_async.conf import QueueSettings
-from aio_async.errors import ResultNotJSON, Snooze
-from aio_async.payload import JSONError, json_value
+from aio_async.errors import Snooze
+from aio_async.payload import result_value
 from aio_async.store import operations
 from aio_async.store.dialects import for_vendor
 from aio_async.store.drivers.django import connection_lost, run, run_on, tidy_connections
 from aio_async.values import Attempt, ErrorInfo, Outcome
 
-__all__ = ["JobThread", "NoConnection", "result_value"]
+__all__ = ["JobThread", "NoConnection"]
 
 
 class NoConnection(Exception):
@@ -39,14 +39,6 @@ class NoConnection(Exception):
 
 class _NotCommitted(Exception):
     """The job returned past its deadline, or its lease was taken over: its work rolls back."""
-
-
-def result_value(value: object) -> Any:
-    """A job's return value as stored JSON, or ResultNotJSON."""
-    try:
-        return json_value(value, "the result")
-    except JSONError as exc:
-        raise ResultNotJSON(f"{exc}; return JSON (or nothing) from a job") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any, TypedDict
 from django.conf import settings as django_settings
 from django.utils import timezone
 
-from aio_async.errors import InvalidArguments, InvalidOption
+from aio_async.errors import InvalidArguments, InvalidOption, ResultNotJSON
 
 __all__ = [
     "DEFAULT_PRIORITY",
@@ -46,6 +46,7 @@ __all__ = [
     "identity",
     "json_value",
     "normalise_arguments",
+    "result_value",
     "run_after_value",
 ]
 
@@ -550,3 +551,11 @@ def run_after_value(value: object, now: datetime.datetime) -> datetime.datetime:
     except (OverflowError, ValueError) as exc:
         raise InvalidOption(f"run_after {value!r} is outside the calendar: {exc}") from None
     return value
+
+
+def result_value(value: object) -> Any:
+    """A job's return value as stored JSON, or ResultNotJSON."""
+    try:
+        return json_value(value, "the result")
+    except JSONError as exc:
+        raise ResultNotJSON(f"{exc}; return JSON (or nothing) from a job") from None

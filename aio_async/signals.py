@@ -51,13 +51,15 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from django.db import transaction
 from django.dispatch import Signal
 
 from aio_async.models import Job
+from aio_async.store import memory
+from aio_async.store.memory import MemoryQueue
 from aio_async.values import Attempt, ErrorInfo, Outcome
 
 __all__ = [
@@ -113,9 +115,16 @@ def scheduling(jobs: Sequence[Job]) -> None:
         job_scheduling.send_robust(Job, job=job)
 
 
-def scheduled(jobs: Sequence[Job], using: str) -> None:
-    """Send ``job_scheduled`` for each job written, once the caller's transaction commits."""
-    if jobs and job_scheduled.has_listeners(Job):
+def scheduled(jobs: Sequence[Job], using: str, *, at_once: bool = False) -> None:
+    """Send ``job_scheduled`` for each job written, once the caller's transaction commits.
+
+    ``at_once``: now (the queue in memory has no transaction to wait for).
+    """
+    if not jobs or not job_scheduled.has_listeners(Job):
+        return
+    if at_once:
+        _send_scheduled(list(jobs), using)
+    else:
         transaction.on_commit(functools.partial(_send_scheduled, list(jobs), using), using=using, robust=True)
 
 
@@ -138,6 +147,27 @@ def cancelled(job_ids: Sequence[int], by: str, using: str) -> None:
         rows = Job.objects.using(using).filter(pk__in=ids[start : start + _LOOKUP_BATCH])
         found.update({pk: (name, queue) for pk, name, queue in rows.values_list("pk", "name", "queue")})
     transaction.on_commit(functools.partial(_send_cancelled, ids, found, by, using), using=using, robust=True)
+
+
+def cancelled_in_memory(queue: MemoryQueue, job_ids: Sequence[int], by: str) -> None:
+    """Send ``job_cancelled`` for each job cancelled in the queue in memory, now."""
+    if not job_ids or not job_cancelled.has_listeners(Job):
+        return
+    found = {job.pk: (job.name, job.queue) for job in queue.jobs if job.pk in job_ids}
+    _send_cancelled(sorted(set(job_ids)), found, by, "memory")
+
+
+def on_commit(send: Callable[[], Any], using: str, *, robust: bool = False) -> None:
+    """Call ``send`` once the caller's transaction on ``using`` commits; now with the queue in memory."""
+    if memory.active() is None:
+        transaction.on_commit(send, using=using, robust=robust)
+    elif not robust:
+        send()
+    else:
+        try:
+            send()
+        except Exception:
+            logger.exception("A receiver of a job's signal raised")
 
 
 def _send_cancelled(ids: list[int], found: dict[int, tuple[str, str]], by: str, using: str) -> None:

@@ -9,14 +9,17 @@
 - ``assert_enqueued()`` / ``refute_enqueued()`` check what waits in the queue, comparing only
   the criteria given, and say what *is* enqueued when they fail.
 - ``clear_queue()`` deletes every job, error and group.
+- ``in_memory()`` keeps the queue in memory instead: code that schedules jobs, and the jobs
+  themselves, run in tests that have no database for the queue (``MemoryQueue``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -31,12 +34,23 @@ from aio_async.conf import EVERY_QUEUE, QueueSettings, get_settings
 from aio_async.executor import Executor
 from aio_async.models import Error, Group, Job, Status
 from aio_async.payload import JSONError, json_value
-from aio_async.store import operations
+from aio_async.store import memory, operations
 from aio_async.store.database import DatabaseStore
 from aio_async.store.drivers.django import DjangoConnector
+from aio_async.store.memory import MemoryQueue
+from aio_async.store.protocol import Store
 from aio_async.values import Attempt, ClaimRequest, ErrorInfo, Outcome
 
-__all__ = ["assert_enqueued", "clear_queue", "drain", "enqueued_jobs", "refute_enqueued", "run_jobs"]
+__all__ = [
+    "MemoryQueue",
+    "assert_enqueued",
+    "clear_queue",
+    "drain",
+    "enqueued_jobs",
+    "in_memory",
+    "refute_enqueued",
+    "run_jobs",
+]
 
 WORKER_ID = "aio_async.testing"
 #: Jobs that wait to run: what "enqueued" means to assert_enqueued() and refute_enqueued().
@@ -162,7 +176,13 @@ def _run(
     settings = get_settings()
     alias = using or settings.database
     settings = dataclasses.replace(settings, database=alias, concurrency=1, queues=queues or settings.queues)
-    store = _InlineStore(settings, alias, drain=drain, with_scheduled=with_scheduled)
+    store: Store
+    if (queue := memory.active()) is not None:
+        queue.settings = settings
+        queue.make_due_first = with_scheduled
+        store = queue
+    else:
+        store = _InlineStore(settings, alias, drain=drain, with_scheduled=with_scheduled)
     executor = Executor(settings, WORKER_ID, max_jobs=limit, store=store, schedules=[], announce=False)
     outcomes = async_to_sync(executor.run)(until_empty=True)
     return {outcome.value: count for outcome, count in outcomes.items()}
@@ -235,6 +255,9 @@ def _task_name(task: object) -> str:
 
 def enqueued_jobs(task: object = None, *, using: str | None = None) -> list[Job]:
     """The jobs that wait to run (queued, or waiting for their group), of ``task`` if given."""
+    if (queue := memory.active()) is not None:
+        name = None if task is None else _task_name(task)
+        return [job for job in queue.jobs if job.status in PENDING and name in (None, job.name)]
     jobs = Job.objects.using(using or get_settings().database).filter(status__in=PENDING)
     if task is not None:
         jobs = jobs.filter(name=_task_name(task))
@@ -323,6 +346,23 @@ def refute_enqueued(
             f"Expected no {_describe(name, criteria)[2:]} to be enqueued; found {len(matching)}:\n"
             f"{_listing(matching)}"
         )
+
+
+@contextlib.contextmanager
+def in_memory() -> Iterator[MemoryQueue]:
+    """Keep the queue in memory while the block runs: no database is needed to schedule and run jobs.
+
+    ``schedule()``, ``schedule_many()``, a task's ``.schedule()``, ``cancel()``, ``retry()``,
+    ``deschedule()`` and Django's ``enqueue()`` put and change jobs in the queue it yields;
+    ``run_jobs()``, ``drain()`` and the ``assert_enqueued()`` family work on it. It keeps the
+    database's rules (unique keys, ``after=``, retries by the back-off) and leaves out
+    transactions (a job is queued as soon as it is scheduled), groups, and concurrency and rate
+    limits (jobs run one at a time). The queue's ``jobs`` are the ``Job`` instances, with their
+    ids, statuses and results; ``errors(job)`` lists a job's failed attempts.
+    """
+    queue = MemoryQueue(get_settings())
+    with memory.using(queue):
+        yield queue
 
 
 def clear_queue(*, using: str | None = None) -> int:

@@ -17,10 +17,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from aio_async import allow, context, signals
-from aio_async.bridge import NoConnection, result_value
+from aio_async.bridge import NoConnection
 from aio_async.context import JobContext
 from aio_async.errors import FunctionNotFound, JobRefused, Snooze
 from aio_async.log import job_event, job_finished
+from aio_async.payload import result_value
 from aio_async.store.protocol import Store
 from aio_async.values import Attempt, ErrorInfo, Outcome
 

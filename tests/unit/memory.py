@@ -7,7 +7,8 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from aio_async.bridge import NoConnection, result_value
+from aio_async.bridge import NoConnection
+from aio_async.payload import result_value
 from aio_async.values import Attempt, ErrorInfo, Outcome
 
 
