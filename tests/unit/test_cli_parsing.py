@@ -8,11 +8,11 @@ import logging
 
 import pytest
 
-from aio_async.cli import _cli_level, _parser, child_arguments, worker_overrides
+from aio_async.cli.options import child_arguments, cli_level, parser, worker_overrides
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    return _parser().parse_args(argv)
+    return parser().parse_args(argv)
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def test_settings_and_verbosity_are_accepted_before_and_after_the_verb() -> None
     ],
 )
 def test_verbosity_maps_to_the_aio_async_logger_level(argv: list[str], level: int | None) -> None:
-    assert _cli_level(parse(*argv)) == level
+    assert cli_level(parse(*argv)) == level
 
 
 @pytest.mark.parametrize(
@@ -95,8 +95,8 @@ def test_child_arguments_are_the_parsed_options_without_processes(argv: list[str
 
 def test_child_arguments_cover_every_option_of_run() -> None:
     """A new option of ``run`` must reach the supervised workers (or be excluded here on purpose)."""
-    parser = _parser()
-    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    found = parser()
+    commands = next(action for action in found._actions if isinstance(action, argparse._SubParsersAction))
     run = commands.choices["run"]
     dests = {action.dest for action in run._actions} - {"help", "processes"}
     argv = ["run", "--processes", "2"]
