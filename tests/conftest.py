@@ -51,10 +51,13 @@ def pytest_report_header() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect (not skip) PostgreSQL-only tests on SQLite, and psycopg 3 ones on psycopg2."""
-    unavailable = set() if PSYCOPG3 else {"psycopg3"}
+    """Deselect (not skip) what another database or driver's run covers: PostgreSQL-only tests on
+    SQLite, SQLite-only ones on PostgreSQL, psycopg 3 ones on psycopg2 and psycopg2 ones on psycopg 3."""
+    unavailable = {"psycopg2_only"} if PSYCOPG3 else {"psycopg3"}
     if not str(settings.DATABASES["default"]["ENGINE"]).endswith("postgresql"):
-        unavailable |= {"postgres_only", "psycopg3"}
+        unavailable |= {"postgres_only", "psycopg3", "psycopg2_only"}
+    else:
+        unavailable |= {"sqlite_only"}
     if not unavailable:
         return
     keep = [item for item in items if not any(item.get_closest_marker(name) for name in unavailable)]

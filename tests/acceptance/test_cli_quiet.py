@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection
 
 from aio_async import schedule
-from aio_async.store.drivers.django import psycopg3
 from tests.acceptance.test_cli import run
 from tests.app import tasks
 
@@ -23,9 +21,8 @@ def test_a_quiet_flush_prints_nothing_but_its_outcomes() -> None:
     assert result.stdout.strip() == '{"outcomes": {"succeeded": 1}}'
 
 
-@pytest.mark.skipif(
-    connection.vendor != "postgresql" or psycopg3(), reason="the notice of a project on psycopg2"
-)
+@pytest.mark.postgres_only
+@pytest.mark.psycopg2_only
 def test_on_psycopg2_the_polling_notice_is_information() -> None:
     result = run(*CLI, "flush", "--queue", "*")
     assert result.returncode == 0, result.stderr

@@ -117,7 +117,7 @@ with transaction.atomic():
 """
 
 
-@pytest.mark.skipif(os.environ.get("AIO_ASYNC_TEST_DB") != "sqlite", reason="SQLite's own locking")
+@pytest.mark.sqlite_only
 def test_startproject_sqlite_settings_under_two_processes_lock_nothing(tmp_path: Path) -> None:
     jobs = 240
     database = tmp_path / "db.sqlite3"
