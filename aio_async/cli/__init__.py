@@ -38,7 +38,7 @@ from aio_async.cli.options import (
 )
 from aio_async.cli.prune import prune_jobs
 from aio_async.cli.queues import queues_verb
-from aio_async.cli.run import announce, flush, run_worker, tune_sqlite
+from aio_async.cli.run import STOP_REQUESTED, announce, flush, request_stop, run_worker, tune_sqlite
 from aio_async.supervisor import CONFIGURATION_ERROR, supervise
 
 __all__ = [
@@ -138,12 +138,10 @@ def _settings_problem(options: argparse.Namespace) -> str | None:
     return None
 
 
-def _exit_before_start(signum: int, frame: object) -> None:
-    raise SystemExit(0)
-
-
 def _command(options: argparse.Namespace, overrides: dict[str, Any]) -> int:
     """Run the verb, Django set up; return the exit code."""
+    if options.command == "run" and STOP_REQUESTED:
+        return 0  # stopped while it started: nothing was claimed
     if options.command in ("run", "flush") and not (options.command == "run" and options.processes > 1):
         settings = settings_with(overrides)
         announce(settings)
@@ -189,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.command == "run":
         # Until the worker's own handlers are installed nothing has been claimed, so a stop
         # request (a supervisor's SIGTERM during start-up) is simply a clean exit.
-        signal.signal(signal.SIGTERM, _exit_before_start)
+        signal.signal(signal.SIGTERM, request_stop)
     try:
         overrides = check_options(vars(options))
     except OptionError as exc:

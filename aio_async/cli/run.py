@@ -17,9 +17,23 @@ if TYPE_CHECKING:
     from aio_async.conf import QueueSettings
     from aio_async.executor import Executor
 
-__all__ = ["announce", "flush", "run_worker", "tune_sqlite"]
+__all__ = ["STOP_REQUESTED", "announce", "flush", "request_stop", "run_worker", "tune_sqlite"]
 
 logger = logging.getLogger("aio_async.cli")
+
+
+#: SIGTERMs received before the worker's own handlers were installed (``request_stop``).
+STOP_REQUESTED: list[int] = []
+
+
+def request_stop(signum: int, frame: object) -> None:
+    """A stop asked for while the worker starts (a supervisor's SIGTERM): it stops before claiming.
+
+    Recorded, not raised: an exception raised wherever the start-up happens to be (inside
+    Django's set-up, a thread pool's shutdown) could be swallowed there, or leave a thread
+    the interpreter then waits for at exit.
+    """
+    STOP_REQUESTED.append(signum)
 
 
 @contextlib.contextmanager
@@ -73,6 +87,8 @@ def run_worker(overrides: Mapping[str, Any] | None = None, *, handle_signals: bo
         watch = asyncio.create_task(_watch_supervisor(executor, int(supervisor))) if supervisor else None
         try:
             with _signals(loop, executor) if handle_signals else contextlib.nullcontext():
+                if STOP_REQUESTED:  # asked to stop while it started: it claims nothing
+                    executor.stop()
                 return _outcomes(await executor.run())
         finally:
             if watch is not None:

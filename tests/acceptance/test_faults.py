@@ -229,3 +229,17 @@ def test_two_workers_never_leave_a_job_waiting_beside_a_free_slot(tmp_path: Path
         assert first.stop() == 0
     by_worker = Counter(Record.objects.values_list("value", flat=True))
     assert sorted(by_worker.values()) == [2, 2]
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3, 0.5, 0.8, 1.2])
+def test_a_worker_told_to_stop_while_it_starts_exits_cleanly_having_claimed_nothing(delay: float) -> None:
+    # A supervisor stops its workers whenever it is told to: one may be in the middle of its
+    # start-up (importing, setting Django up, checking the database) when the SIGTERM comes.
+    job = schedule(tasks.record_pid, ["untouched"])
+    with Worker(env()) as worker:
+        time.sleep(delay)
+        # 0; or killed by the signal itself, when it came before Python set any handler up.
+        assert worker.stop(timeout=15) in (0, -signal.SIGTERM), worker.output
+        assert "Traceback" not in worker.output, worker.output
+    job.refresh_from_db()
+    assert job.status in ("queued", "succeeded")  # claimed only by a worker that got that far
