@@ -3,6 +3,7 @@ INSTALLED_APPS, and startproject's SQLite settings under ``run --processes 2``."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -138,7 +139,7 @@ def test_startproject_sqlite_settings_under_two_processes_lock_nothing(tmp_path:
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            with sqlite3.connect(database, timeout=20) as db:
+            with contextlib.closing(sqlite3.connect(database, timeout=20)) as db:
                 (left,) = db.execute(
                     "SELECT count(*) FROM aio_async_job WHERE status IN ('queued', 'running')"
                 ).fetchone()
@@ -148,7 +149,7 @@ def test_startproject_sqlite_settings_under_two_processes_lock_nothing(tmp_path:
     finally:
         worker.send_signal(signal.SIGTERM)
         _, stderr = worker.communicate(timeout=60)
-    with sqlite3.connect(database, timeout=20) as db:
+    with contextlib.closing(sqlite3.connect(database, timeout=20)) as db:  # closed, not only committed
         errors = [message for (message,) in db.execute("SELECT message FROM aio_async_error")]
         statuses = dict(db.execute("SELECT status, count(*) FROM aio_async_job GROUP BY status").fetchall())
     assert errors == [], errors[:3]
