@@ -258,17 +258,21 @@ def test_fifty_threads_scheduling_one_key_get_one_job() -> None:
     assert Job.objects.count() == 1
 
 
-@pytest.mark.postgres_only
-@pytest.mark.parametrize("first_commits", [True, False], ids=["commit", "rollback"])
-def test_a_second_caller_waits_for_the_first_transaction(first_commits: bool) -> None:
+def race(first_call: Any, second_call: Any, *, first_commits: bool = True) -> tuple[Job, Job]:
+    """``first_call`` in a transaction left open, ``second_call`` meanwhile in a thread of its own.
+
+    The second call must wait for the first transaction; that one then commits (or rolls back,
+    unless ``first_commits``), and the two calls' jobs are returned.
+    """
     inserted = threading.Event()
     finish = threading.Event()
-    first: list[int] = []
+    first: list[Job] = []
+    second: list[Job] = []
 
     def first_caller() -> None:
         try:
             with transaction.atomic():
-                first.append(unique_add(1, 2).pk)
+                first.append(first_call())
                 inserted.set()
                 finish.wait(30)
                 if not first_commits:
@@ -276,11 +280,9 @@ def test_a_second_caller_waits_for_the_first_transaction(first_commits: bool) ->
         finally:
             connection.close()
 
-    second: list[Job] = []
-
     def second_caller() -> None:
         try:
-            second.append(unique_add(1, 2))
+            second.append(second_call())
         finally:
             connection.close()
 
@@ -294,51 +296,27 @@ def test_a_second_caller_waits_for_the_first_transaction(first_commits: bool) ->
     finish.set()
     opener.join(30)
     waiter.join(30)
-    [job] = second
+    return first[0], second[0]
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("first_commits", [True, False], ids=["commit", "rollback"])
+def test_a_second_caller_waits_for_the_first_transaction(first_commits: bool) -> None:
+    first, job = race(lambda: unique_add(1, 2), lambda: unique_add(1, 2), first_commits=first_commits)
     assert job.unique_conflict is first_commits
-    assert (job.pk == first[0]) is first_commits
+    assert (job.pk == first.pk) is first_commits
     assert Job.objects.count() == 1
 
 
 @pytest.mark.postgres_only
 def test_replace_that_waited_for_a_racing_insert_still_replaces_its_arguments() -> None:
     """Two calls race on a key no job holds: the one whose INSERT waited gives the job its arguments."""
-    inserted = threading.Event()
-    finish = threading.Event()
-    first: list[int] = []
 
     def replacing(value: int) -> Job:
         return schedule(tasks.add, [value, 0], unique_key="racing", on_conflict="replace")
 
-    def first_caller() -> None:
-        try:
-            with transaction.atomic():
-                first.append(replacing(1).pk)
-                inserted.set()
-                finish.wait(30)
-        finally:
-            connection.close()
-
-    second: list[Job] = []
-
-    def second_caller() -> None:
-        try:
-            second.append(replacing(2))
-        finally:
-            connection.close()
-
-    opener = threading.Thread(target=first_caller)
-    opener.start()
-    assert inserted.wait(30)
-    waiter = threading.Thread(target=second_caller)
-    waiter.start()
-    waiter.join(1.0)
-    assert waiter.is_alive()  # its INSERT waits for the first transaction
-    finish.set()
-    opener.join(30)
-    waiter.join(30)
-    [job] = second
-    assert (job.pk, job.unique_conflict) == (first[0], True)
+    first, job = race(lambda: replacing(1), lambda: replacing(2))
+    assert (job.pk, job.unique_conflict) == (first.pk, True)
     assert list(Job.objects.values_list("args", flat=True)) == [[2, 0]]
 
 
