@@ -101,6 +101,9 @@ class QueueSettings:
     metrics_port: int | None = None
     #: Trace jobs with OpenTelemetry in every process (``aio_async[otel]``).
     opentelemetry: bool = False
+    #: Claims past the frontier (``store.frontier``): "auto" (when full claims have become
+    #: slow), "always" or "never".
+    claim_frontier: str = "auto"
 
     @property
     def heartbeat_every(self) -> float:
@@ -115,6 +118,9 @@ class QueueSettings:
 
 _KEYS = {field.name.upper(): field for field in dataclasses.fields(QueueSettings)}
 _BACKOFF_KEYS = {field.name.upper() for field in dataclasses.fields(Backoff)}
+
+#: The values of ``CLAIM_FRONTIER``.
+CLAIM_FRONTIER = ("auto", "always", "never")
 
 #: In ``QUEUES`` (or ``--queue``), every queue.
 EVERY_QUEUE = "*"
@@ -292,6 +298,12 @@ def _value(key: str, value: object, label: str) -> Any:
             f"{label} must be True, False (poll only) or the alias of a direct connection in DATABASES, "
             f"got {value!r:.80}."
         )
+    if key == "CLAIM_FRONTIER":
+        if value not in CLAIM_FRONTIER:
+            raise ImproperlyConfigured(
+                f"{label} must be one of {', '.join(map(repr, CLAIM_FRONTIER))}, got {value!r:.80}."
+            )
+        return value
     if key == "HEALTH":
         return _health(label, value)
     if key == "PERIODIC":

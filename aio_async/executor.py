@@ -232,7 +232,9 @@ class Executor:
                 if time.monotonic() >= self._paused_at:
                     await self._read_paused(store)
                 try:
-                    attempts = await store.claim(free, alone=not self._busy, paused=self._paused)
+                    attempts = await store.claim(
+                        free, alone=not self._busy, paused=self._paused, thorough=until_empty
+                    )
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - the database may come back
                     failures += 1

@@ -97,6 +97,7 @@ class _InlineStore(DatabaseStore):
         self.with_scheduled = with_scheduled
         self._mark = 0
         super().__init__(settings, request, DjangoConnector(alias), _InlineJobs(self, settings), 1)
+        self.frontier = None  # tests see the strict order of a full claim
 
     async def check(self) -> list[str]:
         """Nothing to check: the caller's database is set up."""
@@ -108,12 +109,14 @@ class _InlineStore(DatabaseStore):
     async def unregister(self) -> None:
         """Not recorded among the workers."""
 
-    async def claim(self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset()) -> list[Attempt]:
+    async def claim(
+        self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset(), thorough: bool = False
+    ) -> list[Attempt]:
         """Claim as a worker does, jobs due later first made due when ``with_scheduled``."""
         if self.with_scheduled:
             now = timezone.now()
             await self.connector.run(lambda dialect: operations.make_due(dialect, self.request.queues, now))
-        return await self._marked(await super().claim(limit, alone=alone, paused=paused))
+        return await self._marked(await super().claim(limit, alone=alone, paused=paused, thorough=thorough))
 
     async def claim_limited(
         self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset()

@@ -65,6 +65,15 @@ class ErrorInfo:
         return cls(exception=class_path(kind), message=message, traceback="")
 
 
+def _moment(value: object) -> datetime.datetime | None:
+    """A timestamp as the database returned it (SQLite: ISO text in UTC), as an aware datetime."""
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value)
+    if not isinstance(value, datetime.datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+
+
 @dataclasses.dataclass(slots=True)
 class Attempt:
     """One claim of a job: what a worker needs to run it and to fence what it writes.
@@ -92,6 +101,8 @@ class Attempt:
     has_dependents: bool = False
     #: The job's limit key, if it has limits: its end may leave room for another job of the key.
     limit_key: str | None = None
+    #: When the job was due (its ``run_after``): where the claim found it in the queue.
+    due: datetime.datetime | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any], started: datetime.datetime) -> Attempt:
@@ -115,6 +126,7 @@ class Attempt:
             isolated,
             has_dependents,
             limit_key,
+            due,
         ) = row
         problem = None
         try:
@@ -125,7 +137,7 @@ class Attempt:
             problem = f"its arguments cannot be decoded ({type(exc).__name__}: {str(exc)[:200]})"
         return cls(
             job_id, attempts, name, args, kwargs, queue, priority, excused, max_attempts, timeout, group,
-            bool(isolated), started, problem, bool(has_dependents), limit_key,
+            bool(isolated), started, problem, bool(has_dependents), limit_key, _moment(due),
         )  # fmt: skip
 
     @property

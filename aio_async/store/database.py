@@ -22,6 +22,7 @@ import functools
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ from aio_async.conf import QueueSettings
 from aio_async.store import operations, preflight, statements
 from aio_async.store.dialects import Dialect
 from aio_async.store.drivers.django import connection_lost, tidy_connections
+from aio_async.store.frontier import Frontier
 from aio_async.store.protocol import Connector, JobRunner, Notice
 from aio_async.store.statements import Op
 from aio_async.values import Attempt, ClaimRequest, ErrorInfo, Outcome
@@ -65,12 +67,39 @@ class DatabaseStore:
         self.recorder = recorder or connector
         self.jobs = jobs
         self.concurrency = concurrency
+        #: Where this worker's claims reached in its queue (PostgreSQL, one queue served): see
+        #: ``store.frontier``.
+        self.frontier = (
+            Frontier(settings.claim_frontier)
+            if connector.dialect.frontier and len(request.queues) == 1 and settings.claim_frontier != "never"
+            else None
+        )
         self._finished: list[tuple[Attempt, Any, asyncio.Future[Outcome]]] = []
         self._recorder: asyncio.Task[None] | None = None
 
-    async def claim(self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset()) -> list[Attempt]:
-        """Lease up to ``limit`` due jobs to this worker."""
+    async def claim(
+        self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset(), thorough: bool = False
+    ) -> list[Attempt]:
+        """Lease up to ``limit`` due jobs to this worker: past its frontier, or in a full claim."""
         now = timezone.now()
+        frontier = self.frontier
+        if frontier is not None and not paused.intersection(self.request.queues):
+            if frontier.claims_past(time.monotonic()):
+                levels = frontier.levels()
+                attempts = await self.connector.run(
+                    lambda d: operations.claim_after(d, self.request, limit, alone, now, levels)
+                )
+                frontier.advance(attempts)
+                if attempts or not (thorough or frontier.sweeps_when_idle(time.monotonic())):
+                    return attempts
+                now = timezone.now()
+            started = time.monotonic()
+            attempts = await self.connector.run(
+                lambda d: operations.claim(d, self.request, limit, alone, now, paused)
+            )
+            finished = time.monotonic()
+            frontier.swept(finished, finished - started, attempts)
+            return attempts
         return await self.connector.run(
             lambda d: operations.claim(d, self.request, limit, alone, now, paused)
         )

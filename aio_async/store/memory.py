@@ -212,7 +212,9 @@ class MemoryQueue:
             key=lambda held: (-held.job.priority, held.job.run_after, held.job.pk),
         )
 
-    async def claim(self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset()) -> list[Attempt]:
+    async def claim(
+        self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset(), thorough: bool = False
+    ) -> list[Attempt]:
         """Hand out up to ``limit`` due jobs, highest priority first."""
         now = timezone.now()
         return [self._attempt(held, now) for held in self._due(paused, limited=False)[:limit]]

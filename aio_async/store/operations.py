@@ -29,6 +29,7 @@ __all__ = [
     "Verdict",
     "cancel",
     "claim",
+    "claim_after",
     "claim_limited",
     "complete",
     "fail",
@@ -91,6 +92,31 @@ def claim(
     counts, params = found
     params += [limit, request.worker_id, now + request.lease, now]
     rows = yield sql.claim(dialect, *counts), params
+    return sorted((Attempt.from_row(row, now) for row in rows), key=lambda a: (-a.priority, a.job_id))
+
+
+def claim_after(
+    dialect: Dialect,
+    request: ClaimRequest,
+    limit: int,
+    alone: bool,
+    now: datetime.datetime,
+    frontier: Sequence[tuple[int, datetime.datetime, int]],
+) -> Op[list[Attempt]]:
+    """Lease up to ``limit`` due jobs of the worker's one queue that lie past its ``frontier``.
+
+    ``frontier``: for each priority, highest first, the (priority, run_after, id) its claims
+    reached. See ``sql.claim_after``: the caller sweeps with ``claim`` now and then.
+    """
+    found = _filters(request, (), now, alone)
+    if found is None or len(request.queues) != 1:
+        return []
+    (_, include, exclude, _), filters = found
+    params: list[Any] = []
+    for priority, run_after, job_id in frontier:
+        params += [*filters, priority, run_after, job_id, limit]
+    params += [limit, request.worker_id, now + request.lease, now]
+    rows = yield sql.claim_after(dialect, include, exclude, len(frontier)), params
     return sorted((Attempt.from_row(row, now) for row in rows), key=lambda a: (-a.priority, a.job_id))
 
 

@@ -32,10 +32,14 @@ QUEUES = "queues"
 class Store(Protocol):
     """Every queue operation the worker needs, as the executor sees them."""
 
-    async def claim(self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset()) -> list[Attempt]:
+    async def claim(
+        self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset(), thorough: bool = False
+    ) -> list[Attempt]:
         """Lease up to ``limit`` due jobs to this worker (an isolated one only when ``alone``).
 
-        Jobs of the ``paused`` queues stay queued.
+        Jobs of the ``paused`` queues stay queued. A store may claim past where its last claims
+        reached (``store.frontier``); ``thorough`` asks it to look at the whole queue, so that
+        finding nothing means nothing is due.
         """
 
     async def claim_limited(

@@ -41,6 +41,7 @@ __all__ = [
     "cancel",
     "cancel_errors",
     "claim",
+    "claim_after",
     "claim_limited",
     "complete",
     "count_prunable",
@@ -134,6 +135,7 @@ CLAIMED = (
     "isolated",
     "has_dependents",
     "limit_key",
+    "run_after",
 )
 
 
@@ -192,6 +194,32 @@ def claim(dialect: Dialect, queues: int, include: int = 0, exclude: int = 0, pau
     return (
         f"WITH picked AS (SELECT id, isolated FROM {JOB} WHERE {' AND '.join(where)} "  # noqa: S608
         f"ORDER BY priority DESC, run_after, id LIMIT %s{dialect.skip_locked}) " + _lease(dialect, "picked")
+    )
+
+
+@functools.cache
+def claim_after(dialect: Dialect, include: int = 0, exclude: int = 0, levels: int = 1) -> str:
+    """Lease the first due jobs of one queue that lie past this worker's frontier, level by level.
+
+    The frontier is where this worker's claims reached at each of ``levels`` priorities (highest
+    first): each level's branch starts its index scan at the frontier's ``(run_after, id)``
+    instead of at the head of the claim index, so it never walks the entries that claimed jobs
+    leave there until vacuum removes them (which a long transaction elsewhere in the database
+    prevents). A job behind the frontier (a higher or new priority, a transaction that committed
+    late, a row that was locked) is left to the next full claim (``claim``), the sweep.
+    Parameters, for each level: those of ``_claimable`` with one queue, the level's priority, its
+    run_after and id, limit; then limit, then those of ``_lease``. Returns ``CLAIMED``.
+    """
+    where = " AND ".join([*_claimable(1, include, exclude), "limit_key IS NULL", "priority = %s"])
+    # Each level locks rows in a subquery of its own: PostgreSQL refuses FOR UPDATE in a branch
+    # of a UNION, not in a subquery under one.
+    branch = (
+        f"SELECT id, isolated FROM (SELECT id, isolated FROM {JOB} WHERE {where} "  # noqa: S608
+        f"AND (run_after, id) > (%s, %s) ORDER BY run_after, id LIMIT %s{dialect.skip_locked}) AS level"
+    )
+    return (
+        f"WITH picked AS (SELECT id, isolated FROM ({' UNION ALL '.join([branch] * levels)}) AS past "  # noqa: S608
+        "LIMIT %s) " + _lease(dialect, "picked")
     )
 
 

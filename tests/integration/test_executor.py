@@ -40,8 +40,10 @@ async def test_an_idle_worker_wakes_on_notify_not_on_its_poll() -> None:
     claims: list[int] = []
     claim = store.claim
 
-    async def counted(limit: int, *, alone: bool, paused: frozenset[str] = frozenset()) -> list[Attempt]:
-        claimed = await claim(limit, alone=alone, paused=paused)
+    async def counted(
+        limit: int, *, alone: bool, paused: frozenset[str] = frozenset(), thorough: bool = False
+    ) -> list[Attempt]:
+        claimed = await claim(limit, alone=alone, paused=paused, thorough=thorough)
         claims.append(len(claimed))
         return claimed
 

@@ -57,7 +57,9 @@ class MemoryStore:
         """A job's function returned (the test's functions say so, as the worker frees a slot)."""
         self.held = {held for held in self.held if held[0] != job_id}
 
-    async def claim(self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset()) -> list[Attempt]:
+    async def claim(
+        self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset(), thorough: bool = False
+    ) -> list[Attempt]:
         """Hand out up to ``limit`` queued jobs; an isolated one only when ``alone``, and then alone."""
         if self.claim_errors:
             self.events.append(("claim_failed", limit))

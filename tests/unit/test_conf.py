@@ -36,8 +36,10 @@ def test_all_documented_keys_parse() -> None:
             "HEARTBEAT_INTERVAL": 1,
             "RESCUE_INTERVAL": 2,
             "SHUTDOWN_TIMEOUT": 0,
+            "CLAIM_FRONTIER": "never",
         }
     )
+    assert settings.claim_frontier == "never"
     assert settings.allowed_modules == ("myapp", "other.jobs")
     assert settings.backoff == Backoff(base=2, exponent=2, jitter=0, max=100)
     assert settings.queues == ("a", "b")
@@ -66,6 +68,11 @@ def test_all_documented_keys_parse() -> None:
         ({"BACKOFF": {"BAES": 1}}, "Unknown AIO_ASYNC\\['BACKOFF'\\] keys"),
         ({"BACKOFF": {"JITTER": 2}}, "fraction"),
         ("CONCURRENCY=3", "must be a dict"),
+        (
+            {"CLAIM_FRONTIER": "sometimes"},
+            "CLAIM_FRONTIER.*must be one of 'auto', 'always', 'never', got 'sometimes'",
+        ),
+        ({"CLAIM_FRONTIER": True}, "CLAIM_FRONTIER.*must be one of"),
     ],
 )
 def test_bad_settings_are_clear_errors(raw: object, fragment: str) -> None:

@@ -17,6 +17,9 @@ class Dialect:
     #: Transaction-scoped advisory locks: claimers of a limit key take turns (else the claim is
     #: one statement, and the database has one writer at a time).
     advisory_locks: bool
+    #: An update leaves the old row version, and its index entries, until vacuum: a worker's
+    #: claims may start where the last ones reached (``store.frontier``). SQLite updates in place.
+    frontier: bool
     #: After the claim's SELECT: skip rows another worker holds.
     skip_locked: str
     #: After a SELECT that must block other writers of the row.

@@ -10,6 +10,7 @@ __all__ = ["POSTGRESQL"]
 POSTGRESQL = Dialect(
     vendor="postgresql",
     notifies=True,
+    frontier=True,
     advisory_locks=True,
     skip_locked=" FOR UPDATE SKIP LOCKED",
     for_update=" FOR UPDATE",

@@ -10,6 +10,7 @@ __all__ = ["SQLITE"]
 SQLITE = Dialect(
     vendor="sqlite",
     notifies=False,
+    frontier=False,
     advisory_locks=False,
     skip_locked="",  # one writer at a time: the claim's UPDATE is exclusive already
     for_update="",

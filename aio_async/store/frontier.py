@@ -1,0 +1,102 @@
+"""Where a worker's claims reached in its queue, so that a claim need not walk what it claimed.
+
+A claim reads the claim index from its head. Each job it leases leaves an entry there that only
+vacuum removes, and vacuum removes nothing that a transaction open anywhere in the database
+(a ``pg_dump``, a long report, a session idle in a transaction) might still see. While such a
+transaction lasts, every claim walks all the entries left since it began, and checks each one's
+row: the claim slows without bound (see docs/performance.md).
+
+So the store keeps, for the worker's queue, the position its claims reached at each priority,
+and when a full claim (a *sweep*) has become slow, it claims from there instead
+(``statements.claim_after``): what lies past the frontier is what was queued since, and the
+dead entries lie behind it. Jobs can land behind the frontier too (a priority it has not seen, a
+transaction that committed late, a row that was locked as the claims passed it), so a sweep
+still runs now and then, and whenever a claim past the frontier finds nothing once the last
+sweep is a little while ago. A sweep that is fast again ends it: the claims go back to the
+strict order of a full claim.
+
+What changes while the frontier is in use: jobs are still claimed in order past the frontier,
+and no job is left behind, but one that landed behind it waits for the next sweep (within about
+a second, more while sweeps are slow). ``AIO_ASYNC["CLAIM_FRONTIER"]`` chooses: ``"auto"`` (this),
+``"always"`` (tests, and queues that are always under a long transaction) or ``"never"``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Iterable
+
+from aio_async.values import Attempt
+
+__all__ = ["Frontier"]
+
+#: Sweeps slower than this (seconds, round trip included), ``ENGAGE_AFTER`` in a row, start the
+#: claims at the frontier: one slow sweep (a new connection, a pause) is not a trend.
+ENGAGE = 0.005
+ENGAGE_AFTER = 3
+#: A sweep faster than this goes back to full claims.
+RELEASE = 0.002
+#: Priorities the frontier keeps a position for (the ones most recently claimed).
+LEVELS = 4
+#: Seconds between sweeps while claims find jobs past the frontier: at least this, and at
+#: least ``SWEEP_SHARE`` times a sweep's own cost, so that sweeps never take more than a small
+#: share of the claims' time however slow they have become.
+SWEEP_EVERY = 1.0
+SWEEP_SHARE = 25
+#: Seconds after a sweep when a claim that found nothing past the frontier sweeps at once
+#: (again at least ``IDLE_SHARE`` times a sweep's cost).
+SWEEP_IDLE = 0.25
+IDLE_SHARE = 10
+
+
+class Frontier:
+    """Where one worker's claims reached in its queue, by priority, and when to sweep instead."""
+
+    def __init__(self, mode: str = "auto") -> None:
+        self.mode = mode
+        #: Claims start here when engaged.
+        self.engaged = mode == "always"
+        #: priority -> (run_after, id) of the last job claimed at that priority; most recent last.
+        self.positions: dict[int, tuple[datetime.datetime, int]] = {}
+        self.swept_at = -math.inf
+        self.sweep_cost = 0.0
+        self.slow_sweeps = 0
+
+    def levels(self) -> list[tuple[int, datetime.datetime, int]]:
+        """The positions as (priority, run_after, id), highest priority first."""
+        return [(priority, *self.positions[priority]) for priority in sorted(self.positions, reverse=True)]
+
+    def claims_past(self, now: float) -> bool:
+        """True when the next claim should start at the frontier; False: sweep."""
+        if not self.engaged or not self.positions:
+            return False
+        return now - self.swept_at < max(SWEEP_EVERY, SWEEP_SHARE * self.sweep_cost)
+
+    def sweeps_when_idle(self, now: float) -> bool:
+        """True when a claim past the frontier that found nothing should sweep at once."""
+        return now - self.swept_at >= max(SWEEP_IDLE, IDLE_SHARE * self.sweep_cost)
+
+    def advance(self, attempts: Iterable[Attempt]) -> None:
+        """Move the frontier past the jobs just claimed (never back)."""
+        for attempt in attempts:
+            if attempt.due is None:
+                continue
+            reached = (attempt.due, attempt.job_id)
+            known = self.positions.pop(attempt.priority, None)
+            self.positions[attempt.priority] = reached if known is None else max(known, reached)
+        while len(self.positions) > LEVELS:
+            del self.positions[next(iter(self.positions))]
+
+    def swept(self, now: float, cost: float, attempts: Iterable[Attempt]) -> None:
+        """Record a sweep (a full claim), what it cost and what it claimed."""
+        self.swept_at = now
+        self.sweep_cost = cost
+        self.advance(attempts)
+        if self.mode != "auto":
+            return
+        self.slow_sweeps = self.slow_sweeps + 1 if cost > ENGAGE else 0
+        if self.engaged:
+            self.engaged = cost > RELEASE
+        else:
+            self.engaged = self.slow_sweeps >= ENGAGE_AFTER

@@ -1,0 +1,164 @@
+"""Claims past the frontier: steady while a transaction elsewhere keeps vacuum from cleaning up.
+
+A transaction left open (``REPEATABLE READ``, as ``pg_dump`` holds one) keeps every row version
+that claimed jobs leave behind; a full claim walks all of their index entries, a claim past the
+frontier does not. Nothing is left behind: what lands behind the frontier is swept up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import re
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.utils import timezone
+
+from aio_async import schedule, schedule_many
+from aio_async.models import Job, Status
+from aio_async.store import operations
+from aio_async.store.database import DatabaseStore
+from aio_async.store.dialects.postgresql import POSTGRESQL
+from aio_async.store.statements import Op
+from aio_async.worker.threads import open_store
+from tests.app import tasks
+from tests.app.models import Record
+from tests.conftest import adrain, queue_settings
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres_only]
+
+
+def dsn() -> str:
+    """The test database, for connections of the test's own."""
+    params = connection.get_connection_params()
+    return psycopg.conninfo.make_conninfo(
+        **{
+            key: value
+            for key, value in params.items()
+            if key in ("host", "port", "user", "password", "dbname")
+        }
+    )
+
+
+@pytest.fixture
+def held_snapshot() -> Iterator[None]:
+    """A transaction open elsewhere in the database, holding the oldest snapshot, as pg_dump does."""
+    with psycopg.connect(dsn()) as holder:
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        holder.execute("SELECT txid_current()")
+        yield
+        holder.rollback()
+
+
+def buffers(op: Op[object]) -> int:
+    """Buffers the scans of the claim index touch in the first statement of ``op`` (run, rolled back)."""
+    statement, params = next(op)
+    with psycopg.connect(dsn()) as conn:
+        plan = [row[0] for row in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, params)]
+        conn.rollback()
+    scans = [n for n, line in enumerate(plan) if "Index Scan using aio_async_job_claim" in line]
+    assert scans, plan
+    counts = [next(line for line in plan[n:] if "Buffers:" in line) for n in scans]
+    return sum(int(count) for line in counts for count in re.findall(r"(?:hit|read)=(\d+)", line))
+
+
+def frontier_store() -> DatabaseStore:
+    return open_store(queue_settings(claim_frontier="always", concurrency=100), "host:1:frontier")
+
+
+async def test_past_the_frontier_a_claim_does_not_walk_the_jobs_claimed_under_a_held_snapshot(
+    held_snapshot: None,
+) -> None:
+    await sync_to_async(schedule_many)(tasks.add, [([n, n], None) for n in range(6000)])
+    store = frontier_store()
+    try:
+        claimed = 0
+        while claimed < 5900:
+            claimed += len(await store.claim(100, alone=False))
+        assert store.frontier is not None
+        levels = store.frontier.levels()
+        now = timezone.now()
+        full = buffers(operations.claim(POSTGRESQL, store.request, 10, False, now))
+        past = buffers(operations.claim_after(POSTGRESQL, store.request, 10, False, now, levels))
+    finally:
+        await store.close()
+    # Every claimed job left an entry at the head of the claim index that the held snapshot
+    # keeps: the full claim visits them all (and their rows); the claim past the frontier
+    # starts after them.
+    assert past < 60, past
+    assert full > 5 * past, (full, past)
+
+
+async def test_jobs_behind_the_frontier_are_claimed_by_a_sweep_none_left_behind() -> None:
+    await sync_to_async(schedule_many)(tasks.add, [([n, n], None) for n in range(20)])
+    store = frontier_store()
+    try:
+        first = await store.claim(10, alone=False)  # a sweep: nothing to start from yet
+        second = await store.claim(10, alone=False)  # past the frontier
+        assert len(first) == len(second) == 10
+        assert store.frontier is not None
+        levels = store.frontier.levels()
+        urgent = await sync_to_async(schedule)(tasks.add, [1, 2], priority=9)
+        late = await sync_to_async(schedule)(
+            tasks.add, [3, 4], run_after=timezone.now() - datetime.timedelta(hours=1)
+        )
+        # The statement past the frontier does not see them: a new priority, and a job that sorts
+        # before the jobs already claimed (as one committed late would).
+        now = timezone.now()
+        op = operations.claim_after(POSTGRESQL, store.request, 10, False, now, levels)
+        statement, params = next(op)
+        with psycopg.connect(dsn()) as conn:
+            ids = [row[0] for row in conn.execute(statement, params).fetchall()]
+            conn.rollback()
+        assert ids == []
+        # The store sweeps for them: within a second, and the higher priority first.
+        found: list[int] = []
+
+        for _ in range(40):
+            found.extend(attempt.job_id for attempt in await store.claim(10, alone=False))
+            if len(found) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert found == [urgent.pk, late.pk]
+    finally:
+        await store.close()
+
+
+async def test_a_worker_claiming_past_its_frontier_runs_every_job_once(
+    held_snapshot: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = [([f"k{n}"], None) for n in range(300)]
+    await sync_to_async(schedule_many)(tasks.write, calls[:100])
+    await sync_to_async(schedule_many)(tasks.write, calls[100:200], priority=7)
+    await sync_to_async(schedule_many)(
+        tasks.write, calls[200:], run_after=timezone.now() - datetime.timedelta(minutes=5)
+    )
+    outcomes = await adrain(claim_frontier="always", concurrency=8)
+    assert sum(outcomes.values()) == 300
+    # Three priorities past the frontier at once: every claim went through.
+    assert not [record for record in caplog.records if getattr(record, "action", "") == "claim_failed"]
+
+    def check() -> None:
+        assert Job.objects.exclude(status=Status.SUCCEEDED).count() == 0
+        keys = list(Record.objects.values_list("key", flat=True))
+        assert sorted(keys) == sorted(f"k{n}" for n in range(300))
+
+    await sync_to_async(check)()
+
+
+async def test_a_worker_keeps_a_frontier_when_it_serves_one_queue_unless_told_never() -> None:
+    async def frontier(**overrides: object) -> bool:
+        store = open_store(queue_settings(**overrides), "host:1:f")
+        try:
+            return store.frontier is not None
+        finally:
+            await store.close()
+
+    assert await frontier(claim_frontier="auto")
+    assert not await frontier(claim_frontier="never")
+    assert not await frontier(claim_frontier="auto", queues=("a", "b"))
+    assert not await frontier(claim_frontier="auto", queues=("*",))

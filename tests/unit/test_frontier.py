@@ -1,0 +1,66 @@
+"""The frontier's rules: when claims start past it, when a sweep runs, how it moves."""
+
+from __future__ import annotations
+
+import datetime
+
+from aio_async.store.frontier import ENGAGE, ENGAGE_AFTER, LEVELS, RELEASE, SWEEP_EVERY, SWEEP_IDLE, Frontier
+from aio_async.values import Attempt
+
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+def attempt(job_id: int, priority: int = 5, seconds: float = 0) -> Attempt:
+    return Attempt(job_id, 1, "f", [], {}, priority=priority, due=T0 + datetime.timedelta(seconds=seconds))
+
+
+def test_auto_claims_past_the_frontier_only_after_slow_sweeps_in_a_row_and_until_one_is_fast() -> None:
+    frontier = Frontier("auto")
+    frontier.swept(100.0, ENGAGE / 2, [attempt(1)])
+    assert not frontier.claims_past(100.1)
+    for _ in range(ENGAGE_AFTER - 1):
+        frontier.swept(100.0, ENGAGE * 2, [attempt(2)])
+    frontier.swept(100.0, ENGAGE / 2, [])  # not in a row
+    for _ in range(ENGAGE_AFTER - 1):
+        frontier.swept(100.0, ENGAGE * 2, [])
+    assert not frontier.claims_past(100.1)
+    frontier.swept(101.0, ENGAGE * 2, [])
+    assert frontier.claims_past(101.1)
+    frontier.swept(102.0, (ENGAGE + RELEASE) / 2, [])  # between the two: stays engaged
+    assert frontier.claims_past(102.1)
+    frontier.swept(103.0, RELEASE / 2, [])
+    assert not frontier.claims_past(103.1)
+
+
+def test_a_sweep_runs_again_after_a_while_and_sooner_when_a_claim_found_nothing() -> None:
+    frontier = Frontier("always")
+    assert not frontier.claims_past(0.0)  # nowhere to start from yet
+    frontier.swept(10.0, 0.001, [attempt(1)])
+    assert frontier.claims_past(10.0 + SWEEP_EVERY / 2)
+    assert not frontier.claims_past(10.0 + SWEEP_EVERY)
+    assert not frontier.sweeps_when_idle(10.0 + SWEEP_IDLE / 2)
+    assert frontier.sweeps_when_idle(10.0 + SWEEP_IDLE)
+
+
+def test_slow_sweeps_run_less_often() -> None:
+    frontier = Frontier("always")
+    frontier.swept(10.0, 0.2, [attempt(1)])  # a 200 ms sweep
+    assert frontier.claims_past(10.0 + 4 * SWEEP_EVERY)
+    assert not frontier.sweeps_when_idle(10.0 + SWEEP_IDLE * 4)
+
+
+def test_the_frontier_only_moves_forward_and_keeps_the_latest_priorities() -> None:
+    frontier = Frontier("always")
+    frontier.advance([attempt(5, seconds=5), attempt(3, seconds=3)])
+    frontier.advance([attempt(4, seconds=1)])  # behind: a sweep found a late job
+    assert frontier.levels() == [(5, T0 + datetime.timedelta(seconds=5), 5)]
+    frontier.advance([attempt(10 + level, priority=level) for level in range(LEVELS + 1)])
+    kept = [priority for priority, _, _ in frontier.levels()]
+    assert kept == sorted(range(1, LEVELS + 1), reverse=True)  # the oldest level used (5, then 0) went
+
+
+def test_never_and_jobs_without_a_position_leave_it_alone() -> None:
+    frontier = Frontier("never")
+    frontier.swept(1.0, 10.0, [Attempt(1, 1, "f", [], {})])
+    assert not frontier.claims_past(1.1)
+    assert frontier.levels() == []
