@@ -67,11 +67,10 @@ class DatabaseStore:
         self.recorder = recorder or connector
         self.jobs = jobs
         self.concurrency = concurrency
-        #: Where this worker's claims reached in its queue (PostgreSQL, one queue served): see
-        #: ``store.frontier``.
+        #: Where this worker's claims reached in its queues (PostgreSQL): see ``store.frontier``.
         self.frontier = (
             Frontier(settings.claim_frontier)
-            if connector.dialect.frontier and len(request.queues) == 1 and settings.claim_frontier != "never"
+            if connector.dialect.frontier and settings.claim_frontier != "never"
             else None
         )
         self._finished: list[tuple[Attempt, Any, asyncio.Future[Outcome]]] = []
@@ -83,9 +82,9 @@ class DatabaseStore:
         """Lease up to ``limit`` due jobs to this worker: past its frontier, or in a full claim."""
         now = timezone.now()
         frontier = self.frontier
-        if frontier is not None and not paused.intersection(self.request.queues):
+        if frontier is not None:
             if frontier.claims_past(time.monotonic()):
-                levels = frontier.levels()
+                levels = frontier.levels(paused)
                 attempts = await self.connector.run(
                     lambda d: operations.claim_after(d, self.request, limit, alone, now, levels)
                 )

@@ -6,7 +6,7 @@ vacuum removes, and vacuum removes nothing that a transaction open anywhere in t
 transaction lasts, every claim walks all the entries left since it began, and checks each one's
 row: the claim slows without bound (see docs/performance.md).
 
-So the store keeps, for the worker's queue, the position its claims reached at each priority,
+So the store keeps, for each queue and priority it claimed from, the position its claims reached,
 and when a full claim (a *sweep*) has become slow, it claims from there instead
 (``statements.claim_after``): what lies past the frontier is what was queued since, and the
 dead entries lie behind it. Jobs can land behind the frontier too (a priority it has not seen, a
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from aio_async.values import Attempt
 
@@ -37,8 +37,8 @@ ENGAGE = 0.005
 ENGAGE_AFTER = 3
 #: A sweep faster than this goes back to full claims.
 RELEASE = 0.002
-#: Priorities the frontier keeps a position for (the ones most recently claimed).
-LEVELS = 4
+#: Queue and priority pairs the frontier keeps a position for (the ones most recently claimed).
+LEVELS = 8
 #: Seconds between sweeps while claims find jobs past the frontier: at least this, and at
 #: least ``SWEEP_SHARE`` times a sweep's own cost, so that sweeps never take more than a small
 #: share of the claims' time however slow they have become.
@@ -51,21 +51,25 @@ IDLE_SHARE = 10
 
 
 class Frontier:
-    """Where one worker's claims reached in its queue, by priority, and when to sweep instead."""
+    """Where one worker's claims reached, by queue and priority, and when to sweep instead."""
 
     def __init__(self, mode: str = "auto") -> None:
         self.mode = mode
         #: Claims start here when engaged.
         self.engaged = mode == "always"
-        #: priority -> (run_after, id) of the last job claimed at that priority; most recent last.
-        self.positions: dict[int, tuple[datetime.datetime, int]] = {}
+        #: (queue, priority) -> (run_after, id) of the last job claimed there; most recent last.
+        self.positions: dict[tuple[str, int], tuple[datetime.datetime, int]] = {}
         self.swept_at = -math.inf
         self.sweep_cost = 0.0
         self.slow_sweeps = 0
 
-    def levels(self) -> list[tuple[int, datetime.datetime, int]]:
-        """The positions as (priority, run_after, id), highest priority first."""
-        return [(priority, *self.positions[priority]) for priority in sorted(self.positions, reverse=True)]
+    def levels(self, paused: Collection[str] = ()) -> list[tuple[str, int, datetime.datetime, int]]:
+        """The positions as (queue, priority, run_after, id), highest priority first; none in ``paused``."""
+        return [
+            (queue, priority, *self.positions[queue, priority])
+            for queue, priority in sorted(self.positions, key=lambda level: (-level[1], level[0]))
+            if queue not in paused
+        ]
 
     def claims_past(self, now: float) -> bool:
         """True when the next claim should start at the frontier; False: sweep."""
@@ -83,8 +87,9 @@ class Frontier:
             if attempt.due is None:
                 continue
             reached = (attempt.due, attempt.job_id)
-            known = self.positions.pop(attempt.priority, None)
-            self.positions[attempt.priority] = reached if known is None else max(known, reached)
+            level = (attempt.queue, attempt.priority)
+            known = self.positions.pop(level, None)
+            self.positions[level] = reached if known is None else max(known, reached)
         while len(self.positions) > LEVELS:
             del self.positions[next(iter(self.positions))]
 

@@ -101,22 +101,22 @@ def claim_after(
     limit: int,
     alone: bool,
     now: datetime.datetime,
-    frontier: Sequence[tuple[int, datetime.datetime, int]],
+    frontier: Sequence[tuple[str, int, datetime.datetime, int]],
 ) -> Op[list[Attempt]]:
-    """Lease up to ``limit`` due jobs of the worker's one queue that lie past its ``frontier``.
+    """Lease up to ``limit`` due jobs that lie past the worker's ``frontier``.
 
-    ``frontier``: for each priority, highest first, the (priority, run_after, id) its claims
-    reached. See ``sql.claim_after``: the caller sweeps with ``claim`` now and then.
+    ``frontier``: for each queue and priority, highest priority first, the (queue, priority,
+    run_after, id) its claims reached. See ``sql.claim_after``: the caller sweeps with
+    ``claim`` now and then.
     """
-    found = _filters(request, (), now, alone)
-    if found is None or len(request.queues) != 1:
+    if not frontier:
         return []
-    (_, include, exclude, _), filters = found
+    include, exclude = [*map(_like, request.include)], [*map(_like, request.exclude)]
     params: list[Any] = []
-    for priority, run_after, job_id in frontier:
-        params += [*filters, priority, run_after, job_id, limit]
+    for queue, priority, run_after, job_id in frontier:
+        params += [now, queue, *include, *exclude, alone, priority, run_after, job_id, limit]
     params += [limit, request.worker_id, now + request.lease, now]
-    rows = yield sql.claim_after(dialect, include, exclude, len(frontier)), params
+    rows = yield sql.claim_after(dialect, len(include), len(exclude), len(frontier)), params
     return sorted((Attempt.from_row(row, now) for row in rows), key=lambda a: (-a.priority, a.job_id))
 
 

@@ -199,15 +199,15 @@ def claim(dialect: Dialect, queues: int, include: int = 0, exclude: int = 0, pau
 
 @functools.cache
 def claim_after(dialect: Dialect, include: int = 0, exclude: int = 0, levels: int = 1) -> str:
-    """Lease the first due jobs of one queue that lie past this worker's frontier, level by level.
+    """Lease the first due jobs that lie past this worker's frontier, level by level.
 
-    The frontier is where this worker's claims reached at each of ``levels`` priorities (highest
-    first): each level's branch starts its index scan at the frontier's ``(run_after, id)``
+    The frontier is where this worker's claims reached in each of ``levels`` queue and priority
+    pairs (highest priority first): each level's branch starts its index scan at its ``(run_after, id)``
     instead of at the head of the claim index, so it never walks the entries that claimed jobs
     leave there until vacuum removes them (which a long transaction elsewhere in the database
     prevents). A job behind the frontier (a higher or new priority, a transaction that committed
     late, a row that was locked) is left to the next full claim (``claim``), the sweep.
-    Parameters, for each level: those of ``_claimable`` with one queue, the level's priority, its
+    Parameters, for each level: those of ``_claimable`` with the level's queue, its priority, its
     run_after and id, limit; then limit, then those of ``_lease``. Returns ``CLAIMED``.
     """
     where = " AND ".join([*_claimable(1, include, exclude), "limit_key IS NULL", "priority = %s"])

@@ -150,7 +150,7 @@ async def test_a_worker_claiming_past_its_frontier_runs_every_job_once(
     await sync_to_async(check)()
 
 
-async def test_a_worker_keeps_a_frontier_when_it_serves_one_queue_unless_told_never() -> None:
+async def test_a_worker_on_postgresql_keeps_a_frontier_unless_told_never() -> None:
     async def frontier(**overrides: object) -> bool:
         store = open_store(queue_settings(**overrides), "host:1:f")
         try:
@@ -160,5 +160,31 @@ async def test_a_worker_keeps_a_frontier_when_it_serves_one_queue_unless_told_ne
 
     assert await frontier(claim_frontier="auto")
     assert not await frontier(claim_frontier="never")
-    assert not await frontier(claim_frontier="auto", queues=("a", "b"))
-    assert not await frontier(claim_frontier="auto", queues=("*",))
+    assert await frontier(claim_frontier="auto", queues=("a", "b"))
+    assert await frontier(claim_frontier="always", queues=("*",))
+
+
+async def test_a_worker_of_every_queue_claims_past_each_queues_frontier_and_leaves_paused_ones() -> None:
+    for queue in ("a", "b"):
+        await sync_to_async(schedule_many)(tasks.add, [([n, n], None) for n in range(30)], queue=queue)
+    store = open_store(queue_settings(claim_frontier="always", queues=("*",)), "host:1:every")
+    try:
+        taken: list[str] = []
+        for _ in range(40):
+            claimed = await store.claim(7, alone=False, paused=frozenset({"b"}))
+            taken += [attempt.queue for attempt in claimed]
+            if len(taken) == 30:
+                break
+            if not claimed:
+                await asyncio.sleep(0.05)
+        assert taken == ["a"] * 30
+        assert store.frontier is not None
+        assert {queue for queue, _, _, _ in store.frontier.levels()} == {"a"}
+        for _ in range(40):
+            taken += [attempt.queue for attempt in await store.claim(7, alone=False)]
+            if len(taken) == 60:
+                break
+            await asyncio.sleep(0.05)
+        assert taken[30:] == ["b"] * 30
+    finally:
+        await store.close()

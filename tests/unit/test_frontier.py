@@ -10,8 +10,9 @@ from aio_async.values import Attempt
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
-def attempt(job_id: int, priority: int = 5, seconds: float = 0) -> Attempt:
-    return Attempt(job_id, 1, "f", [], {}, priority=priority, due=T0 + datetime.timedelta(seconds=seconds))
+def attempt(job_id: int, priority: int = 5, seconds: float = 0, queue: str = "default") -> Attempt:
+    due = T0 + datetime.timedelta(seconds=seconds)
+    return Attempt(job_id, 1, "f", [], {}, queue=queue, priority=priority, due=due)
 
 
 def test_auto_claims_past_the_frontier_only_after_slow_sweeps_in_a_row_and_until_one_is_fast() -> None:
@@ -53,10 +54,21 @@ def test_the_frontier_only_moves_forward_and_keeps_the_latest_priorities() -> No
     frontier = Frontier("always")
     frontier.advance([attempt(5, seconds=5), attempt(3, seconds=3)])
     frontier.advance([attempt(4, seconds=1)])  # behind: a sweep found a late job
-    assert frontier.levels() == [(5, T0 + datetime.timedelta(seconds=5), 5)]
+    assert frontier.levels() == [("default", 5, T0 + datetime.timedelta(seconds=5), 5)]
     frontier.advance([attempt(10 + level, priority=level) for level in range(LEVELS + 1)])
-    kept = [priority for priority, _, _ in frontier.levels()]
+    kept = [priority for _, priority, _, _ in frontier.levels()]
     assert kept == sorted(range(1, LEVELS + 1), reverse=True)  # the oldest level used (5, then 0) went
+
+
+def test_each_queue_has_its_own_positions_and_paused_queues_are_left_out() -> None:
+    frontier = Frontier("always")
+    frontier.advance([attempt(1, queue="b"), attempt(2, queue="a"), attempt(3, priority=7, queue="b")])
+    assert [(queue, priority) for queue, priority, _, _ in frontier.levels()] == [
+        ("b", 7),
+        ("a", 5),
+        ("b", 5),
+    ]
+    assert [(queue, priority) for queue, priority, _, _ in frontier.levels(paused={"b"})] == [("a", 5)]
 
 
 def test_never_and_jobs_without_a_position_leave_it_alone() -> None:
