@@ -89,7 +89,16 @@ class DatabaseStore:
                     lambda d: operations.claim_after(d, self.request, limit, alone, now, levels)
                 )
                 frontier.advance(attempts)
-                if attempts or not (thorough or frontier.sweeps_when_idle(time.monotonic())):
+                if attempts:
+                    return attempts
+                if not thorough:
+                    if not frontier.looks_back(time.monotonic()):
+                        return attempts
+                    levels = frontier.levels(paused, back=True)
+                    attempts = await self.connector.run(
+                        lambda d: operations.claim_after(d, self.request, limit, alone, now, levels)
+                    )
+                    frontier.advance(attempts)
                     return attempts
                 now = timezone.now()
             started = time.monotonic()

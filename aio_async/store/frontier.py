@@ -9,16 +9,19 @@ row: the claim slows without bound (see docs/performance.md).
 So the store keeps, for each queue and priority it claimed from, the position its claims reached,
 and when a full claim (a *sweep*) has become slow, it claims from there instead
 (``statements.claim_after``): what lies past the frontier is what was queued since, and the
-dead entries lie behind it. Jobs can land behind the frontier too (a priority it has not seen, a
-transaction that committed late, a row that was locked as the claims passed it), so a sweep
-still runs now and then, and whenever a claim past the frontier finds nothing once the last
-sweep is a little while ago. A sweep that is fast again ends it: the claims go back to the
-strict order of a full claim.
+dead entries lie behind it. Jobs can land behind the frontier too: just behind (a transaction
+that committed after later jobs were claimed, a row that was locked as the claims passed it),
+or anywhere (a priority or a queue it has not seen, a job due long ago). A claim past the
+frontier that finds nothing looks two seconds behind it instead (at most four times a second),
+and a full claim sweeps the whole queue every five seconds (less often while a sweep costs
+more than 50 ms). A sweep that is fast again ends it: the claims go back to the strict order
+of a full claim.
 
 What changes while the frontier is in use: jobs are still claimed in order past the frontier,
-and no job is left behind, but one that landed behind it waits for the next sweep (within about
-a second, more while sweeps are slow). ``AIO_ASYNC["CLAIM_FRONTIER"]`` chooses: ``"auto"`` (this),
-``"always"`` (tests, and queues that are always under a long transaction) or ``"never"``.
+and no job is left behind, but one that landed just behind it waits up to a quarter of a
+second more, and one further behind up to the next sweep. ``AIO_ASYNC["CLAIM_FRONTIER"]``
+chooses: ``"auto"`` (this), ``"always"`` (tests, and queues always under a long transaction)
+or ``"never"``.
 """
 
 from __future__ import annotations
@@ -39,15 +42,17 @@ ENGAGE_AFTER = 3
 RELEASE = 0.002
 #: Queue and priority pairs the frontier keeps a position for (the ones most recently claimed).
 LEVELS = 8
-#: Seconds between sweeps while claims find jobs past the frontier: at least this, and at
-#: least ``SWEEP_SHARE`` times a sweep's own cost, so that sweeps never take more than a small
-#: share of the claims' time however slow they have become.
-SWEEP_EVERY = 1.0
-SWEEP_SHARE = 25
-#: Seconds after a sweep when a claim that found nothing past the frontier sweeps at once
-#: (again at least ``IDLE_SHARE`` times a sweep's cost).
-SWEEP_IDLE = 0.25
-IDLE_SHARE = 10
+#: Seconds between sweeps while claims start at the frontier: at least this, and at least
+#: ``SWEEP_SHARE`` times a sweep's own cost, so that sweeps take a small share of the claims'
+#: time however slow they have become (a sweep holds up the claims behind it).
+SWEEP_EVERY = 5.0
+SWEEP_SHARE = 100
+#: A claim past the frontier that found nothing looks ``LOOK_BACK`` behind it (in due time)
+#: instead, at most every ``LOOK_BACK_EVERY`` seconds: what landed just behind (a transaction
+#: that committed late, a row that was locked) is found within a second at the cost of
+#: walking a few seconds' claimed entries, not all of them.
+LOOK_BACK = datetime.timedelta(seconds=2)
+LOOK_BACK_EVERY = 0.25
 
 
 class Frontier:
@@ -62,14 +67,24 @@ class Frontier:
         self.swept_at = -math.inf
         self.sweep_cost = 0.0
         self.slow_sweeps = 0
+        self.looked_back_at = -math.inf
 
-    def levels(self, paused: Collection[str] = ()) -> list[tuple[str, int, datetime.datetime, int]]:
-        """The positions as (queue, priority, run_after, id), highest priority first; none in ``paused``."""
-        return [
-            (queue, priority, *self.positions[queue, priority])
-            for queue, priority in sorted(self.positions, key=lambda level: (-level[1], level[0]))
-            if queue not in paused
-        ]
+    def levels(
+        self, paused: Collection[str] = (), *, back: bool = False
+    ) -> list[tuple[str, int, datetime.datetime, int]]:
+        """The positions as (queue, priority, run_after, id), highest priority first; none in ``paused``.
+
+        With ``back``, each position ``LOOK_BACK`` earlier.
+        """
+        levels = []
+        for queue, priority in sorted(self.positions, key=lambda level: (-level[1], level[0])):
+            if queue in paused:
+                continue
+            run_after, job_id = self.positions[queue, priority]
+            levels.append(
+                (queue, priority, run_after - LOOK_BACK, 0) if back else (queue, priority, run_after, job_id)
+            )
+        return levels
 
     def claims_past(self, now: float) -> bool:
         """True when the next claim should start at the frontier; False: sweep."""
@@ -77,9 +92,12 @@ class Frontier:
             return False
         return now - self.swept_at < max(SWEEP_EVERY, SWEEP_SHARE * self.sweep_cost)
 
-    def sweeps_when_idle(self, now: float) -> bool:
-        """True when a claim past the frontier that found nothing should sweep at once."""
-        return now - self.swept_at >= max(SWEEP_IDLE, IDLE_SHARE * self.sweep_cost)
+    def looks_back(self, now: float) -> bool:
+        """True when a claim past the frontier that found nothing should look a little behind it."""
+        if now - self.looked_back_at < LOOK_BACK_EVERY:
+            return False
+        self.looked_back_at = now
+        return True
 
     def advance(self, attempts: Iterable[Attempt]) -> None:
         """Move the frontier past the jobs just claimed (never back)."""

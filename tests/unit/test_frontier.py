@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import datetime
 
-from aio_async.store.frontier import ENGAGE, ENGAGE_AFTER, LEVELS, RELEASE, SWEEP_EVERY, SWEEP_IDLE, Frontier
+from aio_async.store.frontier import (
+    ENGAGE,
+    ENGAGE_AFTER,
+    LEVELS,
+    LOOK_BACK,
+    LOOK_BACK_EVERY,
+    RELEASE,
+    SWEEP_EVERY,
+    SWEEP_SHARE,
+    Frontier,
+)
 from aio_async.values import Attempt
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -33,21 +43,29 @@ def test_auto_claims_past_the_frontier_only_after_slow_sweeps_in_a_row_and_until
     assert not frontier.claims_past(103.1)
 
 
-def test_a_sweep_runs_again_after_a_while_and_sooner_when_a_claim_found_nothing() -> None:
+def test_a_sweep_runs_again_after_a_while_and_a_look_back_at_most_so_often() -> None:
     frontier = Frontier("always")
     assert not frontier.claims_past(0.0)  # nowhere to start from yet
     frontier.swept(10.0, 0.001, [attempt(1)])
     assert frontier.claims_past(10.0 + SWEEP_EVERY / 2)
     assert not frontier.claims_past(10.0 + SWEEP_EVERY)
-    assert not frontier.sweeps_when_idle(10.0 + SWEEP_IDLE / 2)
-    assert frontier.sweeps_when_idle(10.0 + SWEEP_IDLE)
+    assert frontier.looks_back(10.0)
+    assert not frontier.looks_back(10.0 + LOOK_BACK_EVERY / 2)
+    assert frontier.looks_back(10.0 + LOOK_BACK_EVERY)
 
 
 def test_slow_sweeps_run_less_often() -> None:
     frontier = Frontier("always")
-    frontier.swept(10.0, 0.2, [attempt(1)])  # a 200 ms sweep
-    assert frontier.claims_past(10.0 + 4 * SWEEP_EVERY)
-    assert not frontier.sweeps_when_idle(10.0 + SWEEP_IDLE * 4)
+    cost = 2 * SWEEP_EVERY / SWEEP_SHARE
+    frontier.swept(10.0, cost, [attempt(1)])
+    assert frontier.claims_past(10.0 + 1.5 * SWEEP_EVERY)
+    assert not frontier.claims_past(10.0 + 2 * SWEEP_EVERY)
+
+
+def test_looking_back_starts_each_level_a_little_behind_its_position() -> None:
+    frontier = Frontier("always")
+    frontier.advance([attempt(7, seconds=30)])
+    assert frontier.levels(back=True) == [("default", 5, T0 + datetime.timedelta(seconds=30) - LOOK_BACK, 0)]
 
 
 def test_the_frontier_only_moves_forward_and_keeps_the_latest_priorities() -> None:
