@@ -40,6 +40,11 @@ PEERS: dict[str, dict[str, Any]] = {
         ],
         "script": HERE / "peers" / "djtasks_bench.py",
     },
+    "pgqueuer": {
+        "python": "3.12",
+        "packages": ["pgqueuer==1.6.0", "asyncpg==0.32.0", "psycopg[binary]==3.3.9"],
+        "script": HERE / "peers" / "pgqueuer_bench.py",
+    },
 }
 
 
