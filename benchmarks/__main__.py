@@ -283,7 +283,7 @@ def held_snapshot(rows: list[dict[str, Any]]) -> str:
         "(`benchmarks.timed_worker`: the store's claim call, round trip included); the claim's SELECT "
         "timed from a side connection about once a second (p99 of about ten probes is their slowest); "
         "`n_dead_tup` at the slice's end. The control is the same drain without a snapshot held, "
-        "just before.",
+        f"just before. The server's autovacuum: {extra.get('autovacuum', '?')}.",
         "",
         "| slice (s) | held | jobs/s | control jobs/s | worker claim p50 / p99 ms | jobs per claim "
         "| probe p50 / p99 ms | control probe p50 ms | dead tuples | control dead tuples |",

@@ -689,7 +689,12 @@ def held() -> None:
     """
     plain = held_drain("held-control", 0)
     count = OPTIONS.n_held
-    how = {"jobs": count, "concurrency": 10, "kind": "sync def no-op, VACUUM ANALYZE and CHECKPOINT first"}
+    how = {
+        "jobs": count,
+        "concurrency": 10,
+        "kind": "sync def no-op, VACUUM ANALYZE and CHECKPOINT first",
+        "autovacuum": sql("SELECT current_setting('autovacuum')"),  # off: nothing vacuums during the drain
+    }
     per_job = {key: round(plain[key] / count, 3) for key in ("dead_tuples", "table_bytes", "wal_bytes")}
     wal_note = {key: plain[key] for key in ("wal_bytes", "cluster_wal_bytes", "wal_source", "seconds")}
     record(
