@@ -50,7 +50,7 @@ def tests(session: nox.Session, django: str) -> None:
 
 @nox.session(python="3.12")
 def bench(session: nox.Session) -> None:
-    """aio_async beside procrastinate and django-tasks-db on PostgreSQL (``-- --help``)."""
+    """aio_async beside procrastinate, django-tasks-db and pgqueuer on PostgreSQL (``-- --help``)."""
     session.install("-e", ".[postgres]", "django~=6.1.0")
     session.run("python", "-m", "benchmarks", *session.posargs)
 

@@ -40,6 +40,11 @@ PEERS: dict[str, dict[str, Any]] = {
         ],
         "script": HERE / "peers" / "djtasks_bench.py",
     },
+    "pgqueuer": {
+        "python": "3.12",
+        "packages": ["pgqueuer==1.6.0", "asyncpg==0.32.0", "psycopg[binary]==3.3.9"],
+        "script": HERE / "peers" / "pgqueuer_bench.py",
+    },
 }
 
 
@@ -263,6 +268,53 @@ def summarize(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def held_snapshot(rows: list[dict[str, Any]]) -> str:
+    """The held-snapshot drain slice by slice, beside the same drain without a snapshot held."""
+    row = _index(rows).get((OURS, "held_snapshot_last_vs_first_slice"))
+    if not row:
+        return ""
+    extra = row["extra"]
+    control = {piece["slice"]: piece for piece in extra["control_slices"]}
+    lines = [
+        f"The no-op drain at concurrency 10, {extra['jobs']:,} jobs, while another connection holds a "
+        f"REPEATABLE READ snapshot (with an xid) for {extra['hold_s']:g} s, from the worker's first "
+        f"completed job; {extra['before_hold']:,} jobs finished before it. Per slice of "
+        f"{extra['slice_s']:g} s: jobs/s from the table's timestamps; the worker's own claims "
+        "(`benchmarks.timed_worker`: the store's claim call, round trip included); the claim's SELECT "
+        "timed from a side connection about once a second (p99 of about ten probes is their slowest); "
+        "`n_dead_tup` at the slice's end. The control is the same drain without a snapshot held, "
+        f"just before. The server's autovacuum: {extra.get('autovacuum', '?')}.",
+        "",
+        "| slice (s) | held | jobs/s | control jobs/s | worker claim p50 / p99 ms | jobs per claim "
+        "| probe p50 / p99 ms | control probe p50 ms | dead tuples | control dead tuples |",
+        "|---|:---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def ms(value: float | None) -> str:
+        """Milliseconds with two decimals, or a dash."""
+        return "–" if value is None else f"{value:.2f}"
+
+    for piece in extra["slices"]:
+        twin = control.get(piece["slice"], {})
+        span = f"{piece['from_s']:g}–{piece['from_s'] + piece['seconds']:g}"
+        lines.append(
+            f"| {span} | {'yes' if piece['held'] else ''} | {_fmt(piece['rate'])} | "
+            f"{_fmt(twin.get('rate'))} | "
+            f"{ms(piece['claim_p50_ms'])} / {ms(piece['claim_p99_ms'])} | {ms(piece['jobs_per_claim'])} | "
+            f"{ms(piece['probe_p50_ms'])} / {ms(piece['probe_p99_ms'])} | {ms(twin.get('probe_p50_ms'))} | "
+            f"{_fmt(piece['dead_tuples'])} | {_fmt(twin.get('dead_tuples'))} |"
+        )
+    control_ratio = extra.get("control_same_slices")
+    lines += [
+        "",
+        f"Last held slice over the first: {row['median']:.2f}× (the control's same slices: "
+        f"{'–' if control_ratio is None else f'{control_ratio:.2f}×'}). Per job over the held drain: "
+        + ", ".join(f"{key.replace('_', ' ')} {value:,.1f}" for key, value in extra["per_job_held"].items())
+        + ".",
+    ]
+    return "\n".join(lines)
+
+
 def configurations(rows: list[dict[str, Any]]) -> str:
     """Each system's configuration, as recorded on its lines of the results."""
     seen: dict[tuple[str, str], dict[str, Any]] = {}
@@ -308,7 +360,11 @@ def main() -> None:
     parser.add_argument("--n-lat", type=int, default=50)
     parser.add_argument("--n-memory", type=int, default=100_000)
     parser.add_argument(
-        "--only", default="", help="scenario families: enqueue,drain,io,latency,scale,memory,prune,floor"
+        "--n-held", type=int, default=100_000, help="jobs drained with and without a held snapshot (held)"
+    )
+    parser.add_argument("--hold", type=float, default=60.0, help="seconds the snapshot is held (held)")
+    parser.add_argument(
+        "--only", default="", help="scenario families: enqueue,drain,io,latency,scale,memory,prune,held,floor"
     )
     parser.add_argument(
         "--tuned",
@@ -343,7 +399,11 @@ def main() -> None:
     ]
     aio = [sys.executable, "-m", "benchmarks.aio", "--dsn", options.dsn, *common]
     # First the headline, on Django's default database settings; then the tuned settings.
-    _run([*aio, "--config", "default", "--n-memory", str(options.n_memory), "--only", options.only], cwd=ROOT)
+    held = ["--n-held", str(options.n_held), "--hold", str(options.hold)]
+    _run(
+        [*aio, "--config", "default", "--n-memory", str(options.n_memory), *held, "--only", options.only],
+        cwd=ROOT,
+    )
     tuned = set(filter(None, options.tuned.split(",")))
     tuned = (tuned & only) if only else tuned
     if tuned:
@@ -389,7 +449,8 @@ def main() -> None:
     rows = [json.loads(line) for line in Path(out).read_text().splitlines() if line.strip()]
     sizes = (
         f"{options.n:,} jobs per enqueue and drain, {options.n_io:,} per I/O figure, {options.n_lat} for "
-        f"latency, {options.n_memory:,} for memory"
+        f"latency, {options.n_memory:,} for memory, {options.n_held:,} for the held snapshot "
+        f"(held {options.hold:g} s)"
     )
     summary = "\n\n".join(
         [
@@ -399,6 +460,7 @@ def main() -> None:
             summarize(rows),
             "Configurations:\n\n" + configurations(rows),
             f"Targets, on {OURS} with Django's default settings:\n\n" + targets(rows),
+            held_snapshot(rows),
             machine(options.dsn, time.monotonic() - started),
         ]
     )

@@ -1,4 +1,4 @@
-"""aio_async's side of the benchmark: enqueue, drain, I/O, pick-up latency, scale, memory.
+"""aio_async's side of the benchmark: enqueue, drain, I/O, pick-up latency, scale, memory, held snapshot.
 
 Run as ``python -m benchmarks.aio --dsn DSN --config default --runs R --n N ... --out RESULTS.jsonl``;
 it appends one JSON line per figure, in the same shape as the peers' scripts. ``--config``
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,9 +44,16 @@ def _options() -> argparse.Namespace:
     parser.add_argument("--n-io", type=int, default=1000)
     parser.add_argument("--n-lat", type=int, default=50)
     parser.add_argument("--n-memory", type=int, default=100_000)
+    parser.add_argument(
+        "--n-held", type=int, default=100_000, help="jobs drained in the held-snapshot family"
+    )
+    parser.add_argument("--hold", type=float, default=60.0, help="seconds the held-snapshot family holds it")
+    parser.add_argument("--slice", type=float, default=10.0, help="the held-snapshot family's slices, in s")
     parser.add_argument("--out", required=True)
     parser.add_argument("--logs", required=True)
-    parser.add_argument("--only", default="", help="families: enqueue,drain,io,latency,scale,memory,prune")
+    parser.add_argument(
+        "--only", default="", help="families: enqueue,drain,io,latency,scale,memory,prune,held"
+    )
     parser.add_argument("--sqlite", default="", help="measure on this SQLite file instead of PostgreSQL")
     return parser.parse_args()
 
@@ -56,6 +66,7 @@ if OPTIONS.sqlite:
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
 django.setup()
 
+import psycopg  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
@@ -133,12 +144,14 @@ def remaining(due_only: bool = False) -> int:
 class Worker:
     """``python -m aio_async run`` in a session of its own."""
 
-    def __init__(self, tag: str, *arguments: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tag: str, *arguments: str, env: dict[str, str] | None = None, module: str = "aio_async"
+    ) -> None:
         os.makedirs(OPTIONS.logs, exist_ok=True)
         self.log = open(os.path.join(OPTIONS.logs, f"{LABEL}-{tag}.log"), "ab")  # noqa: SIM115
         self.spawned = time.time()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "aio_async", "--settings", "benchmarks.settings", "run", *arguments],
+            [sys.executable, "-m", module, "--settings", "benchmarks.settings", "run", *arguments],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
             stdout=self.log,
@@ -449,6 +462,302 @@ def prune_latency() -> None:
     )
 
 
+#: The worker-shaped claim's SELECT, without FOR UPDATE: timed from a side connection about
+#: once a second while the held-snapshot family drains (the worker's own claim is timed too).
+CLAIM_PROBE = (
+    "SELECT id FROM aio_async_job WHERE status = 'queued' AND run_after <= now() "
+    "AND queue IN ('default') AND limit_key IS NULL ORDER BY priority DESC, run_after, id LIMIT 10"
+)
+#: The job table's dead tuples, its size with its indexes, the WAL position and the database's clock.
+TABLE_STATE = (
+    "SELECT coalesce((SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'aio_async_job'), 0), "
+    "pg_total_relation_size('aio_async_job'), pg_current_wal_lsn()::text, "
+    "extract(epoch FROM clock_timestamp())"
+)
+
+
+def _lsn(text: str) -> int:
+    """A WAL position ``X/Y`` as a byte offset."""
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def table_state(db: psycopg.Connection[Any]) -> tuple[int, int, str, float]:
+    """(dead tuples, bytes of the job table and its indexes, WAL position, epoch now) of the database."""
+    row = db.execute(TABLE_STATE).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), str(row[2]), float(row[3])
+
+
+_WAL_RECORD = re.compile(r"len \(rec/tot\):\s*\d+/\s*(\d+), tx:\s*(\d+),")
+_WAL_DATABASE = re.compile(r"(?: rel \d+/| db )(\d+)")
+
+
+def keep_wal(db: psycopg.Connection[Any]) -> bool:
+    """Hold the WAL from now on while ``db`` is open (a temporary physical slot); False if not allowed."""
+    try:
+        db.execute("SELECT pg_create_physical_replication_slot(%s, true, true)", (f"bench_{os.getpid()}",))
+    except psycopg.Error:
+        return False
+    return True
+
+
+def database_wal(db: psycopg.Connection[Any], start: str, end: str) -> int | None:
+    """WAL bytes from ``start`` to ``end`` that are this database's, read with ``pg_waldump``.
+
+    A record counts when it names one of the database's relations (or the database), and so
+    does every record of a transaction that wrote one (its commit included): the writes of
+    other databases on the same cluster are left out. None when the WAL cannot be read here.
+    """
+    try:
+        row = db.execute(
+            "SELECT oid, current_setting('data_directory'), current_setting('server_version_num') "
+            "FROM pg_database WHERE datname = current_database()"
+        ).fetchone()
+    except psycopg.Error:
+        return None
+    assert row is not None
+    oid, data, major = str(row[0]), str(row[1]), int(row[2]) // 10000
+    waldump = shutil.which("pg_waldump") or f"/usr/lib/postgresql/{major}/bin/pg_waldump"
+    if not os.access(waldump, os.X_OK) or not os.access(os.path.join(data, "pg_wal"), os.R_OK):
+        return None
+    per_transaction: dict[str, int] = {}
+    ours: set[str] = set()
+    loose = 0
+    with subprocess.Popen(
+        [waldump, "-p", os.path.join(data, "pg_wal"), "-s", start, "-e", end],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as dump:
+        assert dump.stdout is not None
+        for line in dump.stdout:
+            record = _WAL_RECORD.search(line)
+            if not record:
+                continue
+            size, xid = int(record.group(1)), record.group(2)
+            named = any(match == oid for match in _WAL_DATABASE.findall(line))
+            if xid == "0":
+                loose += size if named else 0
+                continue
+            per_transaction[xid] = per_transaction.get(xid, 0) + size
+            if named:
+                ours.add(xid)
+    if dump.returncode != 0 or not per_transaction:
+        return None
+    return loose + sum(per_transaction[xid] for xid in ours)
+
+
+def _slices(
+    t0: float, hold: float, last: float, worker_claims: list[tuple[float, float, int]], samples: list[Any]
+) -> list[Any]:
+    """The drain cut in ``--slice`` seconds from ``t0``: jobs, rate, probe, worker claims, dead tuples."""
+    width = OPTIONS.slice
+    done = {
+        int(k): int(count)
+        for k, count in _rows(
+            "SELECT floor((extract(epoch FROM finished) - %s) / %s)::int AS k, count(*) FROM aio_async_job "
+            "WHERE status = 'succeeded' GROUP BY k",
+            (t0, width),
+        )
+    }
+    slices = []
+    for k in range(0, math.floor((last - t0) / width) + 1):
+        begin, end = t0 + k * width, min(t0 + (k + 1) * width, last)
+        if end <= begin:
+            break
+        probes = [ms for at, ms, _, _ in samples if begin <= at < t0 + (k + 1) * width]
+        claims = [(ms, jobs) for at, ms, jobs in worker_claims if begin <= at < t0 + (k + 1) * width]
+        dead = [dead for at, _, dead, _ in samples if at < t0 + (k + 1) * width]
+        slices.append(
+            {
+                "slice": k,
+                "from_s": k * width,
+                "seconds": round(end - begin, 2),
+                "held": bool(hold) and (k + 1) * width <= hold + 0.001,
+                "jobs": done.get(k, 0),
+                "rate": round(done.get(k, 0) / (end - begin), 1),
+                "probe_p50_ms": round(_common.pct(probes, 0.5), 3) if probes else None,
+                "probe_p99_ms": round(_common.pct(probes, 0.99), 3) if probes else None,
+                "probes": len(probes),
+                "claim_p50_ms": round(_common.pct([ms for ms, _ in claims], 0.5), 3) if claims else None,
+                "claim_p99_ms": round(_common.pct([ms for ms, _ in claims], 0.99), 3) if claims else None,
+                "claims": len(claims),
+                "jobs_per_claim": round(sum(jobs for _, jobs in claims) / len(claims), 2) if claims else None,
+                "dead_tuples": dead[-1] if dead else None,
+            }
+        )
+    return slices
+
+
+def _rows(statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one query on the benchmark database and return its rows."""
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return list(cursor.fetchall())
+
+
+def held_drain(tag: str, hold: float) -> dict[str, Any]:
+    """Drain ``--n-held`` no-op jobs at concurrency 10 while a snapshot is held ``hold`` s (none: 0).
+
+    The worker starts first; once it has finished a job, a connection of its own runs
+    ``BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT txid_current();`` and commits ``hold``
+    seconds later. Meanwhile a side connection times ``CLAIM_PROBE`` and reads the table's
+    dead tuples about once a second; the worker (``benchmarks.timed_worker``) notes each of
+    its claims. Returns the slices and the table's growth, dead tuples and WAL over the drain.
+    """
+    count = OPTIONS.n_held
+    reset()
+    fill(tasks.noop, count)
+    sql("VACUUM ANALYZE aio_async_job")
+    sql("CHECKPOINT")  # the fill's writes are on disk before the clock starts
+    claims_file = os.path.join(OPTIONS.logs, f"{LABEL}-{tag}-claims.txt")
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(claims_file)
+    side = psycopg.connect(OPTIONS.dsn, autocommit=True)
+    holder = psycopg.connect(OPTIONS.dsn, autocommit=True)
+    kept = keep_wal(side)  # so that pg_waldump can read the drain's WAL once it is done
+    before = table_state(side)
+    samples: list[tuple[float, float, int, int]] = []
+    released: float | None = None
+    worker = Worker(
+        tag, "--concurrency", "10", env={"BENCH_CLAIM_FILE": claims_file}, module="benchmarks.timed_worker"
+    )
+    try:
+        worker.wait_for(lambda: remaining() < count, timeout=120)
+        if hold:
+            holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            row = holder.execute("SELECT txid_current(), extract(epoch FROM now())").fetchone()
+            assert row is not None
+            t0 = float(row[1])
+        else:
+            t0 = table_state(side)[3]
+
+        def tick() -> bool:
+            nonlocal released
+            started = time.perf_counter()
+            side.execute(CLAIM_PROBE).fetchall()
+            took = (time.perf_counter() - started) * 1000
+            dead, size, _, now = table_state(side)
+            samples.append((now, took, dead, size))
+            if hold and released is None and now - t0 >= hold:
+                holder.execute("COMMIT")
+                released = now
+            return remaining() == 0
+
+        worker.wait_for(tick, timeout=3600, every=1.0)
+        if hold and released is None:  # the drain ended within the hold: hold it to its end
+            time.sleep(max(0.0, t0 + hold - table_state(side)[3]))
+            holder.execute("COMMIT")
+    finally:
+        worker.stop()
+        holder.close()
+    time.sleep(1.5)  # the worker's backends have reported their statistics on exit
+    after = table_state(side)
+    ours = database_wal(side, before[2], after[2]) if kept else None
+    side.close()
+    first, last, done = window()
+    assert done == count, (done, count)
+    worker_claims = []
+    with contextlib.suppress(FileNotFoundError), open(claims_file) as lines:
+        for line in lines:
+            at, ms, jobs = line.split()
+            worker_claims.append((float(at), float(ms), int(jobs)))
+    return {
+        "t0": t0,
+        "rate": count / (last - first),
+        "before_hold": int(
+            sql("SELECT count(*) FROM aio_async_job WHERE finished < to_timestamp(%s)", (t0,))
+        ),
+        "slices": _slices(t0, hold, last, worker_claims, samples),
+        "dead_tuples": after[0] - before[0],
+        "table_bytes": after[1] - before[1],
+        # This database's WAL (pg_waldump), or the cluster's when it cannot be read here.
+        "wal_bytes": ours if ours is not None else _lsn(after[2]) - _lsn(before[2]),
+        "cluster_wal_bytes": _lsn(after[2]) - _lsn(before[2]),
+        "wal_source": "pg_waldump, this database's records" if ours is not None else "cluster",
+        "seconds": round(after[3] - before[3], 2),
+        "worker_claim_timed": bool(worker_claims),
+    }
+
+
+def held() -> None:
+    """The no-op drain at concurrency 10 with a snapshot held, and without: slices, claim cost, bloat.
+
+    The ordinary drain first: dead tuples, bytes (the job table with its indexes) and WAL per
+    job, and its slices as a control for the held one's.
+    """
+    plain = held_drain("held-control", 0)
+    count = OPTIONS.n_held
+    how = {
+        "jobs": count,
+        "concurrency": 10,
+        "kind": "sync def no-op, VACUUM ANALYZE and CHECKPOINT first",
+        "autovacuum": sql("SELECT current_setting('autovacuum')"),  # off: nothing vacuums during the drain
+    }
+    per_job = {key: round(plain[key] / count, 3) for key in ("dead_tuples", "table_bytes", "wal_bytes")}
+    wal_note = {key: plain[key] for key in ("wal_bytes", "cluster_wal_bytes", "wal_source", "seconds")}
+    record(
+        "drain_dead_tuples_per_job",
+        "tuples",
+        [per_job["dead_tuples"]],
+        dead_tuples=plain["dead_tuples"],
+        **how,
+    )
+    record(
+        "drain_table_bytes_per_job", "B", [per_job["table_bytes"]], table_bytes=plain["table_bytes"], **how
+    )
+    record("drain_wal_bytes_per_job", "B", [per_job["wal_bytes"]], **wal_note, **how)
+    snapshot = held_drain("held-snapshot", OPTIONS.hold)
+    held_slices = [s for s in snapshot["slices"] if s["held"]]
+    first, last = (held_slices[0], held_slices[-1]) if held_slices else (None, None)
+    control = {s["slice"]: s for s in plain["slices"]}
+    ratio = last["rate"] / first["rate"] if first and last and first["rate"] else float("nan")
+    control_ratio = (
+        control[last["slice"]]["rate"] / control[0]["rate"]
+        if last and last["slice"] in control and control[0]["rate"]
+        else None
+    )
+    hold_jobs = sum(s["jobs"] for s in held_slices)
+    how = {**how, "hold_s": OPTIONS.hold, "slice_s": OPTIONS.slice}
+    record(
+        "held_snapshot_drain_c10",
+        "jobs/s",
+        [hold_jobs / (len(held_slices) * OPTIONS.slice) if held_slices else float("nan")],
+        whole_drain=round(snapshot["rate"], 1),
+        control_whole_drain=round(plain["rate"], 1),
+        **how,
+    )
+    record(
+        "held_snapshot_last_vs_first_slice",
+        "×",
+        [ratio],
+        control_same_slices=round(control_ratio, 3) if control_ratio else None,
+        slices=snapshot["slices"],
+        control_slices=plain["slices"],
+        before_hold=snapshot["before_hold"],
+        worker_claim_timed=snapshot["worker_claim_timed"],
+        per_job_held={
+            key: round(snapshot[key] / count, 3) for key in ("dead_tuples", "table_bytes", "wal_bytes")
+        },
+        **how,
+    )
+    if first and last:
+        for name, key in (("probe_p50", "probe_p50_ms"), ("claim_p50", "claim_p50_ms")):
+            if last[key] is not None:
+                label = "claim_probe_p50" if name == "probe_p50" else "worker_claim_p50"
+                record(
+                    f"held_snapshot_{label}_last_held_slice", "ms", [last[key]], first_slice=first[key], **how
+                )
+        record(
+            "held_snapshot_dead_tuples_end_of_hold",
+            "tuples",
+            [float(last["dead_tuples"] or 0)],
+            control_same_time=control.get(last["slice"], {}).get("dead_tuples"),
+            **how,
+        )
+
+
 def main() -> None:
     """Migrate, then run the chosen scenario families."""
     call_command("migrate", verbosity=0)
@@ -460,6 +769,7 @@ def main() -> None:
         ("scale", scale),
         ("memory", memory),
         ("prune", prune_latency),
+        ("held", held),
     ):
         if wanted(family):
             what = f"=== {SYSTEM} ({settings.BENCH_CONFIG}) {family}"
