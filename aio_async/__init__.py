@@ -29,6 +29,7 @@ __all__ = [
     "Task",
     "TaskNotAllowed",
     "TaskNotImported",
+    "WorkerId",
     "WorkerLost",
     "acancel",
     "adeschedule",
@@ -71,6 +72,7 @@ from aio_async.errors import (
     TaskNotImported,
     WorkerLost,
 )
+from aio_async.values import WorkerId
 
 if _typing.TYPE_CHECKING:
     from aio_async.api import (

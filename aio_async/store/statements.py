@@ -25,7 +25,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 from aio_async.store.dialects import Dialect
-from aio_async.store.tables import DEPENDENCY, ERROR, GROUP, JOB
+from aio_async.store.tables import ATTEMPT, DEPENDENCY, ERROR, GROUP, JOB
 
 __all__ = [
     "ATTEMPT_CAP",
@@ -44,6 +44,7 @@ __all__ = [
     "claim_limited",
     "complete",
     "count_prunable",
+    "delete_attempts",
     "delete_dependencies",
     "delete_empty_groups",
     "delete_errors",
@@ -52,6 +53,7 @@ __all__ = [
     "doomed_dependents",
     "expire_unique",
     "expired",
+    "forget_attempt",
     "forget_worker",
     "give_up",
     "heartbeat",
@@ -71,6 +73,8 @@ __all__ = [
     "notify_queues",
     "paused_queues",
     "prunable",
+    "record_attempt",
+    "record_retried",
     "register_worker",
     "release_dependents",
     "release_final",
@@ -388,10 +392,11 @@ def cancel(dialect: Dialect, jobs: int) -> str:
 def retry(jobs: int, states: int) -> str:
     """Queue jobs to run now, a failed one with one more attempt than it has used.
 
+    The job's row no longer holds its last attempt (``record_retried`` recorded it first).
     Parameters: now, the job ids, the states a job may be retried from. Returns their ids.
     """
     return (
-        f"UPDATE {JOB} SET status = 'queued', run_after = %s, finished = NULL, "  # noqa: S608
+        f"UPDATE {JOB} SET status = 'queued', run_after = %s, finished = NULL, locked_by = '', "  # noqa: S608
         "max_attempts = CASE WHEN max_attempts > attempts - excused THEN max_attempts "
         "ELSE attempts - excused + 1 END "
         f"WHERE id IN ({_ids(jobs)}) AND status IN ({_ids(states)}) RETURNING id"
@@ -794,3 +799,49 @@ Rows = list[tuple[Any, ...]]
 Op = Generator[Statement, Rows, _R]
 #: An operation for whichever dialect the connection that runs it speaks.
 MakeOp = Callable[[Dialect], Op[_R]]
+
+
+# The attempt history and the queue's figures ---------------------------------------------
+
+
+@functools.cache
+def record_attempt(dialect: Dialect, *, expired: bool = False) -> str:
+    """Record how an attempt ended without finishing its job, from the job's row, under ``FENCE``.
+
+    Run just before the write that requeues the job, in its transaction: the row still holds
+    the attempt (its number, ``run_after``, ``started``, ``locked_by``). With ``expired``, the
+    lease must have run out too, as in the rescue's requeue. Parameters: ended, outcome,
+    jobs, worker id (and now, when ``expired``). Returns the new rows' ids.
+    """
+    lease = f" AND ({JOB}.locked_until IS NULL OR {JOB}.locked_until < %s)" if expired else ""
+    return (
+        f"INSERT INTO {ATTEMPT} (job_id, number, due, started, ended, worker, outcome) "  # noqa: S608
+        f"SELECT {JOB}.id, {JOB}.attempts, {JOB}.run_after, {JOB}.started, %s, {JOB}.locked_by, %s "
+        f"FROM {JOB}, {dialect.mine} WHERE {FENCE}{lease} RETURNING id"
+    )
+
+
+def forget_attempt() -> str:
+    """Delete an attempt's record whose requeue found the job no longer held. Parameter: its id."""
+    return f"DELETE FROM {ATTEMPT} WHERE id = %s"  # noqa: S608
+
+
+@functools.cache
+def record_retried(jobs: int, states: int) -> str:
+    """Record the last attempt of finished jobs that ``retry`` queues again (their rows forget it).
+
+    Its outcome is the job's status (failed, cancelled). Parameters: the job ids, the states a
+    job may be retried from. Run just before ``retry``, in its transaction.
+    """
+    return (
+        f"INSERT INTO {ATTEMPT} (job_id, number, due, started, ended, worker, outcome) "  # noqa: S608
+        f"SELECT id, attempts, run_after, started, finished, locked_by, status FROM {JOB} "
+        f"WHERE id IN ({_ids(jobs)}) AND status IN ({_ids(states)}) "
+        "AND status IN ('failed', 'cancelled') AND attempts > 0 AND locked_by <> ''"
+    )
+
+
+@functools.cache
+def delete_attempts(jobs: int) -> str:
+    """Delete the attempt records of these jobs. Parameters: the job ids."""
+    return f"DELETE FROM {ATTEMPT} WHERE job_id IN ({_ids(jobs)})"  # noqa: S608
