@@ -8,7 +8,8 @@
   job, and indexed by job and by end (``stats()`` reads those of the last minutes).
 - The attempts already over are recorded from their Error rows: those earlier than the job's
   last attempt, or the last one when the job went back to the queue after it (one row per
-  attempt; a cancellation before the attempt ran is not an attempt). Their start and the time
+  attempt; a cancellation before the attempt ran is not an attempt). A job's row holds its last
+  attempt while it names its worker (``locked_by``, cleared by a requeue). Their start and the time
   they were due were never kept: both are NULL.
 - ``aio_async_job_failed`` indexes ``finished`` of the failed jobs only, as
   ``aio_async_job_succeeded`` does for the succeeded ones: ``stats()`` counts the failures of
@@ -32,7 +33,7 @@ SELECT error.job_id, error.attempt, NULL, NULL, error.created, error.worker,
 FROM aio_async_error AS error JOIN aio_async_job AS job ON job.id = error.job_id
 WHERE error.attempt > 0
     AND (error.attempt < job.attempts
-         OR (error.attempt = job.attempts AND job.status IN ('queued', 'waiting')))
+         OR (error.attempt = job.attempts AND (job.status IN ('queued', 'waiting') OR job.locked_by = '')))
     AND (error.exception <> 'aio_async.errors.JobCancelled' OR error.message LIKE '%while it ran%')
     AND NOT EXISTS (
         SELECT 1 FROM aio_async_error AS earlier

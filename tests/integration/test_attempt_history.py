@@ -8,6 +8,7 @@ first attempt that succeeds writes nothing more than the job's row.
 from __future__ import annotations
 
 import datetime
+import importlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -250,3 +251,45 @@ async def test_a_lost_last_attempt_reads_lost(store: DatabaseStore, other: Datab
     assert failed.status == Status.FAILED
     history = await sync_to_async(failed.attempt_history)()
     assert [(r.number, r.outcome, r.worker) for r in history] == [(1, AttemptEnd.LOST, "w2")]
+
+
+def test_migration_0013_records_the_attempts_that_older_error_rows_stand_for() -> None:
+    migration = importlib.import_module("aio_async.migrations.0013_attempt_history")
+
+    def job_with(status: str, attempts: int, *errors: tuple[int, str, str, str]) -> Job:
+        made = schedule(tasks.add, [1, 2])
+        # A requeue clears locked_by: a job cancelled while queued no longer names a worker.
+        last = "" if status in ("queued", "cancelled") else "last"
+        Job.objects.filter(pk=made.pk).update(status=status, attempts=attempts, locked_by=last)
+        for attempt, kind, message, worker in errors:
+            Error.objects.create(job=made, attempt=attempt, exception=kind, message=message, worker=worker)
+        return made
+
+    lost = "aio_async.errors.WorkerLost"
+    cancelled = "aio_async.errors.JobCancelled"
+    timed_out = "the job ran past its timeout of 1 s"
+    succeeded = job_with("succeeded", 3, (1, "ValueError", "boom", "w1"), (2, lost, "w2 stopped", "w2"))
+    failed = job_with("failed", 2, (1, "TimeoutError", timed_out, "w1"), (2, "ValueError", "", "w2"))
+    queued = job_with("queued", 1, (1, "ValueError", "boom", "w1"))
+    dropped = job_with(
+        "cancelled", 1, (1, "ValueError", "boom", "w1"), (1, cancelled, "cancelled by ops before it ran", "")
+    )
+    stopped = job_with("failed", 2, (1, cancelled, "cancelled by ops while it ran: ...", "w1"))
+    with connection.cursor() as cursor:
+        cursor.execute(migration.RECORD_PAST)
+    found = {
+        job_id: [(number, outcome, worker) for job_id_, number, outcome, worker in rows if job_id_ == job_id]
+        for job_id, rows in [
+            (j.pk, list(AttemptRecord.objects.values_list("job_id", "number", "outcome", "worker")))
+            for j in (succeeded, failed, queued, dropped, stopped)
+        ]
+    }
+    assert found == {
+        succeeded.pk: [(1, "retried", "w1"), (2, "lost", "w2")],
+        failed.pk: [(1, "timed_out", "w1")],
+        queued.pk: [(1, "retried", "w1")],
+        dropped.pk: [(1, "retried", "w1")],
+        stopped.pk: [(1, "cancelled", "w1")],
+    }
+    assert not AttemptRecord.objects.exclude(started=None).exists()  # never kept: left unknown
+    assert history(succeeded) == [(1, "retried"), (2, "lost"), (3, "succeeded")]
