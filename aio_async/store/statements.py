@@ -72,7 +72,9 @@ __all__ = [
     "notify_cancelled",
     "notify_queues",
     "paused_queues",
+    "pickup_latencies",
     "prunable",
+    "queue_counts",
     "record_attempt",
     "record_retried",
     "register_worker",
@@ -845,3 +847,65 @@ def record_retried(jobs: int, states: int) -> str:
 def delete_attempts(jobs: int) -> str:
     """Delete the attempt records of these jobs. Parameters: the job ids."""
     return f"DELETE FROM {ATTEMPT} WHERE job_id IN ({_ids(jobs)})"  # noqa: S608
+
+
+@functools.cache
+def queue_counts(dialect: Dialect) -> str:
+    """Per queue: due, scheduled later, waiting, running; succeeded, failed and requeued since a moment.
+
+    Each part reads through a partial index, so that the cost follows the unfinished jobs and
+    those of the window, never the finished history: queued and waiting jobs through
+    ``aio_async_job_pending``, running ones through ``aio_async_job_lease``, succeeded and
+    failed ones through ``aio_async_job_succeeded`` and ``aio_async_job_failed`` (on
+    ``finished``), requeued attempts through ``aio_async_attempt_ended``. Parameters: now,
+    now, now, since, since, since. Returns queue, due, scheduled, waiting, running,
+    succeeded, failed, requeued, the ``run_after`` of the oldest due job.
+    """
+    return (
+        "SELECT queue, sum(due), sum(scheduled), sum(waiting), sum(running), sum(succeeded), "  # noqa: S608
+        "sum(failed), sum(requeued), min(oldest) FROM ("
+        "SELECT queue, CASE WHEN status = 'queued' AND run_after <= %s THEN 1 ELSE 0 END AS due, "
+        "CASE WHEN status = 'queued' AND run_after > %s THEN 1 ELSE 0 END AS scheduled, "
+        "CASE WHEN status = 'waiting' THEN 1 ELSE 0 END AS waiting, 0 AS running, 0 AS succeeded, "
+        "0 AS failed, 0 AS requeued, CASE WHEN status = 'queued' AND run_after <= %s THEN run_after END "
+        f"AS oldest FROM {JOB} WHERE status IN ('queued', 'waiting') "
+        f"UNION ALL SELECT queue, 0, 0, 0, 1, 0, 0, 0, NULL FROM {JOB} WHERE status = 'running' "
+        f"UNION ALL SELECT queue, 0, 0, 0, 0, 1, 0, 0, NULL FROM {JOB} "
+        "WHERE status = 'succeeded' AND finished >= %s "
+        f"UNION ALL SELECT queue, 0, 0, 0, 0, 0, 1, 0, NULL FROM {JOB} "
+        "WHERE status = 'failed' AND finished >= %s "
+        f"UNION ALL SELECT {JOB}.queue, 0, 0, 0, 0, 0, 0, 1, NULL FROM {ATTEMPT} "
+        f"JOIN {JOB} ON {JOB}.id = {ATTEMPT}.job_id WHERE {ATTEMPT}.ended >= %s"
+        ") AS parts GROUP BY queue ORDER BY queue"
+    )
+
+
+@functools.cache
+def pickup_latencies(dialect: Dialect) -> str:
+    """Per queue, the pick-up latency (``started - run_after``) of the attempts started since a moment.
+
+    An attempt started in the window is running, or ended in it: the job's row holds it
+    (running, or succeeded or failed in the window, through the indexes ``queue_counts``
+    reads), or its record does (ended in the window). Percentiles are nearest-rank, in SQL that
+    both databases run. Parameters: since, seven times. Returns queue,
+    attempts, p50, p95, max (seconds).
+    """
+    wait = dialect.seconds_between
+    job_wait = wait.format(later=f"{JOB}.started", earlier=f"{JOB}.run_after")
+    record_wait = wait.format(later=f"{ATTEMPT}.started", earlier=f"{ATTEMPT}.due")
+    return (
+        f"WITH waits AS (SELECT queue, {job_wait} AS wait FROM {JOB} "  # noqa: S608
+        "WHERE status = 'running' AND started >= %s "
+        f"UNION ALL SELECT queue, {job_wait} FROM {JOB} WHERE status = 'succeeded' AND finished >= %s "
+        "AND started >= %s "
+        f"UNION ALL SELECT queue, {job_wait} FROM {JOB} WHERE status = 'failed' AND finished >= %s "
+        "AND started >= %s AND locked_by <> '' "
+        f"UNION ALL SELECT {JOB}.queue, {record_wait} FROM {ATTEMPT} "
+        f"JOIN {JOB} ON {JOB}.id = {ATTEMPT}.job_id "
+        f"WHERE {ATTEMPT}.ended >= %s AND {ATTEMPT}.started >= %s AND {ATTEMPT}.due IS NOT NULL), "
+        "ranked AS (SELECT queue, wait, row_number() OVER (PARTITION BY queue ORDER BY wait) AS place, "
+        "count(*) OVER (PARTITION BY queue) AS total FROM waits) "
+        "SELECT queue, max(total), min(CASE WHEN place >= 0.5 * total THEN wait END), "
+        "min(CASE WHEN place >= 0.95 * total THEN wait END), max(wait) FROM ranked "
+        "GROUP BY queue ORDER BY queue"
+    )
