@@ -7,6 +7,8 @@ shows every part of it reading through an index, over a table of many finished j
 from __future__ import annotations
 
 import datetime
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -163,3 +165,17 @@ def test_the_figures_read_through_indexes_not_the_finished_history() -> None:
         assert index in counts, counts
         assert index == "aio_async_job_pending" or index in latencies, latencies
     assert stats()["queues"]["a"]["due"] == 5
+
+
+def test_the_api_table_and_the_operating_page_name_every_key_stats_returns() -> None:
+    job()
+    report = stats()
+    queue = report["queues"]["a"]
+    keys = {*report, *queue, *queue["pickup_latency_seconds"]}
+    root = Path(__file__).resolve().parents[2]
+    table = (root / "docs" / "api.md").read_text().splitlines()
+    [row] = [line for line in table if line.startswith("| `stats(")]
+    operating = (root / "docs" / "operating.md").read_text()
+    section = operating[operating.index("## Throughput, latency and depth") : operating.index("## Health")]
+    assert keys - {"time", "window_seconds", "queues"} - set(re.findall(r"`(\w+)`", row)) == set()
+    assert keys - set(re.findall(r'"(\w+)"', section)) == set()
