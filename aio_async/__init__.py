@@ -29,6 +29,7 @@ __all__ = [
     "Task",
     "TaskNotAllowed",
     "TaskNotImported",
+    "WorkerId",
     "WorkerLost",
     "acancel",
     "adeschedule",
@@ -37,6 +38,7 @@ __all__ = [
     "aretry",
     "aschedule",
     "aschedule_many",
+    "astats",
     "cancel",
     "current_job",
     "deschedule",
@@ -46,6 +48,7 @@ __all__ = [
     "retry",
     "schedule",
     "schedule_many",
+    "stats",
     "task",
 ]
 
@@ -71,6 +74,7 @@ from aio_async.errors import (
     TaskNotImported,
     WorkerLost,
 )
+from aio_async.values import WorkerId
 
 if _typing.TYPE_CHECKING:
     from aio_async.api import (
@@ -91,6 +95,7 @@ if _typing.TYPE_CHECKING:
     from aio_async.cron import periodic
     from aio_async.health_report import ahealth, health
     from aio_async.payload import JobOptions
+    from aio_async.readmodel import astats, stats
     from aio_async.results import aresult, result
 
 _LAZY = {
@@ -111,6 +116,8 @@ _LAZY = {
     "ahealth": "aio_async.health_report",
     "health": "aio_async.health_report",
     "periodic": "aio_async.cron",
+    "astats": "aio_async.readmodel",
+    "stats": "aio_async.readmodel",
     "aresult": "aio_async.results",
     "result": "aio_async.results",
 }

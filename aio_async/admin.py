@@ -74,6 +74,14 @@ def _duration_text(duration: datetime.timedelta) -> str:
     return f"{whole} s"
 
 
+def _when(moment: datetime.datetime | None) -> str:
+    return "-" if moment is None else timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _waited(seconds: float | None) -> str:
+    return "-" if seconds is None else _duration_text(datetime.timedelta(seconds=seconds))
+
+
 def _batches(ids: list[int]) -> Iterator[list[int]]:
     for start in range(0, len(ids), BATCH):
         yield ids[start : start + BATCH]
@@ -153,21 +161,54 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             for field in Job._meta.concrete_fields
             if field.name not in (*EDITABLE, *JSON_FIELDS) and not field.primary_key
         )
-        return (*worker, "args_json", "kwargs_json", "meta_json", "result_json", *DEPENDENCY_FIELDS)
+        return (
+            *worker,
+            "args_json",
+            "kwargs_json",
+            "meta_json",
+            "result_json",
+            *DEPENDENCY_FIELDS,
+            "attempt_history",
+        )
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> tuple[tuple[str | None, Any], ...]:
         """The job's state first, then its call, then the jobs it runs after or before (if any)."""
         call = ("args_json", "kwargs_json", "meta_json", "result_json")
         order = [field.name for field in Job._meta.concrete_fields]
-        state = [field for field in self.get_fields(request, obj) if field not in (*call, *DEPENDENCY_FIELDS)]
+        apart = (*call, *DEPENDENCY_FIELDS, "attempt_history")
+        state = [field for field in self.get_fields(request, obj) if field not in apart]
         state.sort(key=lambda field: order.index(field) if field in order else len(order))
         fieldsets: tuple[tuple[str | None, Any], ...] = (
             (None, {"fields": state}),
             ("Call", {"fields": call}),
         )
+        if obj is not None and obj.attempts:
+            fieldsets += (("Attempts", {"fields": ("attempt_history",)}),)
         if obj is not None and Dependency.objects.filter(Q(job=obj) | Q(after=obj)).exists():
             fieldsets += (("Dependencies", {"fields": DEPENDENCY_FIELDS}),)
         return fieldsets
+
+    @admin.display(description="attempts")
+    def attempt_history(self, job: Job) -> str:
+        """Every attempt, oldest first: its outcome, worker, when it was due, started and ended."""
+        rows = [
+            (
+                record.number,
+                record.outcome,
+                record.worker or "-",
+                _when(record.due),
+                _when(record.started),
+                _when(record.ended),
+                _waited(record.pickup_latency),
+            )
+            for record in job.attempt_history()
+        ]
+        if not rows:
+            return "-"
+        titles = ("#", "outcome", "worker", "due", "started", "ended", "waited")
+        head = format_html_join("", "<th>{}</th>", ((title,) for title in titles))
+        body = format_html_join("", "<tr>" + "<td>{}</td>" * len(titles) + "</tr>", rows)
+        return format_html('<table class="attempt-history"><tr>{}</tr>{}</table>', head, body)
 
     @admin.display(description="runs after")
     def runs_after(self, job: Job) -> str:

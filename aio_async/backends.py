@@ -21,11 +21,10 @@ handler. A retried attempt sends ``task_started`` again and no ``task_finished``
 How a job reads as a ``TaskResult``: waiting and queued are READY, running is RUNNING,
 succeeded is SUCCESSFUL, failed and cancelled are FAILED (a cancelled job's errors end with
 ``JobCancelled``). ``errors`` are the job's Error rows, oldest first; ``worker_ids`` has the
-worker of each, then the worker of a running or succeeded job, so ``attempts`` (and a
-``TaskContext``'s ``attempt``) counts the attempts that ran to an end or were lost with their
-worker; an attempt given back at a clean shutdown (excused, with no Error row) is not
-counted. aio_async keeps the start of the latest attempt only: ``started_at`` and
-``last_attempted_at`` are both that time.
+worker of every attempt, oldest first (``Job.attempt_history()``: retried, lost, timed out,
+snoozed and released attempts too), so ``attempts`` (and a ``TaskContext``'s ``attempt``)
+counts every attempt that started. ``started_at`` is when the first attempt started,
+``last_attempted_at`` when the latest one did.
 
 What a job's ``meta`` holds: the task's options as enqueued, under ``_task`` (keys that start
 with ``_`` are aio_async's own).
@@ -53,7 +52,7 @@ from aio_async.api import not_in_async_code, schedule
 from aio_async.conf import EVERY_QUEUE, get_settings
 from aio_async.context import JobContext, current_job
 from aio_async.errors import InvalidOption, JobCancelled, ScheduleError
-from aio_async.models import Error, Job, Status
+from aio_async.models import AttemptRecord, Error, Job, Status
 from aio_async.payload import (
     JobOptions,
     Limits,
@@ -340,24 +339,40 @@ def _job_and_errors(job_id: int, *, with_errors: bool = True) -> tuple[Job | Non
     return job, list(Error.objects.using(alias).filter(job_id=job_id).order_by("attempt", "id"))
 
 
+def _history(job: Job | None, errors: list[Error]) -> list[AttemptRecord]:
+    """The job's attempts, oldest first; in the queue in memory, one per Error row and the last one."""
+    if job is None:
+        return []
+    if memory.active() is None:
+        return job.attempt_history()
+    records = [AttemptRecord(number=error.attempt, worker=error.worker) for error in errors if error.worker]
+    if job.status in (Status.RUNNING, Status.SUCCEEDED) and job.locked_by:
+        records.append(AttemptRecord(number=job.attempts, worker=job.locked_by, started=job.started))
+    return records
+
+
 def _start(task: _TaskBase, job: JobContext, args: list[Any], kwargs: dict[str, Any]) -> _Attempt:
     """Read the job's row (and, after a first attempt, its errors); send ``task_started``."""
     row, errors = _job_and_errors(job.job_id, with_errors=job.attempt > 1)
     added, meta, timeout = (row.added, row.meta, row.timeout) if row is not None else (None, {}, None)
+    earlier = (
+        [record for record in _history(row, errors) if record.number < job.attempt] if job.attempt > 1 else []
+    )
+    first = earlier[0].started if earlier and earlier[0].started is not None else job.started
     spec = _spec_of(meta)
     result: TaskResult[..., Any] = TaskResult(
         task=_rebuilt(task, spec),
         id=str(job.job_id),
         status=TaskResultStatus.RUNNING,
         enqueued_at=added,
-        started_at=job.started,
+        started_at=first,
         finished_at=None,
         last_attempted_at=job.started,
         args=args,
         kwargs=kwargs,
         backend=str(spec.get("alias", task.backend)),
         errors=[_task_error(error) for error in errors],
-        worker_ids=[*(error.worker for error in errors), job.worker_id],
+        worker_ids=[*(record.worker for record in earlier), job.worker_id],
     )
     deadline = None
     if timeout is not None and job.started is not None:
@@ -628,15 +643,15 @@ class AioAsyncBackend(BaseTaskBackend):
                     traceback=f"{path}: job {job.pk} was cancelled at {job.finished} before it could run\n",
                 )
             )
-        worker_ids = [error.worker for error in errors if error.worker]  # not a job cancelled unstarted
-        if job.status in (Status.RUNNING, Status.SUCCEEDED) and job.locked_by:
-            worker_ids.append(job.locked_by)
+        history = _history(job, errors)
+        worker_ids = [record.worker for record in history]
+        first = history[0].started if history and history[0].started is not None else job.started
         result: TaskResult[..., Any] = TaskResult(
             task=_rebuilt(base, spec),
             id=str(job.pk),
             status=_STATUS.get(job.status, TaskResultStatus.FAILED),
             enqueued_at=job.added,
-            started_at=job.started,
+            started_at=first,
             finished_at=job.finished,
             last_attempted_at=job.started,
             args=job.args,

@@ -104,9 +104,12 @@ class JobThread:
 
     def record_snooze(self, attempt: Attempt, seconds: float) -> Outcome:
         """Requeue a job that raised Snooze, in a new transaction on this thread's connection."""
-        later = timezone.now() + datetime.timedelta(seconds=seconds)
+        now = timezone.now()
+        later = now + datetime.timedelta(seconds=seconds)
         with transaction.atomic(using=self.alias):
-            held = run(lambda dialect: operations.snooze(dialect, attempt, self.worker_id, later), self.alias)
+            held = run(
+                lambda dialect: operations.snooze(dialect, attempt, self.worker_id, later, now), self.alias
+            )
         return Outcome.SNOOZED if held else Outcome.LEASE_LOST
 
     def record_failure(

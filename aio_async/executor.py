@@ -23,9 +23,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import os
-import secrets
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,7 +37,7 @@ from aio_async.log import job_event, job_finished
 from aio_async.schedules import Schedule
 from aio_async.startup import warn_unserved_queues
 from aio_async.store.protocol import CANCELLED, QUEUES, Store
-from aio_async.values import Attempt, Outcome
+from aio_async.values import Attempt, Outcome, WorkerId
 from aio_async.worker.attempt import run_attempt
 from aio_async.worker.maintenance import fire_periodic, prune_every
 from aio_async.worker.threads import open_store
@@ -54,8 +51,8 @@ MAX_BACKOFF = 30.0
 
 
 def new_worker_id() -> str:
-    """A worker id for this process: host, pid and a random part."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """A worker id for this process, ``host:pid:token`` (``values.WorkerId``)."""
+    return str(WorkerId.new())
 
 
 #: Without LISTEN, a worker running jobs asks this often whether any was cancelled.

@@ -19,6 +19,7 @@ from django.utils import timezone
 from aio_async.errors import GroupClosed, InvalidOption
 from aio_async.store import operations
 from aio_async.store.drivers.django import run
+from aio_async.values import AttemptEnd, attempt_end
 
 if TYPE_CHECKING:
     from django.db.models.deletion import Collector
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FINISHED",
     "UNFINISHED",
+    "AttemptRecord",
     "Dependency",
     "Error",
     "Group",
@@ -224,6 +226,9 @@ class Job(models.Model):
             models.Index(
                 fields=["finished"], name="aio_async_job_succeeded", condition=Q(status="succeeded")
             ),
+            # The jobs that failed for good lately (``stats()``): a failure adds one entry, a
+            # success none.
+            models.Index(fields=["finished"], name="aio_async_job_failed", condition=Q(status="failed")),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -245,6 +250,50 @@ class Job(models.Model):
     def charged(self) -> int:
         """Attempts that count against ``max_attempts``."""
         return self.attempts - self.excused
+
+    def attempt_history(self, *, using: str | None = None) -> list[AttemptRecord]:
+        """Every attempt of the job, oldest first: the earlier ones' records, then the last one.
+
+        An attempt that ended without finishing the job (retried, lost, timed out, snoozed,
+        released) has its ``AttemptRecord`` row; the last attempt is read from the job's own row
+        (``started``, ``finished``, ``locked_by``, ``status``), returned as an unsaved record.
+        """
+        alias = using or self._state.db or "default"
+        history = list(AttemptRecord.objects.using(alias).filter(job_id=self.pk).order_by("number", "id"))
+        errors = {
+            attempt: (exception, message)
+            for attempt, exception, message in Error.objects.using(alias)
+            .filter(job_id=self.pk)
+            .order_by("-id")
+            .values_list("attempt", "exception", "message")
+        }
+        for record in history:
+            if record.outcome == AttemptEnd.FAILED and record.number in errors:
+                record.outcome = attempt_end(*errors[record.number], gave_up=True)
+        last = self._last_attempt(errors)
+        if last is not None and all(record.number != last.number for record in history):
+            history.append(last)
+        return history
+
+    def _last_attempt(self, errors: dict[int, tuple[str, str]]) -> AttemptRecord | None:
+        """The attempt the job's row holds: running, or the one that finished the job."""
+        if self.attempts == 0 or not self.locked_by or self.status not in (Status.RUNNING, *FINISHED):
+            return None
+        if self.status == Status.RUNNING:
+            outcome = AttemptEnd.RUNNING
+        elif self.status in (Status.SUCCEEDED, Status.CANCELLED):
+            outcome = AttemptEnd(str(self.status))
+        else:
+            outcome = attempt_end(*errors.get(self.attempts, (None, "")), gave_up=True)
+        return AttemptRecord(
+            job=self,
+            number=self.attempts,
+            due=self.run_after,
+            started=self.started,
+            ended=None if self.status == Status.RUNNING else self.finished,
+            worker=self.locked_by,
+            outcome=outcome,
+        )
 
 
 def forget_or_orphan(
@@ -292,6 +341,47 @@ class Error(models.Model):
 
     def __str__(self) -> str:
         return f"{self.exception}: {self.message}"[:200]
+
+
+class AttemptRecord(models.Model):
+    """An attempt that ended without finishing its job: retried, lost, timed out, snoozed, released.
+
+    Written in the transaction that puts the job back in the queue, from the job's row: the
+    row keeps the last attempt only (``started``, ``locked_by``), and the next claim
+    overwrites it. An attempt that finishes the job (succeeded, failed for good, cancelled)
+    needs no record: the job's row holds it. ``Job.attempt_history()`` reads both.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_records", db_index=False)
+    #: The attempt's number (the job's ``attempts`` once it was claimed).
+    number = models.PositiveIntegerField()
+    #: When the job was due to run (its ``run_after`` when this attempt claimed it).
+    due = models.DateTimeField(null=True, blank=True)
+    #: When the attempt started; None for attempts that migration 0013 recorded from older Error rows.
+    started = models.DateTimeField(null=True, blank=True)
+    #: When its end was recorded (for a lost attempt: when it was rescued).
+    ended = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=255, blank=True, default="")
+    outcome = models.CharField(max_length=16, choices=[(end.value, end.value) for end in AttemptEnd])
+
+    class Meta:
+        db_table = "aio_async_attempt"
+        ordering = ["job", "number", "id"]
+        indexes = [
+            models.Index(fields=["job", "number"], name="aio_async_attempt_job"),
+            # Attempts that ended lately, by queue (``stats()``).
+            models.Index(fields=["ended"], name="aio_async_attempt_ended"),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} attempt {self.number}: {self.outcome}"
+
+    @property
+    def pickup_latency(self) -> float | None:
+        """Seconds from when the job was due to when this attempt started, or None if unknown."""
+        if self.due is None or self.started is None:
+            return None
+        return (self.started - self.due).total_seconds()
 
 
 class Tick(models.Model):

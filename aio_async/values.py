@@ -11,13 +11,27 @@ import dataclasses
 import datetime
 import enum
 import json
+import os
+import re
+import secrets
+import socket
 import traceback
 from collections.abc import Sequence
 from typing import Any
 
 from aio_async.context import JobContext
 
-__all__ = ["Attempt", "ClaimRequest", "ErrorInfo", "Outcome", "class_path"]
+__all__ = [
+    "TIMED_OUT",
+    "Attempt",
+    "AttemptEnd",
+    "ClaimRequest",
+    "ErrorInfo",
+    "Outcome",
+    "WorkerId",
+    "attempt_end",
+    "class_path",
+]
 
 
 class Outcome(enum.Enum):
@@ -35,6 +49,82 @@ class Outcome(enum.Enum):
     #: The job was cancelled while it ran: a sync job's work rolled back; a coroutine job
     #: was stopped at its next await (what it wrote until then stays committed).
     CANCELLED = "cancelled"
+
+
+class AttemptEnd(enum.StrEnum):
+    """How one attempt of a job ended, as the job's attempt history records it."""
+
+    SUCCEEDED = "succeeded"
+    #: The job raised and was out of attempts (or could never run): it failed for good.
+    FAILED = "failed"
+    #: The job raised and was queued again, with back-off.
+    RETRIED = "retried"
+    #: The worker stopped renewing its lease (killed, crashed, stalled); another worker rescued the job.
+    LOST = "lost"
+    #: The job ran past its timeout and was stopped (then retried, or failed for good).
+    TIMED_OUT = "timed_out"
+    #: The job raised Snooze: back in the queue for later, the attempt excused.
+    SNOOZED = "snoozed"
+    #: Given back to the queue unfinished (a clean shutdown, no connection), the attempt excused.
+    RELEASED = "released"
+    #: Cancelled while it ran.
+    CANCELLED = "cancelled"
+    #: Still running.
+    RUNNING = "running"
+
+
+#: How the message of an attempt stopped at its timeout begins (its Error row's ``TimeoutError``).
+TIMED_OUT = "the job ran past its timeout"
+_WORKER_LOST = "aio_async.errors.WorkerLost"
+
+
+def attempt_end(exception: str | None, message: str = "", *, gave_up: bool) -> AttemptEnd:
+    """How an attempt that did not succeed ended, from its error (None: it raised nothing).
+
+    ``gave_up``: the job failed for good with it; otherwise it went back to the queue.
+    """
+    if exception is None:
+        return AttemptEnd.FAILED if gave_up else AttemptEnd.RELEASED
+    if exception == _WORKER_LOST:
+        return AttemptEnd.LOST
+    if exception == "TimeoutError" and message.startswith(TIMED_OUT):
+        return AttemptEnd.TIMED_OUT
+    return AttemptEnd.FAILED if gave_up else AttemptEnd.RETRIED
+
+
+_WORKER_ID = re.compile(r"(?P<host>.+):(?P<pid>[0-9]+):(?P<token>[0-9a-f]+)")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerId:
+    """A worker's id, ``host:pid:token``: the host it runs on, its process id and a random token.
+
+    The token tells apart two workers that got the same pid on one host (a restart, a
+    container). ``str()`` gives the text that job rows, Error rows and the attempt history hold.
+    """
+
+    host: str
+    pid: int
+    token: str
+
+    @classmethod
+    def new(cls) -> WorkerId:
+        """The id of a new worker in this process: this host, this pid, a fresh token."""
+        return cls(socket.gethostname(), os.getpid(), secrets.token_hex(3))
+
+    @classmethod
+    def parse(cls, text: str) -> WorkerId:
+        """Read ``host:pid:token``; ValueError, saying what is wrong, for anything else."""
+        found = _WORKER_ID.fullmatch(text)
+        if found is None:
+            raise ValueError(
+                f"{text!r} is not a worker id: expected host:pid:token, a host name, a process id "
+                "(digits) and a token (lower-case hex digits), separated by colons"
+            )
+        return cls(found["host"], int(found["pid"]), found["token"])
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid}:{self.token}"
 
 
 def class_path(kind: type[BaseException]) -> str:

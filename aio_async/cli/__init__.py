@@ -167,6 +167,10 @@ def _command(options: argparse.Namespace, overrides: dict[str, Any]) -> int:
         from aio_async.queues import workers
 
         print(json.dumps(workers(using=settings_with(overrides).database), indent=2))
+    elif options.command == "stats":
+        from aio_async.readmodel import stats
+
+        print(json.dumps(stats(options.window, using=settings_with(overrides).database), indent=2))
     elif options.command == "health":
         from aio_async.health_report import health
 

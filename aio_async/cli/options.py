@@ -139,6 +139,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _window(text: str) -> float:
+    """``stats --window``: seconds, above 0 and at most a week."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not 0 < value <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most a week (604800 s), got {text}")
+    return value
+
+
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     """The options ``run`` and ``flush`` share."""
     parser.add_argument(
@@ -204,6 +215,14 @@ def parser() -> argparse.ArgumentParser:
     )
     add_flush_arguments(verb("flush", "run due jobs until none is left, then exit"))
     verb("health", "print the queue's health as JSON")
+    stats = verb(
+        "stats",
+        "print per queue the jobs due, scheduled and running, and the throughput and pick-up "
+        "latency of the last --window seconds, as JSON (reads no finished history)",
+    )
+    stats.add_argument(
+        "--window", type=_window, default=60.0, help="seconds of recent history to measure (default 60)"
+    )
     verb("periodic", "list the periodic schedules with their next tick, as JSON")
     queues = verb("queues", "list the queues (jobs by status, paused or not) as JSON, or pause or resume one")
     queues.add_argument("action", nargs="?", choices=("list", "pause", "resume"), default="list")

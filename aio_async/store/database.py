@@ -225,10 +225,11 @@ class DatabaseStore:
         )
 
     async def snooze(self, attempt: Attempt, seconds: float) -> Outcome:
-        """Requeue a coroutine job that raised Snooze, its attempt excused."""
-        later = timezone.now() + datetime.timedelta(seconds=seconds)
+        """Requeue a coroutine job that raised Snooze, its attempt excused and recorded."""
+        now = timezone.now()
+        later = now + datetime.timedelta(seconds=seconds)
         held = await self.recorder.run(
-            lambda d: operations.snooze(d, attempt, self.worker_id, later), retry=True
+            lambda d: operations.snooze(d, attempt, self.worker_id, later, now), atomic=True, retry=True
         )
         return Outcome.SNOOZED if held else Outcome.LEASE_LOST
 

@@ -93,6 +93,7 @@ def _delete_batch(
     ids = [row[0] for row in rows]
     groups = sorted({row[1] for row in rows if row[1] is not None})
     yield sql.delete_errors(len(ids)), ids
+    yield sql.delete_attempts(len(ids)), ids
     yield sql.delete_dependencies(len(ids)), [*ids, *ids]
     if groups:
         yield sql.unlink_finals(len(ids)), ids

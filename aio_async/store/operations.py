@@ -23,7 +23,7 @@ from aio_async.errors import JobCancelled, WorkerLost
 from aio_async.store import statements as sql
 from aio_async.store.dialects import Dialect
 from aio_async.store.statements import Op
-from aio_async.values import Attempt, ClaimRequest, ErrorInfo, class_path
+from aio_async.values import Attempt, AttemptEnd, ClaimRequest, ErrorInfo, attempt_end, class_path
 
 __all__ = [
     "Verdict",
@@ -324,14 +324,22 @@ def fail(
 ) -> Op[bool]:
     """End an attempt that did not succeed as ``decided``, with an Error row when ``error``.
 
+    An attempt that puts the job back in the queue is recorded (``record_attempt``) in the
+    same transaction; one that fails the job for good needs no record, the job's row holds it.
+
     False when the attempt no longer held its job (nothing is written). With ``expired``
     (a rescue) the job's lease must also have run out.
     """
     mine = _mine([(attempt.job_id, attempt.number, None)])
     tail = [now] if expired else []
+    recorded: sql.Rows = []
     if decided.give_up:
         rows = yield sql.give_up(dialect, expired=expired), [now, mine, worker_id, *tail]
     else:
+        # The job goes back to the queue: its row will forget this attempt, so record it first.
+        ended = attempt_end(error.exception if error else None, error.message if error else "", gave_up=False)
+        record = [now, ended.value, mine, worker_id, *tail]
+        recorded = yield sql.record_attempt(dialect, expired=expired), record
         params = [
             decided.run_after,
             decided.lower,
@@ -343,6 +351,8 @@ def fail(
         ]
         rows = yield sql.requeue(dialect, expired=expired), params
     if not rows:
+        for row in recorded:  # another writer ended the attempt between the two statements
+            yield sql.forget_attempt(), [row[0]]
         return False
     if error is not None:
         error_row = [
@@ -361,9 +371,23 @@ def fail(
     return True
 
 
-def snooze(dialect: Dialect, attempt: Attempt, worker_id: str, run_after: datetime.datetime) -> Op[bool]:
-    """Requeue a job that snoozed, its attempt excused; False if it was no longer held."""
-    rows = yield sql.snooze(dialect), [run_after, _mine([(attempt.job_id, attempt.number, None)]), worker_id]
+def snooze(
+    dialect: Dialect,
+    attempt: Attempt,
+    worker_id: str,
+    run_after: datetime.datetime,
+    now: datetime.datetime,
+) -> Op[bool]:
+    """Requeue a job that snoozed, its attempt excused and recorded; False if it was no longer held.
+
+    Run in one transaction.
+    """
+    mine = _mine([(attempt.job_id, attempt.number, None)])
+    recorded = yield sql.record_attempt(dialect), [now, AttemptEnd.SNOOZED.value, mine, worker_id]
+    rows = yield sql.snooze(dialect), [run_after, mine, worker_id]
+    if not rows:
+        for row in recorded:
+            yield sql.forget_attempt(), [row[0]]
     return bool(rows)
 
 
@@ -486,9 +510,13 @@ def make_final(dialect: Dialect, group_id: int, job_id: int, now: datetime.datet
 def retry(
     dialect: Dialect, job_ids: Sequence[int], states: Sequence[str], now: datetime.datetime
 ) -> Op[list[int]]:
-    """Queue the jobs among ``job_ids`` in ``states`` to run now, a failed one with one more attempt."""
+    """Queue the jobs among ``job_ids`` in ``states`` to run now, a failed one with one more attempt.
+
+    A finished job's last attempt is recorded first (its row forgets it). Run in one transaction.
+    """
     if not job_ids:
         return []
+    yield sql.record_retried(len(job_ids), len(states)), [*job_ids, *states]
     rows = yield sql.retry(len(job_ids), len(states)), [now, *job_ids, *states]
     return [row[0] for row in rows]
 

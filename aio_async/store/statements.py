@@ -25,7 +25,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 from aio_async.store.dialects import Dialect
-from aio_async.store.tables import DEPENDENCY, ERROR, GROUP, JOB
+from aio_async.store.tables import ATTEMPT, DEPENDENCY, ERROR, GROUP, JOB
 
 __all__ = [
     "ATTEMPT_CAP",
@@ -45,6 +45,7 @@ __all__ = [
     "claim_limited",
     "complete",
     "count_prunable",
+    "delete_attempts",
     "delete_dependencies",
     "delete_empty_groups",
     "delete_errors",
@@ -53,6 +54,7 @@ __all__ = [
     "doomed_dependents",
     "expire_unique",
     "expired",
+    "forget_attempt",
     "forget_worker",
     "give_up",
     "heartbeat",
@@ -71,7 +73,11 @@ __all__ = [
     "notify_cancelled",
     "notify_queues",
     "paused_queues",
+    "pickup_latencies",
     "prunable",
+    "queue_counts",
+    "record_attempt",
+    "record_retried",
     "register_worker",
     "release_dependents",
     "release_final",
@@ -416,10 +422,11 @@ def cancel(dialect: Dialect, jobs: int) -> str:
 def retry(jobs: int, states: int) -> str:
     """Queue jobs to run now, a failed one with one more attempt than it has used.
 
+    The job's row no longer holds its last attempt (``record_retried`` recorded it first).
     Parameters: now, the job ids, the states a job may be retried from. Returns their ids.
     """
     return (
-        f"UPDATE {JOB} SET status = 'queued', run_after = %s, finished = NULL, "  # noqa: S608
+        f"UPDATE {JOB} SET status = 'queued', run_after = %s, finished = NULL, locked_by = '', "  # noqa: S608
         "max_attempts = CASE WHEN max_attempts > attempts - excused THEN max_attempts "
         "ELSE attempts - excused + 1 END "
         f"WHERE id IN ({_ids(jobs)}) AND status IN ({_ids(states)}) RETURNING id"
@@ -822,3 +829,111 @@ Rows = list[tuple[Any, ...]]
 Op = Generator[Statement, Rows, _R]
 #: An operation for whichever dialect the connection that runs it speaks.
 MakeOp = Callable[[Dialect], Op[_R]]
+
+
+# The attempt history and the queue's figures ---------------------------------------------
+
+
+@functools.cache
+def record_attempt(dialect: Dialect, *, expired: bool = False) -> str:
+    """Record how an attempt ended without finishing its job, from the job's row, under ``FENCE``.
+
+    Run just before the write that requeues the job, in its transaction: the row still holds
+    the attempt (its number, ``run_after``, ``started``, ``locked_by``). With ``expired``, the
+    lease must have run out too, as in the rescue's requeue. Parameters: ended, outcome,
+    jobs, worker id (and now, when ``expired``). Returns the new rows' ids.
+    """
+    lease = f" AND ({JOB}.locked_until IS NULL OR {JOB}.locked_until < %s)" if expired else ""
+    return (
+        f"INSERT INTO {ATTEMPT} (job_id, number, due, started, ended, worker, outcome) "  # noqa: S608
+        f"SELECT {JOB}.id, {JOB}.attempts, {JOB}.run_after, {JOB}.started, %s, {JOB}.locked_by, %s "
+        f"FROM {JOB}, {dialect.mine} WHERE {FENCE}{lease} RETURNING id"
+    )
+
+
+def forget_attempt() -> str:
+    """Delete an attempt's record whose requeue found the job no longer held. Parameter: its id."""
+    return f"DELETE FROM {ATTEMPT} WHERE id = %s"  # noqa: S608
+
+
+@functools.cache
+def record_retried(jobs: int, states: int) -> str:
+    """Record the last attempt of finished jobs that ``retry`` queues again (their rows forget it).
+
+    Its outcome is the job's status (failed, cancelled). Parameters: the job ids, the states a
+    job may be retried from. Run just before ``retry``, in its transaction.
+    """
+    return (
+        f"INSERT INTO {ATTEMPT} (job_id, number, due, started, ended, worker, outcome) "  # noqa: S608
+        f"SELECT id, attempts, run_after, started, finished, locked_by, status FROM {JOB} "
+        f"WHERE id IN ({_ids(jobs)}) AND status IN ({_ids(states)}) "
+        "AND status IN ('failed', 'cancelled') AND attempts > 0 AND locked_by <> ''"
+    )
+
+
+@functools.cache
+def delete_attempts(jobs: int) -> str:
+    """Delete the attempt records of these jobs. Parameters: the job ids."""
+    return f"DELETE FROM {ATTEMPT} WHERE job_id IN ({_ids(jobs)})"  # noqa: S608
+
+
+@functools.cache
+def queue_counts(dialect: Dialect) -> str:
+    """Per queue: due, scheduled later, waiting, running; succeeded, failed and requeued since a moment.
+
+    Each part reads through a partial index, so that the cost follows the unfinished jobs and
+    those of the window, never the finished history: queued and waiting jobs through
+    ``aio_async_job_pending``, running ones through ``aio_async_job_lease``, succeeded and
+    failed ones through ``aio_async_job_succeeded`` and ``aio_async_job_failed`` (on
+    ``finished``), requeued attempts through ``aio_async_attempt_ended``. Parameters: now,
+    now, now, since, since, since. Returns queue, due, scheduled, waiting, running,
+    succeeded, failed, requeued, the ``run_after`` of the oldest due job.
+    """
+    return (
+        "SELECT queue, sum(due), sum(scheduled), sum(waiting), sum(running), sum(succeeded), "  # noqa: S608
+        "sum(failed), sum(requeued), min(oldest) FROM ("
+        "SELECT queue, CASE WHEN status = 'queued' AND run_after <= %s THEN 1 ELSE 0 END AS due, "
+        "CASE WHEN status = 'queued' AND run_after > %s THEN 1 ELSE 0 END AS scheduled, "
+        "CASE WHEN status = 'waiting' THEN 1 ELSE 0 END AS waiting, 0 AS running, 0 AS succeeded, "
+        "0 AS failed, 0 AS requeued, CASE WHEN status = 'queued' AND run_after <= %s THEN run_after END "
+        f"AS oldest FROM {JOB} WHERE status IN ('queued', 'waiting') "
+        f"UNION ALL SELECT queue, 0, 0, 0, 1, 0, 0, 0, NULL FROM {JOB} WHERE status = 'running' "
+        f"UNION ALL SELECT queue, 0, 0, 0, 0, 1, 0, 0, NULL FROM {JOB} "
+        "WHERE status = 'succeeded' AND finished >= %s "
+        f"UNION ALL SELECT queue, 0, 0, 0, 0, 0, 1, 0, NULL FROM {JOB} "
+        "WHERE status = 'failed' AND finished >= %s "
+        f"UNION ALL SELECT {JOB}.queue, 0, 0, 0, 0, 0, 0, 1, NULL FROM {ATTEMPT} "
+        f"JOIN {JOB} ON {JOB}.id = {ATTEMPT}.job_id WHERE {ATTEMPT}.ended >= %s"
+        ") AS parts GROUP BY queue ORDER BY queue"
+    )
+
+
+@functools.cache
+def pickup_latencies(dialect: Dialect) -> str:
+    """Per queue, the pick-up latency (``started - run_after``) of the attempts started since a moment.
+
+    An attempt started in the window is running, or ended in it: the job's row holds it
+    (running, or succeeded or failed in the window, through the indexes ``queue_counts``
+    reads), or its record does (ended in the window). Percentiles are nearest-rank, in SQL that
+    both databases run. Parameters: since, seven times. Returns queue,
+    attempts, p50, p95, max (seconds).
+    """
+    wait = dialect.seconds_between
+    job_wait = wait.format(later=f"{JOB}.started", earlier=f"{JOB}.run_after")
+    record_wait = wait.format(later=f"{ATTEMPT}.started", earlier=f"{ATTEMPT}.due")
+    return (
+        f"WITH waits AS (SELECT queue, {job_wait} AS wait FROM {JOB} "  # noqa: S608
+        "WHERE status = 'running' AND started >= %s "
+        f"UNION ALL SELECT queue, {job_wait} FROM {JOB} WHERE status = 'succeeded' AND finished >= %s "
+        "AND started >= %s "
+        f"UNION ALL SELECT queue, {job_wait} FROM {JOB} WHERE status = 'failed' AND finished >= %s "
+        "AND started >= %s AND locked_by <> '' "
+        f"UNION ALL SELECT {JOB}.queue, {record_wait} FROM {ATTEMPT} "
+        f"JOIN {JOB} ON {JOB}.id = {ATTEMPT}.job_id "
+        f"WHERE {ATTEMPT}.ended >= %s AND {ATTEMPT}.started >= %s AND {ATTEMPT}.due IS NOT NULL), "
+        "ranked AS (SELECT queue, wait, row_number() OVER (PARTITION BY queue ORDER BY wait) AS place, "
+        "count(*) OVER (PARTITION BY queue) AS total FROM waits) "
+        "SELECT queue, max(total), min(CASE WHEN place >= 0.5 * total THEN wait END), "
+        "min(CASE WHEN place >= 0.95 * total THEN wait END), max(wait) FROM ranked "
+        "GROUP BY queue ORDER BY queue"
+    )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["DEPENDENCY", "ERROR", "GROUP", "JOB"]
+__all__ = ["ATTEMPT", "DEPENDENCY", "ERROR", "GROUP", "JOB"]
 
 JOB = '"aio_async_job"'
 DEPENDENCY = '"aio_async_dependency"'
 ERROR = '"aio_async_error"'
 GROUP = '"aio_async_group"'
+ATTEMPT = '"aio_async_attempt"'

@@ -23,7 +23,7 @@ from aio_async.errors import FunctionNotFound, JobRefused, Snooze
 from aio_async.log import job_event, job_finished
 from aio_async.payload import result_value
 from aio_async.store.protocol import Store
-from aio_async.values import Attempt, ErrorInfo, Outcome
+from aio_async.values import TIMED_OUT, Attempt, ErrorInfo, Outcome
 
 __all__ = ["Slots", "run_attempt"]
 
@@ -112,7 +112,7 @@ async def _run_coroutine(
         slots.free(attempt)
         if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
             # asyncio.timeout() raises a TimeoutError without a message: say what happened.
-            said = f"the job ran past its timeout of {attempt.timeout:g} s and was cancelled"
+            said = f"{TIMED_OUT} of {attempt.timeout:g} s and was cancelled"
             timed_out = TimeoutError(said).with_traceback(exc.__traceback__)
             timed_out.__cause__ = exc.__cause__  # the cancel, where the job was awaiting
             exc = timed_out
@@ -155,7 +155,7 @@ async def _overran(
     """Fail a sync job past its timeout now; its thread's late completion will be refused."""
     error = ErrorInfo.from_exception(
         TimeoutError(
-            f"the job ran past its timeout of {attempt.timeout:g} s; its thread cannot be "
+            f"{TIMED_OUT} of {attempt.timeout:g} s; its thread cannot be "
             "stopped, so whatever it does later is rolled back instead of committed"
         )
     )

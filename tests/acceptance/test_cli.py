@@ -91,6 +91,24 @@ def test_health_from_both_entry_points() -> None:
         assert report["by_name"]["tests.app.tasks.write"]["remaining"] == 1
 
 
+def test_stats_prints_each_queues_figures_as_json() -> None:
+    schedule(tasks.write, ["s"], queue="mail")
+    result = run("-m", "aio_async", "--settings", "tests.settings", "stats", "--window", "30")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["window_seconds"] == 30
+    assert report["queues"]["mail"]["due"] == 1
+    assert report["queues"]["mail"]["pickup_latency_seconds"]["attempts"] == 0
+
+
+@pytest.mark.parametrize("window", ["0", "soon", "700000"])
+def test_stats_refuses_a_window_that_is_no_number_of_seconds_up_to_a_week(window: str) -> None:
+    result = run("-m", "aio_async", "--settings", "tests.settings", "stats", "--window", window)
+    assert result.returncode == 2
+    assert "argument --window: must be" in result.stderr
+    assert result.stdout == ""
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_run_works_until_a_signal_then_lets_the_running_job_finish_and_exits_0(
     signum: int, tmp_path: Path

@@ -16,7 +16,7 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
-from aio_async import schedule
+from aio_async import WorkerId, schedule
 from aio_async.models import Error, Job, Status
 from tests.acceptance.workers import Worker, environment, wait_until
 from tests.app import tasks
@@ -62,6 +62,31 @@ def test_a_stalled_worker_whose_lease_was_taken_over_cannot_commit() -> None:
     [lost] = Error.objects.filter(job=job)
     assert lost.exception == "aio_async.errors.WorkerLost"
     assert f":{first.pid}:" in lost.worker
+
+
+def test_a_job_rescued_from_a_killed_worker_keeps_the_lost_attempt_in_its_history() -> None:
+    job = schedule(tasks.sleep_then_write, ["rescued", 1.5], max_attempts=3)
+    with Worker(env(), "--concurrency", "1") as first:
+        wait_until(lambda: Job.objects.filter(pk=job.pk, status=Status.RUNNING).exists())
+        first.kill()
+    killed = WorkerId.parse(Job.objects.get(pk=job.pk).locked_by)
+    assert killed.pid == first.pid
+    with Worker(env(), "--concurrency", "1") as second:
+        wait_until(lambda: all_succeeded(1), timeout=30, message="the rescued job's success")
+        assert second.stop() == 0
+    job.refresh_from_db()
+    lost, succeeded = job.attempt_history()
+    assert (lost.number, lost.outcome, WorkerId.parse(lost.worker)) == (1, "lost", killed)
+    assert (succeeded.number, succeeded.outcome, WorkerId.parse(succeeded.worker).pid) == (
+        2,
+        "succeeded",
+        second.pid,
+    )
+    assert lost.started is not None
+    assert lost.ended is not None
+    assert succeeded.started is not None
+    assert lost.started < lost.ended <= succeeded.started
+    assert Record.objects.filter(key="rescued").count() == 1
 
 
 def test_workers_killed_at_random_moments_lose_nothing_and_commit_nothing_twice() -> None:

@@ -222,3 +222,17 @@ def read_then_write(key: str) -> int:
     """Read the Records, then write one: a deferred SQLite transaction's lock upgrade."""
     seen = Record.objects.filter(key=key).count()
     return Record.objects.create(key=key, value=seen).pk
+
+
+def fail_until(attempt: int) -> int:
+    """Raise until the job's ``attempt``-th attempt, which returns its number."""
+    now = current_job().attempt
+    if now < attempt:
+        raise ValueError(f"attempt {now} fails")
+    return now
+
+
+async def aslow(seconds: float) -> float:
+    """A coroutine job that sleeps (to be stopped at its timeout)."""
+    await asyncio.sleep(seconds)
+    return seconds

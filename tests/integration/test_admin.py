@@ -44,6 +44,27 @@ def test_job_pages_show_errors_with_tracebacks(client: Client) -> None:
     assert client.get(reverse("admin:aio_async_error_changelist")).status_code == 200
 
 
+def test_the_job_page_shows_every_attempt(client: Client) -> None:
+    job = schedule(tasks.snooze_then_write, ["s", 1], max_attempts=1)
+    testing.drain()
+    job.refresh_from_db()
+    page = client.get(reverse("admin:aio_async_job_change", args=[job.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    table = html[html.index('<table class="attempt-history">') :]
+    table = table[: table.index("</table>")]
+    rows = table.split("<tr>")[2:]
+    assert [row.split("<td>")[2].split("</td>")[0] for row in rows] == ["snoozed", "succeeded"]
+    assert table.count(job.locked_by) == 2
+
+
+def test_a_job_that_never_ran_has_no_attempts_on_its_page(client: Client) -> None:
+    job = schedule(tasks.add, [1, 2])
+    page = client.get(reverse("admin:aio_async_job_change", args=[job.pk]))
+    assert page.status_code == 200
+    assert b"attempt-history" not in page.content
+
+
 def test_retry_now_requeues_a_failed_job_with_one_more_attempt(client: Client) -> None:
     job = schedule(tasks.write_then_fail, ["x"], max_attempts=1)
     testing.run_jobs()

@@ -30,10 +30,10 @@ from aio_async import deschedule, health, schedule, testing
 from aio_async.backends import TASK_KEY, AioAsyncBackend, AioAsyncTask
 from aio_async.conf import Backoff
 from aio_async.errors import InvalidArguments, JobCancelled, ResultNotJSON
-from aio_async.models import Error, Job, Status
+from aio_async.models import AttemptRecord, Error, Job, Status
 from aio_async.store.dialects import for_vendor
 from aio_async.store.drivers.django import run_on
-from aio_async.store.operations import claim
+from aio_async.store.operations import claim, release
 from aio_async.values import Attempt, ClaimRequest, Outcome
 from tests.app import django_tasks as dj
 from tests.app import tasks
@@ -285,7 +285,10 @@ def test_every_field_of_a_result_reflects_the_job(run_all: Callable[[], object])
     assert fetched.status == TaskResultStatus.SUCCESSFUL
     assert fetched.is_finished is True
     assert fetched.enqueued_at == job.added == result.enqueued_at
-    assert fetched.started_at == fetched.last_attempted_at == job.started
+    first = job.attempt_history()[0]
+    assert fetched.started_at == first.started
+    assert fetched.last_attempted_at == job.started
+    assert fetched.started_at < fetched.last_attempted_at  # type: ignore[operator]
     assert fetched.finished_at == job.finished
     assert fetched.worker_ids == [error.worker, job.locked_by]
     assert fetched.attempts == 2
@@ -321,9 +324,13 @@ def test_a_result_reads_each_state_of_its_job() -> None:
         _ = running.return_value
     assert running.task == dj.always_fails.using(priority=3)  # as enqueued, whatever the job's priority now
 
+    # The attempt fails and the job is requeued, as the store writes it: an Error row, a record.
     Job.objects.filter(pk=result.id).update(status=Status.QUEUED, locked_by="", priority=2)
     Error.objects.create(
         job_id=result.id, attempt=1, exception="ValueError", traceback="...", worker="tester:1:abc"
+    )
+    AttemptRecord.objects.create(
+        job_id=result.id, number=1, started=attempt.started, worker="tester:1:abc", outcome="retried"
     )
     retrying = default_task_backend.get_result(result.id)
     assert retrying.status == TaskResultStatus.READY
@@ -331,7 +338,7 @@ def test_a_result_reads_each_state_of_its_job() -> None:
     assert [error.exception_class for error in retrying.errors] == [ValueError]
     assert retrying.task.priority == 3
 
-    # A failed job keeps its last worker in locked_by; it is listed once, from its Error row.
+    # A failed job keeps its last worker in locked_by; its attempt is listed once.
     Job.objects.filter(pk=result.id).update(
         status=Status.FAILED, locked_by="tester:1:abc", finished=timezone.now()
     )
@@ -340,6 +347,20 @@ def test_a_result_reads_each_state_of_its_job() -> None:
     assert failed.worker_ids == ["tester:1:abc"]
     with pytest.raises(ValueError, match="Task failed"):
         _ = failed.return_value
+
+
+@pytest.mark.django_db
+def test_worker_ids_name_the_worker_of_every_attempt_given_back_ones_too() -> None:
+    result = dj.noop_task.enqueue()
+    first = _claim("tester:1:abc")
+    with transaction.atomic():
+        dialect = for_vendor(connection.vendor)
+        assert run_on(connection, release(dialect, first, "tester:1:abc", timezone.now()))
+    _claim("tester:2:def")
+    running = default_task_backend.get_result(result.id)
+    assert running.worker_ids == ["tester:1:abc", "tester:2:def"]
+    assert running.attempts == 2
+    assert running.started_at == first.started
 
 
 @pytest.mark.django_db

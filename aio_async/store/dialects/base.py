@@ -35,3 +35,5 @@ class Dialect:
     #: ``id`` among the ids a subquery returns. PostgreSQL plans ``= ANY(ARRAY(...))`` as
     #: lookups in the primary key; it plans ``IN (...)`` as a hash join over the whole table.
     id_among: str
+    #: Seconds from ``{earlier}`` to ``{later}`` (two datetime columns), as a float.
+    seconds_between: str

@@ -24,4 +24,5 @@ POSTGRESQL = Dialect(
         f"jsonb_set({JOB}.meta, '{{snoozed}}', to_jsonb(COALESCE(({JOB}.meta->>'snoozed')::integer, 0) + 1))"
     ),
     id_among="id = ANY(ARRAY({ids}))",
+    seconds_between="EXTRACT(EPOCH FROM {later} - {earlier})::float8",
 )

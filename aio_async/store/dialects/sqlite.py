@@ -22,4 +22,5 @@ SQLITE = Dialect(
     json_text="{column}",
     snoozed_meta=f"json_set({JOB}.meta, '$.snoozed', COALESCE(json_extract({JOB}.meta, '$.snoozed'), 0) + 1)",
     id_among="id IN ({ids})",
+    seconds_between="(julianday({later}) - julianday({earlier})) * 86400.0",
 )
