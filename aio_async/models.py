@@ -209,10 +209,20 @@ class Job(models.Model):
                 name="aio_async_job_limit_started",
                 condition=Q(rate_count__isnull=False),
             ),
+            # The rescue's scan for leases run out. Its condition names ``locked_until`` too, so
+            # that a write to one running job (``FENCE``: by id, status and worker) can never be
+            # planned through it: under a long transaction elsewhere, this index holds an entry
+            # for every job that ever ran, and the primary key finds the row in a few buffers.
             models.Index(
                 fields=["locked_until"],
                 name="aio_async_job_lease",
-                condition=Q(status="running"),
+                condition=Q(status="running", locked_until__isnull=False),
+            ),
+            # A running job without a lease (a row written by hand): the rescue finds it here.
+            models.Index(
+                fields=["id"],
+                name="aio_async_job_unleased",
+                condition=Q(status="running", locked_until__isnull=True),
             ),
             # Every claim and completion rewrites the row, and each index without a condition
             # gets a new entry each time; so the rest are partial, holding only the rows asked for.

@@ -21,5 +21,5 @@ def queue_figures(
 ) -> Op[tuple[Rows, Rows]]:
     """The rows of ``queue_counts`` and of ``pickup_latencies`` for the window from ``since`` to ``now``."""
     counts = yield sql.queue_counts(dialect), [now, now, now, since, since, since]
-    latencies = yield sql.pickup_latencies(dialect), [since] * 7
+    latencies = yield sql.pickup_latencies(dialect), [since] * 8
     return counts, latencies

@@ -399,7 +399,7 @@ def release(dialect: Dialect, attempt: Attempt, worker_id: str, now: datetime.da
 
 def expired(dialect: Dialect, worker_id: str, now: datetime.datetime) -> Op[list[tuple[Attempt, str, int]]]:
     """Jobs whose lease ran out, held by other workers: (attempt, lost worker, its other jobs)."""
-    rows = yield sql.expired(dialect), [now, worker_id, RESCUE_BATCH]
+    rows = yield sql.expired(dialect), [now, worker_id, worker_id, RESCUE_BATCH]
     per_worker = Counter(row[4] for row in rows)
     found = []
     for job_id, attempts, excused, max_attempts, locked_by, isolated, group_id in rows:

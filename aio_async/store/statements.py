@@ -456,13 +456,18 @@ def notify_cancelled() -> str:
 def expired(dialect: Dialect) -> str:
     """Running jobs whose lease ran out (or was never set), held by other workers.
 
-    Parameters: now, this worker's id, limit. Returns id, attempts, excused, max_attempts,
+    Each half reads through its own partial index (``aio_async_job_lease``,
+    ``aio_async_job_unleased``). Parameters: now, this worker's id, this worker's id again,
+    limit. Returns id, attempts, excused, max_attempts,
     locked_by, isolated, group_id: plain numbers and strings, which any row can decode.
     """
+    columns = "id, attempts, excused, max_attempts, locked_by, isolated, group_id"
     return (
-        "SELECT id, attempts, excused, max_attempts, locked_by, isolated, group_id "  # noqa: S608
-        f"FROM {JOB} WHERE status = 'running' AND (locked_until IS NULL OR locked_until < %s) "
-        "AND locked_by <> %s ORDER BY id LIMIT %s"
+        f"SELECT {columns} FROM (SELECT {columns} FROM {JOB} "  # noqa: S608
+        "WHERE status = 'running' AND locked_until IS NOT NULL AND locked_until < %s AND locked_by <> %s "
+        f"UNION ALL SELECT {columns} FROM {JOB} "
+        "WHERE status = 'running' AND locked_until IS NULL AND locked_by <> %s) AS lapsed "
+        "ORDER BY id LIMIT %s"
     )
 
 
@@ -883,7 +888,8 @@ def queue_counts(dialect: Dialect) -> str:
 
     Each part reads through a partial index, so that the cost follows the unfinished jobs and
     those of the window, never the finished history: queued and waiting jobs through
-    ``aio_async_job_pending``, running ones through ``aio_async_job_lease``, succeeded and
+    ``aio_async_job_pending``, running ones through ``aio_async_job_lease`` (and
+    ``aio_async_job_unleased``, for a running row without a lease), succeeded and
     failed ones through ``aio_async_job_succeeded`` and ``aio_async_job_failed`` (on
     ``finished``), requeued attempts through ``aio_async_attempt_ended``. Parameters: now,
     now, now, since, since, since. Returns queue, due, scheduled, waiting, running,
@@ -898,6 +904,9 @@ def queue_counts(dialect: Dialect) -> str:
         "0 AS failed, 0 AS requeued, CASE WHEN status = 'queued' AND run_after <= %s THEN run_after END "
         f"AS oldest FROM {JOB} WHERE status IN ('queued', 'waiting') "
         f"UNION ALL SELECT queue, 0, 0, 0, 1, 0, 0, 0, NULL FROM {JOB} WHERE status = 'running' "
+        "AND locked_until IS NOT NULL "
+        f"UNION ALL SELECT queue, 0, 0, 0, 1, 0, 0, 0, NULL FROM {JOB} WHERE status = 'running' "
+        "AND locked_until IS NULL "
         f"UNION ALL SELECT queue, 0, 0, 0, 0, 1, 0, 0, NULL FROM {JOB} "
         "WHERE status = 'succeeded' AND finished >= %s "
         f"UNION ALL SELECT queue, 0, 0, 0, 0, 0, 1, 0, NULL FROM {JOB} "
@@ -915,7 +924,7 @@ def pickup_latencies(dialect: Dialect) -> str:
     An attempt started in the window is running, or ended in it: the job's row holds it
     (running, or succeeded or failed in the window, through the indexes ``queue_counts``
     reads), or its record does (ended in the window). Percentiles are nearest-rank, in SQL that
-    both databases run. Parameters: since, seven times. Returns queue,
+    both databases run. Parameters: since, eight times. Returns queue,
     attempts, p50, p95, max (seconds).
     """
     wait = dialect.seconds_between
@@ -923,7 +932,9 @@ def pickup_latencies(dialect: Dialect) -> str:
     record_wait = wait.format(later=f"{ATTEMPT}.started", earlier=f"{ATTEMPT}.due")
     return (
         f"WITH waits AS (SELECT queue, {job_wait} AS wait FROM {JOB} "  # noqa: S608
-        "WHERE status = 'running' AND started >= %s "
+        "WHERE status = 'running' AND locked_until IS NOT NULL AND started >= %s "
+        f"UNION ALL SELECT queue, {job_wait} FROM {JOB} "
+        "WHERE status = 'running' AND locked_until IS NULL AND started >= %s "
         f"UNION ALL SELECT queue, {job_wait} FROM {JOB} WHERE status = 'succeeded' AND finished >= %s "
         "AND started >= %s "
         f"UNION ALL SELECT queue, {job_wait} FROM {JOB} WHERE status = 'failed' AND finished >= %s "

@@ -192,3 +192,33 @@ async def test_a_worker_of_every_queue_claims_past_each_queues_frontier_and_leav
         assert taken[30:] == ["b"] * 30
     finally:
         await store.close()
+
+
+async def test_a_completion_under_a_held_snapshot_finds_its_row_by_primary_key(held_snapshot: None) -> None:
+    await sync_to_async(schedule_many)(tasks.add, [([n, n], None) for n in range(3000)])
+    store = frontier_store()
+    try:
+        done = 0
+        while done < 2900:  # each leaves an entry in the lease index that the snapshot keeps
+            attempts = await store.claim(100, alone=False)
+            done += len(
+                await store.connector.run(
+                    lambda d, a=attempts: operations.complete(
+                        d, [(x, 1) for x in a], store.worker_id, timezone.now()
+                    )
+                )
+            )
+        [attempt] = await store.claim(1, alone=False)
+    finally:
+        await store.close()
+    await sync_to_async(lambda: connection.cursor().execute("ANALYZE aio_async_job"))()
+    statement, params = next(operations.complete(POSTGRESQL, [(attempt, 1)], store.worker_id, timezone.now()))
+    with psycopg.connect(dsn()) as conn:
+        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, params))
+        rescue, rescue_params = next(operations.expired(POSTGRESQL, "another", timezone.now()))
+        rescue_plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + rescue, rescue_params))
+        conn.rollback()
+    assert "aio_async_job_pkey" in plan, plan
+    assert "aio_async_job_lease" not in plan, plan
+    assert "aio_async_job_lease" in rescue_plan, rescue_plan
+    assert "Seq Scan" not in rescue_plan, rescue_plan

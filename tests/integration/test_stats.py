@@ -152,7 +152,7 @@ def test_the_figures_read_through_indexes_not_the_finished_history() -> None:
         cursor.execute("ANALYZE aio_async_attempt")
     now, since = timezone.now(), ago(60)
     counts = _plan(sql.queue_counts(POSTGRESQL), [now, now, now, since, since, since])
-    latencies = _plan(sql.pickup_latencies(POSTGRESQL), [since] * 7)
+    latencies = _plan(sql.pickup_latencies(POSTGRESQL), [since] * 8)
     for plan in (counts, latencies):
         assert "Seq Scan" not in plan, plan
     for index in (
