@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import re
 from collections.abc import Iterator
 
@@ -201,10 +202,11 @@ async def test_a_completion_under_a_held_snapshot_finds_its_row_by_primary_key(h
         done = 0
         while done < 2900:  # each leaves an entry in the lease index that the snapshot keeps
             attempts = await store.claim(100, alone=False)
+            finished = [(attempt, 1) for attempt in attempts]
             done += len(
                 await store.connector.run(
-                    lambda d, a=attempts: operations.complete(
-                        d, [(x, 1) for x in a], store.worker_id, timezone.now()
+                    functools.partial(
+                        operations.complete, finished=finished, worker_id=store.worker_id, now=timezone.now()
                     )
                 )
             )
