@@ -79,38 +79,43 @@ class DatabaseStore:
     async def claim(
         self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset(), thorough: bool = False
     ) -> list[Attempt]:
-        """Lease up to ``limit`` due jobs to this worker: past its frontier, or in a full claim."""
-        now = timezone.now()
+        """Lease up to ``limit`` due jobs to this worker: past its frontier, or in a full claim.
+
+        See ``store.frontier``: past the frontier first; finding nothing there, a little behind
+        it (or, when ``thorough``, the whole queue); a full claim when the frontier is not in
+        use or a sweep is due.
+        """
         frontier = self.frontier
-        if frontier is not None:
-            if frontier.claims_past(time.monotonic()):
-                levels = frontier.levels(paused)
-                attempts = await self.connector.run(
-                    lambda d: operations.claim_after(d, self.request, limit, alone, now, levels)
-                )
-                frontier.advance(attempts)
-                if attempts:
-                    return attempts
-                if not thorough:
-                    if not frontier.looks_back(time.monotonic()):
-                        return attempts
-                    levels = frontier.levels(paused, back=True)
-                    attempts = await self.connector.run(
-                        lambda d: operations.claim_after(d, self.request, limit, alone, now, levels)
-                    )
-                    frontier.advance(attempts)
-                    return attempts
-                now = timezone.now()
-            started = time.monotonic()
-            attempts = await self.connector.run(
-                lambda d: operations.claim(d, self.request, limit, alone, now, paused)
-            )
-            finished = time.monotonic()
-            frontier.swept(finished, finished - started, attempts)
-            return attempts
-        return await self.connector.run(
+        if frontier is not None and frontier.claims_past(time.monotonic()):
+            attempts = await self._claim_past(frontier, frontier.levels(paused), limit, alone)
+            if attempts or (not thorough and not frontier.looks_back(time.monotonic())):
+                return attempts
+            if not thorough:
+                return await self._claim_past(frontier, frontier.levels(paused, back=True), limit, alone)
+        now = timezone.now()
+        started = time.monotonic()
+        attempts = await self.connector.run(
             lambda d: operations.claim(d, self.request, limit, alone, now, paused)
         )
+        if frontier is not None:
+            finished = time.monotonic()
+            frontier.swept(finished, finished - started, attempts)
+        return attempts
+
+    async def _claim_past(
+        self,
+        frontier: Frontier,
+        levels: list[tuple[str, int, datetime.datetime, int]],
+        limit: int,
+        alone: bool,
+    ) -> list[Attempt]:
+        """Lease due jobs past these positions of the frontier, and move it past them."""
+        now = timezone.now()
+        attempts = await self.connector.run(
+            lambda d: operations.claim_after(d, self.request, limit, alone, now, levels)
+        )
+        frontier.advance(attempts)
+        return attempts
 
     async def claim_limited(
         self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset()
