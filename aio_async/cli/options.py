@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from aio_async.supervisor import CONFIGURATION_ERROR
+from aio_async.supervisor import CONFIGURATION_ERROR, EXIT_WITH_PARENT_VARIABLE
 
 if TYPE_CHECKING:
     from aio_async.conf import QueueSettings
@@ -23,6 +23,7 @@ __all__ = [
     "check_options",
     "child_arguments",
     "cli_level",
+    "exit_with_parent",
     "parser",
     "settings_with",
     "worker_overrides",
@@ -68,6 +69,17 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     except ImproperlyConfigured as exc:
         raise OptionError(str(exc)) from exc
     return overrides
+
+
+def exit_with_parent(options: Mapping[str, Any], environ: Mapping[str, str]) -> bool:
+    """Whether ``run`` stops with its parent: ``--exit-with-parent``, or ``AIO_ASYNC_EXIT_WITH_PARENT=1``."""
+    value = environ.get(EXIT_WITH_PARENT_VARIABLE, "")
+    if value not in ("", "0", "1"):
+        raise OptionError(
+            f"{EXIT_WITH_PARENT_VARIABLE} must be 1 (stop once the parent process is gone) or 0, "
+            f"got {value!r}"
+        )
+    return bool(options.get("exit_with_parent")) or value == "1"
 
 
 def settings_with(overrides: Mapping[str, Any] | None) -> QueueSettings:
@@ -212,6 +224,12 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--processes", type=_positive_int, default=1, help="worker processes, supervised (default 1)"
+    )
+    run.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop, as on SIGTERM, once the process that started this one is gone "
+        f"(or set {EXIT_WITH_PARENT_VARIABLE}=1)",
     )
     add_flush_arguments(verb("flush", "run due jobs until none is left, then exit"))
     verb("health", "print the queue's health as JSON")
