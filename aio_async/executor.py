@@ -213,12 +213,13 @@ class Executor:
                     await store.unregister()
         finally:
             await store.close()
+        counted = dict(sorted((outcome.value, count) for outcome, count in self.outcomes.items()))
         logger.log(
             logging.INFO if self.announce else logging.DEBUG,
             "Worker %s stopped: %s",
             self.worker_id,
-            {outcome.value: count for outcome, count in self.outcomes.items()},
-            extra={"action": "stop_worker", "worker_id": self.worker_id},
+            ", ".join(f"{count} {outcome}" for outcome, count in counted.items()) or "no job run",
+            extra={"action": "stop_worker", "worker_id": self.worker_id, "outcomes": counted},
         )
         return self.outcomes
 

@@ -151,11 +151,13 @@ def _command(options: argparse.Namespace, overrides: dict[str, Any], parent: int
         settings_with(overrides)  # the project's settings and the options together, before any child
         settings_module = os.environ["DJANGO_SETTINGS_MODULE"]
         return supervise(options.processes, child_arguments(options, settings_module), parent=parent)
-    if options.command == "run":
-        print(json.dumps({"outcomes": run_worker(overrides, parent=parent)}))
-    elif options.command == "flush":
-        outcomes = flush(overrides, max_jobs=options.jobs, include=options.filter, exclude=options.exclude)
-        print(json.dumps({"outcomes": outcomes}))
+    if options.command in ("run", "flush"):
+        if options.command == "run":
+            outcomes = run_worker(overrides, parent=parent)
+        else:
+            outcomes = flush(overrides, max_jobs=options.jobs, include=options.filter, exclude=options.exclude)
+        if options.outcomes_json:  # stdout may be someone's data: written to only when asked
+            print(json.dumps({"outcomes": outcomes}))
     elif options.command == "periodic":
         from aio_async.cron import describe, schedules
 

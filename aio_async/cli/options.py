@@ -170,6 +170,12 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         help="queue to serve (repeatable); '*' serves every queue (default: AIO_ASYNC['QUEUES'])",
     )
     parser.add_argument("--concurrency", type=int, help="jobs at once (default: AIO_ASYNC['CONCURRENCY'])")
+    parser.add_argument(
+        "--outcomes-json",
+        action="store_true",
+        help='at exit, print the outcomes counted as one line of JSON on stdout, {"outcomes": {...}} '
+        "(without it stdout stays empty; the same counts are logged on stderr)",
+    )
 
 
 def add_flush_arguments(parser: argparse.ArgumentParser) -> None:
@@ -274,6 +280,8 @@ def child_arguments(options: argparse.Namespace, settings_module: str) -> list[s
         arguments.append("--quiet")
     arguments.append("run")
     arguments.extend(f"--queue={queue}" for queue in options.queue or ())
+    if options.outcomes_json:
+        arguments.append("--outcomes-json")  # one line from each worker process
     for option, value in (
         ("--concurrency", options.concurrency),
         ("--poll-interval", options.poll_interval),

@@ -111,6 +111,7 @@ def test_child_arguments_cover_every_option_of_run() -> None:
         "concurrency": ["--concurrency", "5"],
         "poll_interval": ["--poll-interval", "0.5"],
         "shutdown_timeout": ["--shutdown-timeout", "9"],
+        "outcomes_json": ["--outcomes-json"],
     }
     assert dests == set(values)
     for dest in sorted(dests):
