@@ -53,6 +53,11 @@ MAX_BACKOFF = 30.0
 PROBE_EVERY = 0.5
 
 
+def _counts(counted: dict[str, int]) -> str:
+    """``3 succeeded, 1 failed``: outcome counts as words."""
+    return ", ".join(f"{count} {outcome}" for outcome, count in counted.items())
+
+
 def new_worker_id() -> str:
     """A worker id for this process, ``host:pid:token`` (``values.WorkerId``)."""
     return str(WorkerId.new())
@@ -131,6 +136,9 @@ class Executor:
         self._notified = False
         #: Looks taken again since a wake-up whose claim found nothing (see ``RELOOK``).
         self._relooks = len(RELOOK)
+        #: Attempts ended since the last summary (``_log_summary``), by queue and outcome.
+        self._period: collections.Counter[tuple[str, Outcome]] = collections.Counter()
+        self._period_began = time.monotonic()
         #: Set when the database is seen to answer again (then replaced): it ends the back-offs
         #: that wait for it (``_back_off``).
         self._answered = asyncio.Event()
@@ -187,6 +195,13 @@ class Executor:
                 )
             else:
                 side_tasks.append(asyncio.create_task(self._listen(store), name="listen"))
+            if self.announce and self.settings.log_summary_interval > 0:
+                side_tasks.append(
+                    asyncio.create_task(
+                        self._every(self.settings.log_summary_interval, self._log_summary, store),
+                        name="summary",
+                    )
+                )
             if not until_empty and self.settings.retention is not None:
                 side_tasks.append(
                     asyncio.create_task(
@@ -218,7 +233,7 @@ class Executor:
             logging.INFO if self.announce else logging.DEBUG,
             "Worker %s stopped: %s",
             self.worker_id,
-            ", ".join(f"{count} {outcome}" for outcome, count in counted.items()) or "no job run",
+            _counts(counted) or "no job run",
             extra={"action": "stop_worker", "worker_id": self.worker_id, "outcomes": counted},
         )
         return self.outcomes
@@ -471,7 +486,11 @@ class Executor:
             )
             self._unrecorded.append(attempt)
             return
-        self.outcomes[task.result()] += 1
+        self._count(attempt, task.result())
+
+    def _count(self, attempt: Attempt, outcome: Outcome) -> None:
+        self.outcomes[outcome] += 1
+        self._period[attempt.queue, outcome] += 1
 
     # Stopping ---------------------------------------------------------------------------
 
@@ -499,7 +518,7 @@ class Executor:
 
     async def _release(self, store: Store, attempt: Attempt) -> None:
         if await store.release(attempt):
-            self.outcomes[Outcome.RELEASED] += 1
+            self._count(attempt, Outcome.RELEASED)
             job_finished(attempt, self.worker_id, Outcome.RELEASED, 0.0)
 
     # Side tasks ---------------------------------------------------------------------------
@@ -527,6 +546,35 @@ class Executor:
                 )
             if once:
                 return
+
+    async def _log_summary(self, store: Store) -> None:
+        """One INFO line: the attempts ended since the last one, by outcome (and queue), and those running."""
+        now = time.monotonic()
+        period, seconds = self._period, now - self._period_began
+        self._period, self._period_began = collections.Counter(), now
+        ended = sorted((queue, outcome.value, count) for (queue, outcome), count in period.items())
+        outcomes: collections.Counter[str] = collections.Counter()
+        queues: dict[str, dict[str, int]] = {}
+        for queue, outcome, count in ended:
+            outcomes[outcome] += count
+            queues.setdefault(queue, {})[outcome] = count
+        said = _counts(dict(sorted(outcomes.items()))) or "no job ended"
+        if len(queues) > 1:
+            said += f" ({'; '.join(f'{queue}: {_counts(counted)}' for queue, counted in queues.items())})"
+        logger.info(
+            "Last %.0f s: %s; %s running",
+            seconds,
+            said,
+            len(self._running),
+            extra={
+                "action": "worker_summary",
+                "worker_id": self.worker_id,
+                "seconds": round(seconds, 3),
+                "outcomes": dict(sorted(outcomes.items())),
+                "queues": queues,
+                "running": len(self._running),
+            },
+        )
 
     async def _heartbeat(self, store: Store) -> None:
         running = list(self._running.values())

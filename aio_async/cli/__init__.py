@@ -155,7 +155,9 @@ def _command(options: argparse.Namespace, overrides: dict[str, Any], parent: int
         if options.command == "run":
             outcomes = run_worker(overrides, parent=parent)
         else:
-            outcomes = flush(overrides, max_jobs=options.jobs, include=options.filter, exclude=options.exclude)
+            outcomes = flush(
+                overrides, max_jobs=options.jobs, include=options.filter, exclude=options.exclude
+            )
         if options.outcomes_json:  # stdout may be someone's data: written to only when asked
             print(json.dumps({"outcomes": outcomes}))
     elif options.command == "periodic":

@@ -132,7 +132,8 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after_verb: bool) ->
         "--verbosity",
         type=int,
         choices=[0, 1, 2, 3],
-        help="0: warnings and errors only, 1: one line per finished job (default), 2 and 3: debug",
+        help="0: warnings and errors only; 1 (default): also the worker's start, stop and a summary of "
+        "its jobs every AIO_ASYNC['LOG_SUMMARY_INTERVAL'] seconds; 2 and 3: debug, with a line per job",
         **default,
     )
     parser.add_argument(
