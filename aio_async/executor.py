@@ -23,6 +23,8 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import random
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -68,6 +70,32 @@ CANCEL_CHECK = 1.0
 #: After a wake-up whose claim found nothing, look again this long after: the job it was woken
 #: for may have been locked by another transaction at that moment (``SKIP LOCKED`` passed it).
 RELOOK = (0.05, 0.25, 1.0)
+
+
+#: Pick-up delays kept for a summary's median: a uniform sample of the period's, at most this many.
+PICKUP_SAMPLE = 4096
+
+
+class _Pickups:
+    """How long after they were due a period's jobs were claimed: count, longest, a sample for the median."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.longest = 0.0
+        self.sample: list[float] = []
+
+    def add(self, seconds: float) -> None:
+        """Count one job claimed ``seconds`` after it was due (a uniform sample, algorithm R)."""
+        self.count += 1
+        self.longest = max(self.longest, seconds)
+        if len(self.sample) < PICKUP_SAMPLE:
+            self.sample.append(seconds)
+        elif (slot := random.randrange(self.count)) < PICKUP_SAMPLE:  # noqa: S311 - a sample, not a secret
+            self.sample[slot] = seconds
+
+    def median(self) -> float | None:
+        """The sample's median, or None when no job was claimed."""
+        return statistics.median(self.sample) if self.sample else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +167,7 @@ class Executor:
         #: Attempts ended since the last summary (``_log_summary``), by queue and outcome.
         self._period: collections.Counter[tuple[str, Outcome]] = collections.Counter()
         self._period_began = time.monotonic()
+        self._pickups = _Pickups()
         #: Set when the database is seen to answer again (then replaced): it ends the back-offs
         #: that wait for it (``_back_off``).
         self._answered = asyncio.Event()
@@ -409,6 +438,8 @@ class Executor:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     def _start(self, store: Store, attempt: Attempt) -> None:
+        if attempt.due is not None and attempt.started is not None:
+            self._pickups.add(max(0.0, (attempt.started - attempt.due).total_seconds()))
         job = attempt.context(self.worker_id)
         task = asyncio.create_task(run_attempt(store, attempt, job, self), name=f"job-{attempt.job_id}")
         self._running[attempt.job_id] = _Running(attempt, task, job)
@@ -550,8 +581,8 @@ class Executor:
     async def _log_summary(self, store: Store) -> None:
         """One INFO line: the attempts ended since the last one, by outcome (and queue), and those running."""
         now = time.monotonic()
-        period, seconds = self._period, now - self._period_began
-        self._period, self._period_began = collections.Counter(), now
+        period, seconds, pickups = self._period, now - self._period_began, self._pickups
+        self._period, self._period_began, self._pickups = collections.Counter(), now, _Pickups()
         ended = sorted((queue, outcome.value, count) for (queue, outcome), count in period.items())
         outcomes: collections.Counter[str] = collections.Counter()
         queues: dict[str, dict[str, int]] = {}
@@ -561,11 +592,17 @@ class Executor:
         said = _counts(dict(sorted(outcomes.items()))) or "no job ended"
         if len(queues) > 1:
             said += f" ({'; '.join(f'{queue}: {_counts(counted)}' for queue, counted in queues.items())})"
+        said += f"; {len(self._running)} running"
+        median = pickups.median()
+        if median is not None:
+            said += (
+                f"; {pickups.count} claimed, {median:.3f} s after they were due (median), "
+                f"{pickups.longest:.3f} s at most"
+            )
         logger.info(
-            "Last %.0f s: %s; %s running",
+            "Last %.0f s: %s",
             seconds,
             said,
-            len(self._running),
             extra={
                 "action": "worker_summary",
                 "worker_id": self.worker_id,
@@ -573,6 +610,9 @@ class Executor:
                 "outcomes": dict(sorted(outcomes.items())),
                 "queues": queues,
                 "running": len(self._running),
+                "claimed": pickups.count,
+                "pickup_median": None if median is None else round(median, 6),
+                "pickup_max": None if median is None else round(pickups.longest, 6),
             },
         )
 

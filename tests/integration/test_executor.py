@@ -200,6 +200,13 @@ async def test_a_worker_logs_each_job_at_debug_and_a_summary_at_info_every_inter
     assert queues == {"default": {"succeeded": 3}, "mail": {"succeeded": 1, "failed": 1}}
     [told] = [record for record in summaries() if "failed" in record.outcomes]  # type: ignore[attr-defined]
     assert "1 failed" in told.getMessage()
+    # How long after they were due the jobs were claimed: the median of a sample, and the longest.
+    assert sum(record.claimed for record in summaries()) == 5  # type: ignore[attr-defined]
+    claiming = [record for record in summaries() if record.claimed]  # type: ignore[attr-defined]
+    for record in claiming:
+        assert 0 <= record.pickup_median <= record.pickup_max < 30  # type: ignore[attr-defined]
+        assert "s after they were due (median)" in record.getMessage()
+    assert all(record.pickup_median is None for record in summaries() if not record.claimed)  # type: ignore[attr-defined]
     # One line per job: a success at DEBUG, a failure for good at ERROR.
     ended = {
         record.job_name.rsplit(".", 1)[1] + ":" + record.outcome: record.levelno  # type: ignore[attr-defined]
