@@ -104,6 +104,8 @@ class QueueSettings:
     #: Claims past the frontier (``store.frontier``): "auto" (when full claims have become
     #: slow), "always" or "never".
     claim_frontier: str = "auto"
+    #: A worker logs a summary of its jobs at INFO this often (seconds); 0: never.
+    log_summary_interval: float = 60.0
 
     @property
     def heartbeat_every(self) -> float:
@@ -314,6 +316,15 @@ def _value(key: str, value: object, label: str) -> Any:
         if not isinstance(value, str) or value not in django_settings.DATABASES:
             raise ImproperlyConfigured(f"{label} must name an alias of DATABASES, got {value!r}.")
         return value
+    if key == "LOG_SUMMARY_INTERVAL":
+        if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+            return 0.0
+        try:
+            return _number(label, value, minimum=0.01)
+        except ImproperlyConfigured:
+            raise ImproperlyConfigured(
+                f"{label} must be a number of seconds >= 0.01, or 0 for no summary, got {value!r}."
+            ) from None
     if key in ("HEARTBEAT_INTERVAL", "RESCUE_INTERVAL"):
         return _number(label, value, minimum=0.01, allow_none=True)
     return _number(label, value, minimum=0.01 if key != "SHUTDOWN_TIMEOUT" else 0.0)

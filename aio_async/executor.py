@@ -23,6 +23,8 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import random
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -46,8 +48,16 @@ __all__ = ["Executor", "new_worker_id"]
 
 logger = logging.getLogger("aio_async.executor")
 
-#: Longest pause between retries while the database is unreachable.
+#: Longest pause between retries of a claim (or of the LISTEN connection) that keeps failing.
 MAX_BACKOFF = 30.0
+#: While the database does not answer, a backing-off worker asks it this often (a cheap read)
+#: and claims again as soon as it does: a database that comes back is used within this long.
+PROBE_EVERY = 0.5
+
+
+def _counts(counted: dict[str, int]) -> str:
+    """``3 succeeded, 1 failed``: outcome counts as words."""
+    return ", ".join(f"{count} {outcome}" for outcome, count in counted.items())
 
 
 def new_worker_id() -> str:
@@ -60,6 +70,45 @@ CANCEL_CHECK = 1.0
 #: After a wake-up whose claim found nothing, look again this long after: the job it was woken
 #: for may have been locked by another transaction at that moment (``SKIP LOCKED`` passed it).
 RELOOK = (0.05, 0.25, 1.0)
+
+
+#: Pick-up delays kept for a summary's median: a uniform sample of the period's, at most this many.
+PICKUP_SAMPLE = 4096
+
+
+class _Pickups:
+    """How long after they were due a period's jobs were claimed: count, longest, a sample for the median."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.longest = 0.0
+        self.sample: list[float] = []
+
+    def add(self, seconds: float) -> None:
+        """Count one job claimed ``seconds`` after it was due (a uniform sample, algorithm R)."""
+        self.count += 1
+        self.longest = max(self.longest, seconds)
+        if len(self.sample) < PICKUP_SAMPLE:
+            self.sample.append(seconds)
+        elif (slot := random.randrange(self.count)) < PICKUP_SAMPLE:  # noqa: S311 - a sample, not a secret
+            self.sample[slot] = seconds
+
+    def median(self) -> float | None:
+        """The sample's median, or None when no job was claimed."""
+        return statistics.median(self.sample) if self.sample else None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Complaint:
+    """How a back-off names what failed (with the exception's type and text) and what it retries."""
+
+    message: str
+    retry: str
+    action: str
+
+
+_CLAIM_FAILED = _Complaint("Cannot claim jobs (%s: %s)", "retrying", "claim_failed")
+_LISTEN_FAILED = _Complaint("Lost the LISTEN connection (%s: %s)", "reconnecting", "listen_failed")
 
 
 @dataclasses.dataclass
@@ -115,6 +164,13 @@ class Executor:
         self._notified = False
         #: Looks taken again since a wake-up whose claim found nothing (see ``RELOOK``).
         self._relooks = len(RELOOK)
+        #: Attempts ended since the last summary (``_log_summary``), by queue and outcome.
+        self._period: collections.Counter[tuple[str, Outcome]] = collections.Counter()
+        self._period_began = time.monotonic()
+        self._pickups = _Pickups()
+        #: Set when the database is seen to answer again (then replaced): it ends the back-offs
+        #: that wait for it (``_back_off``).
+        self._answered = asyncio.Event()
 
     @property
     def concurrency(self) -> int:
@@ -168,6 +224,13 @@ class Executor:
                 )
             else:
                 side_tasks.append(asyncio.create_task(self._listen(store), name="listen"))
+            if self.announce and self.settings.log_summary_interval > 0:
+                side_tasks.append(
+                    asyncio.create_task(
+                        self._every(self.settings.log_summary_interval, self._log_summary, store),
+                        name="summary",
+                    )
+                )
             if not until_empty and self.settings.retention is not None:
                 side_tasks.append(
                     asyncio.create_task(
@@ -194,12 +257,13 @@ class Executor:
                     await store.unregister()
         finally:
             await store.close()
+        counted = dict(sorted((outcome.value, count) for outcome, count in self.outcomes.items()))
         logger.log(
             logging.INFO if self.announce else logging.DEBUG,
             "Worker %s stopped: %s",
             self.worker_id,
-            {outcome.value: count for outcome, count in self.outcomes.items()},
-            extra={"action": "stop_worker", "worker_id": self.worker_id},
+            _counts(counted) or "no job run",
+            extra={"action": "stop_worker", "worker_id": self.worker_id, "outcomes": counted},
         )
         return self.outcomes
 
@@ -235,15 +299,7 @@ class Executor:
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - the database may come back
                     failures += 1
-                    delay = min(MAX_BACKOFF, self.settings.poll_interval * 2 ** min(failures, 6))
-                    logger.warning(
-                        "Cannot claim jobs (%s: %s); retrying in %.1f s",
-                        type(exc).__name__,
-                        exc,
-                        delay,
-                        extra={"action": "claim_failed", "worker_id": self.worker_id},
-                    )
-                    await self._pause(delay)
+                    await self._back_off(store, exc, failures, self.settings.poll_interval, _CLAIM_FAILED)
                     continue
                 self._claimed += len(attempts)
                 for attempt in attempts:
@@ -298,12 +354,15 @@ class Executor:
         self._limited_at = 0.0 if limited else time.monotonic() + self.settings.poll_interval
         return limited
 
-    async def _read_paused(self, store: Store) -> None:
-        """Read which queues are paused (again after a poll interval, or when told of a change)."""
+    async def _read_paused(self, store: Store) -> bool:
+        """Read which queues are paused (again after a poll interval, or when told of a change).
+
+        Returns whether the database answered: the read is also the worker's cheapest probe.
+        """
         try:
             paused = await store.paused()
         except Exception:  # noqa: BLE001 - the claim reports the database's trouble
-            return
+            return False
         if paused != self._paused:
             logger.info(
                 "Paused queues: %s",
@@ -312,6 +371,62 @@ class Executor:
             )
         self._paused = paused
         self._paused_at = time.monotonic() + self.settings.poll_interval
+        return True
+
+    async def _back_off(
+        self, store: Store, exc: Exception, failures: int, base: float, say: _Complaint
+    ) -> None:
+        """Wait after the ``failures``-th failure in a row: until the database is back, or a growing delay.
+
+        The database is asked at once (``_read_paused``). If it does not answer, it is asked
+        again every ``PROBE_EVERY`` seconds, and the wait ends as soon as it answers or the
+        LISTEN connection is back (``_database_answered``): a restarted database is used
+        within a second, however long the back-off had grown. If it answers, the failure is
+        the statement's own (a broken query, a lock) or a lost connection already replaced:
+        the first is retried after ``PROBE_EVERY``, the next ones back off up to
+        ``MAX_BACKOFF``, so that a query that keeps failing does not spin.
+        """
+        delay = min(MAX_BACKOFF, base * 2 ** min(failures, 6))
+        answered = self._answered  # set once the database is seen to answer again
+        down = not await self._read_paused(store)
+        if not down and failures == 1:
+            delay = min(delay, PROBE_EVERY)
+        if down:
+            message = say.message + "; the database does not answer: %s as soon as it does, in %.1f s at most"
+        else:
+            message = say.message + "; %s in %.1f s"
+        logger.warning(
+            message,
+            type(exc).__name__,
+            " ".join(str(exc).split()),  # one line, whatever the driver's message spans
+            say.retry,
+            delay,
+            extra={"action": say.action, "worker_id": self.worker_id, "delay": delay, "reachable": not down},
+        )
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0 and not self._stop.is_set():
+            waits = {asyncio.ensure_future(self._stop.wait())}
+            if down:
+                waits.add(asyncio.ensure_future(answered.wait()))
+            try:
+                await asyncio.wait(waits, timeout=min(PROBE_EVERY, left), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+            if self._stop.is_set() or time.monotonic() >= deadline:
+                return
+            if down and not answered.is_set() and await self._read_paused(store):
+                logger.info("The database answers again", extra={"action": "database_back"})
+                self._database_answered()
+            if down and answered.is_set():
+                return
+            if not down:
+                down = not await self._read_paused(store)
+
+    def _database_answered(self) -> None:
+        """Wake every back-off waiting for the database: it answers again."""
+        self._answered.set()
+        self._answered = asyncio.Event()  # the next back-off waits for the next time
 
     async def _sleep(self, timeout: float | None) -> None:  # noqa: ASYNC109 - waits on an event
         with contextlib.suppress(TimeoutError):
@@ -323,6 +438,8 @@ class Executor:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     def _start(self, store: Store, attempt: Attempt) -> None:
+        if attempt.due is not None and attempt.started is not None:
+            self._pickups.add(max(0.0, (attempt.started - attempt.due).total_seconds()))
         job = attempt.context(self.worker_id)
         task = asyncio.create_task(run_attempt(store, attempt, job, self), name=f"job-{attempt.job_id}")
         self._running[attempt.job_id] = _Running(attempt, task, job)
@@ -400,7 +517,11 @@ class Executor:
             )
             self._unrecorded.append(attempt)
             return
-        self.outcomes[task.result()] += 1
+        self._count(attempt, task.result())
+
+    def _count(self, attempt: Attempt, outcome: Outcome) -> None:
+        self.outcomes[outcome] += 1
+        self._period[attempt.queue, outcome] += 1
 
     # Stopping ---------------------------------------------------------------------------
 
@@ -428,7 +549,7 @@ class Executor:
 
     async def _release(self, store: Store, attempt: Attempt) -> None:
         if await store.release(attempt):
-            self.outcomes[Outcome.RELEASED] += 1
+            self._count(attempt, Outcome.RELEASED)
             job_finished(attempt, self.worker_id, Outcome.RELEASED, 0.0)
 
     # Side tasks ---------------------------------------------------------------------------
@@ -456,6 +577,44 @@ class Executor:
                 )
             if once:
                 return
+
+    async def _log_summary(self, store: Store) -> None:
+        """One INFO line: the attempts ended since the last one, by outcome (and queue), and those running."""
+        now = time.monotonic()
+        period, seconds, pickups = self._period, now - self._period_began, self._pickups
+        self._period, self._period_began, self._pickups = collections.Counter(), now, _Pickups()
+        ended = sorted((queue, outcome.value, count) for (queue, outcome), count in period.items())
+        outcomes: collections.Counter[str] = collections.Counter()
+        queues: dict[str, dict[str, int]] = {}
+        for queue, outcome, count in ended:
+            outcomes[outcome] += count
+            queues.setdefault(queue, {})[outcome] = count
+        said = _counts(dict(sorted(outcomes.items()))) or "no job ended"
+        if len(queues) > 1:
+            said += f" ({'; '.join(f'{queue}: {_counts(counted)}' for queue, counted in queues.items())})"
+        said += f"; {len(self._running)} running"
+        median = pickups.median()
+        if median is not None:
+            said += (
+                f"; {pickups.count} claimed, {median:.3f} s after they were due (median), "
+                f"{pickups.longest:.3f} s at most"
+            )
+        logger.info(
+            "Last %.0f s: %s",
+            seconds,
+            said,
+            extra={
+                "action": "worker_summary",
+                "worker_id": self.worker_id,
+                "seconds": round(seconds, 3),
+                "outcomes": dict(sorted(outcomes.items())),
+                "queues": queues,
+                "running": len(self._running),
+                "claimed": pickups.count,
+                "pickup_median": None if median is None else round(median, 6),
+                "pickup_max": None if median is None else round(pickups.longest, 6),
+            },
+        )
 
     async def _heartbeat(self, store: Store) -> None:
         running = list(self._running.values())
@@ -572,7 +731,9 @@ class Executor:
                         self._wake.set()
                     elif not payload:
                         # Listening (again): what was sent before now was missed. Read the paused
-                        # queues again, look for jobs (limited ones too), and for cancellations.
+                        # queues again, look for jobs (limited ones too), and for cancellations;
+                        # a claim waiting for the database to come back need wait no more.
+                        self._database_answered()
                         self._paused_at = self._limited_at = 0.0
                         self._on_cancel_notice(store, None)
                         self._wake.set()
@@ -582,12 +743,4 @@ class Executor:
                         self._wake.set()
             except Exception as exc:  # noqa: BLE001 - reconnect after a database restart
                 failures += 1
-                delay = min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 6))
-                logger.warning(
-                    "Lost the LISTEN connection (%s: %s); reconnecting in %.1f s",
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                    extra={"action": "listen_failed"},
-                )
-                await self._pause(delay)
+                await self._back_off(store, exc, failures, 0.5, _LISTEN_FAILED)

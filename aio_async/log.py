@@ -1,5 +1,10 @@
 """Log records of jobs and workers, built in one place so that every line carries the same keys.
 
+An attempt that ends as it should (``succeeded``, ``snoozed``) is a DEBUG line: at thousands
+of jobs a second a line each would cost the worker's one core, and the worker logs a summary
+of its jobs at INFO instead (``worker_summary``). An attempt given back or cancelled is INFO;
+a retry or a lost lease WARNING; a job failed for good ERROR.
+
 Every record has ``extra={"action": ..., ...}``: a stable action name (``job_finished``,
 ``job_cancelled``, ``lease_lost``, ``claim_failed`` ...) that log pipelines can filter on. A
 job's records also carry ``job_id``, ``job_name``, ``attempt`` and ``worker_id``; a finished
@@ -21,9 +26,9 @@ __all__ = ["job_event", "job_finished", "jobs_logger"]
 jobs_logger = logging.getLogger("aio_async.jobs")
 
 _LEVELS = {
-    Outcome.SUCCEEDED: logging.INFO,
+    Outcome.SUCCEEDED: logging.DEBUG,
     Outcome.RELEASED: logging.INFO,
-    Outcome.SNOOZED: logging.INFO,
+    Outcome.SNOOZED: logging.DEBUG,
     Outcome.CANCELLED: logging.INFO,
     Outcome.RETRYING: logging.WARNING,
     Outcome.LEASE_LOST: logging.WARNING,

@@ -6,10 +6,15 @@ terminal reaches the children once, through the supervisor. A child that exits w
 configuration error (a bad setting, a database without migrations): restarting it would
 not help, so the supervisor stops the others and exits 2 too. Several machines sharing one
 PostgreSQL need nothing more than this same command on each.
+
+``run --exit-with-parent`` (or ``AIO_ASYNC_EXIT_WITH_PARENT=1``) stops a worker, or a
+supervisor and its workers, as SIGTERM does once the process that started it is gone:
+``follow_parent`` asks Linux for a SIGTERM then, and the caller also watches its parent's pid.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -19,7 +24,14 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-__all__ = ["CONFIGURATION_ERROR", "SLOT_VARIABLE", "SUPERVISOR_VARIABLE", "supervise"]
+__all__ = [
+    "CONFIGURATION_ERROR",
+    "EXIT_WITH_PARENT_VARIABLE",
+    "SLOT_VARIABLE",
+    "SUPERVISOR_VARIABLE",
+    "follow_parent",
+    "supervise",
+]
 
 #: Exit code of a configuration error: a bad option, setting or settings module, or a
 #: database without aio_async's migrations. A supervisor does not restart such a worker.
@@ -31,9 +43,35 @@ logger = logging.getLogger("aio_async.supervisor")
 SLOT_VARIABLE = "AIO_ASYNC_WORKER_SLOT"
 #: The supervisor's pid, for its workers: one whose parent is no longer that process stops.
 SUPERVISOR_VARIABLE = "AIO_ASYNC_SUPERVISOR_PID"
+#: ``1``: ``run`` stops as on SIGTERM once the process that started it is gone (``--exit-with-parent``).
+EXIT_WITH_PARENT_VARIABLE = "AIO_ASYNC_EXIT_WITH_PARENT"
+#: prctl(2)'s option that names the signal a process gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
 #: A child that dies sooner than this after its start is restarted with growing delays.
 STABLE_SECONDS = 5.0
 MAX_RESTART_DELAY = 30.0
+
+
+def follow_parent() -> int:
+    """Ask for SIGTERM when this process's parent dies (Linux); return the parent's pid, to watch.
+
+    The kernel's signal comes at once, but only on Linux, and not for a parent that died
+    before this call: the caller also checks now and then that ``os.getppid()`` is still the
+    pid returned (it changes when the parent dies, everywhere).
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            failed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0
+        except (OSError, AttributeError):
+            failed = True
+        if failed:
+            logger.debug(
+                "prctl(PR_SET_PDEATHSIG) failed; watching the parent's pid only",
+                extra={"action": "parent_death_signal_failed"},
+            )
+    return parent
 
 
 class _Child:
@@ -76,8 +114,12 @@ class _Child:
         self.process = self._spawn()
 
 
-def supervise(processes: int, worker_arguments: Sequence[str]) -> int:
-    """Run ``processes`` workers until SIGTERM/SIGINT; return 0 when all stopped cleanly."""
+def supervise(processes: int, worker_arguments: Sequence[str], *, parent: int | None = None) -> int:
+    """Run ``processes`` workers until SIGTERM/SIGINT; return 0 when all stopped cleanly.
+
+    With ``parent`` (a pid), also stop them as on SIGTERM once this process's parent is no
+    longer that process.
+    """
     command = [sys.executable, "-m", "aio_async", *worker_arguments]
     children = [_Child(slot, command) for slot in range(processes)]
     received: list[int] = []
@@ -105,6 +147,14 @@ def supervise(processes: int, worker_arguments: Sequence[str]) -> int:
     previous = {signum: signal.signal(signum, record) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not received:
+            if parent is not None and os.getppid() != parent:
+                logger.warning(
+                    "The parent process (pid %s) is gone; stopping the worker processes",
+                    parent,
+                    extra={"action": "parent_gone", "pid": parent},
+                )
+                received.append(signal.SIGTERM)
+                break
             broken = [child for child in children if child.process.poll() == CONFIGURATION_ERROR]
             if broken:
                 return _stop_on_configuration_error(broken[0], children)

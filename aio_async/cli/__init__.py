@@ -32,6 +32,7 @@ from aio_async.cli.options import (
     check_options,
     child_arguments,
     cli_level,
+    exit_with_parent,
     parser,
     settings_with,
     worker_overrides,
@@ -39,7 +40,7 @@ from aio_async.cli.options import (
 from aio_async.cli.prune import prune_jobs
 from aio_async.cli.queues import queues_verb
 from aio_async.cli.run import STOP_REQUESTED, announce, flush, request_stop, run_worker, tune_sqlite
-from aio_async.supervisor import CONFIGURATION_ERROR, supervise
+from aio_async.supervisor import CONFIGURATION_ERROR, EXIT_WITH_PARENT_VARIABLE, follow_parent, supervise
 
 __all__ = [
     "CONFIGURATION_ERROR",
@@ -138,8 +139,8 @@ def _settings_problem(options: argparse.Namespace) -> str | None:
     return None
 
 
-def _command(options: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    """Run the verb, Django set up; return the exit code."""
+def _command(options: argparse.Namespace, overrides: dict[str, Any], parent: int | None = None) -> int:
+    """Run the verb, Django set up; return the exit code. ``run`` stops once ``parent`` (a pid) is gone."""
     if options.command == "run" and STOP_REQUESTED:
         return 0  # stopped while it started: nothing was claimed
     if options.command in ("run", "flush") and not (options.command == "run" and options.processes > 1):
@@ -149,12 +150,16 @@ def _command(options: argparse.Namespace, overrides: dict[str, Any]) -> int:
     if options.command == "run" and options.processes > 1:
         settings_with(overrides)  # the project's settings and the options together, before any child
         settings_module = os.environ["DJANGO_SETTINGS_MODULE"]
-        return supervise(options.processes, child_arguments(options, settings_module))
-    if options.command == "run":
-        print(json.dumps({"outcomes": run_worker(overrides)}))
-    elif options.command == "flush":
-        outcomes = flush(overrides, max_jobs=options.jobs, include=options.filter, exclude=options.exclude)
-        print(json.dumps({"outcomes": outcomes}))
+        return supervise(options.processes, child_arguments(options, settings_module), parent=parent)
+    if options.command in ("run", "flush"):
+        if options.command == "run":
+            outcomes = run_worker(overrides, parent=parent)
+        else:
+            outcomes = flush(
+                overrides, max_jobs=options.jobs, include=options.filter, exclude=options.exclude
+            )
+        if options.outcomes_json:  # stdout may be someone's data: written to only when asked
+            print(json.dumps({"outcomes": outcomes}))
     elif options.command == "periodic":
         from aio_async.cron import describe, schedules
 
@@ -192,8 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Until the worker's own handlers are installed nothing has been claimed, so a stop
         # request (a supervisor's SIGTERM during start-up) is simply a clean exit.
         signal.signal(signal.SIGTERM, request_stop)
+    parent = None
     try:
         overrides = check_options(vars(options))
+        if options.command == "run" and exit_with_parent(vars(options), os.environ):
+            # As early as can be. Read once: a process this one's jobs start is not asked to.
+            os.environ.pop(EXIT_WITH_PARENT_VARIABLE, None)
+            parent = follow_parent()
     except OptionError as exc:
         print(f"python -m aio_async {options.command}: error: {exc}", file=sys.stderr)
         return CONFIGURATION_ERROR
@@ -205,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         setup_django(options.settings)
         with job_logging(cli_level(options)):
-            return _command(options, overrides)
+            return _command(options, overrides, parent)
     except SettingsError as exc:
         print(f"aio_async: {exc}", file=sys.stderr)
         return CONFIGURATION_ERROR

@@ -32,7 +32,7 @@ def _project_handles_logs() -> bool:
 
 @contextlib.contextmanager
 def job_logging(level: int | None = None, stream: SupportsWrite[str] | None = None) -> Iterator[None]:
-    """Show aio_async's records (one line per finished job at INFO) while the block runs.
+    """Show aio_async's records while the block runs (at INFO: failures, the worker's life, summaries).
 
     They go through the project's logging when it gives ``aio_async`` or the root logger a
     handler; otherwise through a plain handler on ``stream`` (stderr). ``level`` is the

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from aio_async.supervisor import CONFIGURATION_ERROR
+from aio_async.supervisor import CONFIGURATION_ERROR, EXIT_WITH_PARENT_VARIABLE
 
 if TYPE_CHECKING:
     from aio_async.conf import QueueSettings
@@ -23,6 +23,7 @@ __all__ = [
     "check_options",
     "child_arguments",
     "cli_level",
+    "exit_with_parent",
     "parser",
     "settings_with",
     "worker_overrides",
@@ -68,6 +69,17 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     except ImproperlyConfigured as exc:
         raise OptionError(str(exc)) from exc
     return overrides
+
+
+def exit_with_parent(options: Mapping[str, Any], environ: Mapping[str, str]) -> bool:
+    """Whether ``run`` stops with its parent: ``--exit-with-parent``, or ``AIO_ASYNC_EXIT_WITH_PARENT=1``."""
+    value = environ.get(EXIT_WITH_PARENT_VARIABLE, "")
+    if value not in ("", "0", "1"):
+        raise OptionError(
+            f"{EXIT_WITH_PARENT_VARIABLE} must be 1 (stop once the parent process is gone) or 0, "
+            f"got {value!r}"
+        )
+    return bool(options.get("exit_with_parent")) or value == "1"
 
 
 def settings_with(overrides: Mapping[str, Any] | None) -> QueueSettings:
@@ -120,7 +132,8 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after_verb: bool) ->
         "--verbosity",
         type=int,
         choices=[0, 1, 2, 3],
-        help="0: warnings and errors only, 1: one line per finished job (default), 2 and 3: debug",
+        help="0: warnings and errors only; 1 (default): also the worker's start, stop and a summary of "
+        "its jobs every AIO_ASYNC['LOG_SUMMARY_INTERVAL'] seconds; 2 and 3: debug, with a line per job",
         **default,
     )
     parser.add_argument(
@@ -158,6 +171,12 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         help="queue to serve (repeatable); '*' serves every queue (default: AIO_ASYNC['QUEUES'])",
     )
     parser.add_argument("--concurrency", type=int, help="jobs at once (default: AIO_ASYNC['CONCURRENCY'])")
+    parser.add_argument(
+        "--outcomes-json",
+        action="store_true",
+        help='at exit, print the outcomes counted as one line of JSON on stdout, {"outcomes": {...}} '
+        "(without it stdout stays empty; the same counts are logged on stderr)",
+    )
 
 
 def add_flush_arguments(parser: argparse.ArgumentParser) -> None:
@@ -213,6 +232,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--processes", type=_positive_int, default=1, help="worker processes, supervised (default 1)"
     )
+    run.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop, as on SIGTERM, once the process that started this one is gone "
+        f"(or set {EXIT_WITH_PARENT_VARIABLE}=1)",
+    )
     add_flush_arguments(verb("flush", "run due jobs until none is left, then exit"))
     verb("health", "print the queue's health as JSON")
     stats = verb(
@@ -256,6 +281,8 @@ def child_arguments(options: argparse.Namespace, settings_module: str) -> list[s
         arguments.append("--quiet")
     arguments.append("run")
     arguments.extend(f"--queue={queue}" for queue in options.queue or ())
+    if options.outcomes_json:
+        arguments.append("--outcomes-json")  # one line from each worker process
     for option, value in (
         ("--concurrency", options.concurrency),
         ("--poll-interval", options.poll_interval),

@@ -71,10 +71,14 @@ def _outcomes(counted: Mapping[Any, int]) -> dict[str, int]:
     return {outcome.value: count for outcome, count in counted.items()}
 
 
-def run_worker(overrides: Mapping[str, Any] | None = None, *, handle_signals: bool = True) -> dict[str, int]:
+def run_worker(
+    overrides: Mapping[str, Any] | None = None, *, handle_signals: bool = True, parent: int | None = None
+) -> dict[str, int]:
     """Run the long-lived worker until SIGINT/SIGTERM; return the outcomes counted.
 
     ``overrides`` replaces ``AIO_ASYNC`` keys (``{"QUEUES": ["mail"]}``), checked as the setting is.
+    With ``parent`` (a pid, see ``supervisor.follow_parent``), the worker also stops once its
+    parent is no longer that process.
     """
 
     executor = _executor(overrides)
@@ -84,27 +88,35 @@ def run_worker(overrides: Mapping[str, Any] | None = None, *, handle_signals: bo
 
     async def main() -> dict[str, int]:
         loop = asyncio.get_running_loop()
-        watch = asyncio.create_task(_watch_supervisor(executor, int(supervisor))) if supervisor else None
+        watches = []
+        if supervisor:
+            watches.append(asyncio.create_task(_watch_parent(executor, int(supervisor), supervisor=True)))
+        if parent is not None:
+            watches.append(asyncio.create_task(_watch_parent(executor, parent, supervisor=False)))
         try:
             with _signals(loop, executor) if handle_signals else contextlib.nullcontext():
                 if STOP_REQUESTED:  # asked to stop while it started: it claims nothing
                     executor.stop()
                 return _outcomes(await executor.run())
         finally:
-            if watch is not None:
+            for watch in watches:
                 watch.cancel()
 
     return asyncio.run(main())
 
 
-async def _watch_supervisor(executor: Executor, pid: int) -> None:
-    """Stop the worker, gently, once its supervisor is gone (killed with SIGKILL, say)."""
+async def _watch_parent(executor: Executor, pid: int, *, supervisor: bool) -> None:
+    """Stop the worker, gently, once its parent (its supervisor, or whatever started it) is gone.
+
+    A dead parent's children are handed to another process: ``os.getppid()`` changes.
+    """
     while os.getppid() == pid:  # noqa: ASYNC110 - no event tells a process its parent died
         await asyncio.sleep(1.0)
     logger.warning(
-        "The supervisor (pid %s) is gone; stopping this worker",
+        "The %s (pid %s) is gone; stopping this worker",
+        "supervisor" if supervisor else "parent process",
         pid,
-        extra={"action": "supervisor_gone", "pid": pid},
+        extra={"action": "supervisor_gone" if supervisor else "parent_gone", "pid": pid},
     )
     executor.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 
 from django.db import transaction
@@ -61,7 +62,15 @@ def demo() -> int:
         get_settings(), backoff=Backoff(base=0.2, jitter=0.0), poll_interval=0.1, concurrency=4
     )
     started = time.monotonic()
-    asyncio.run(_run_until_done(Executor(settings=settings), [job.pk for job in jobs]))
+    # A line for every job, as -v 2 would show: a worker logs a success at DEBUG.
+    job_lines = logging.getLogger("aio_async.jobs")
+    level = job_lines.level
+    if job_lines.getEffectiveLevel() == logging.INFO:
+        job_lines.setLevel(logging.DEBUG)
+    try:
+        asyncio.run(_run_until_done(Executor(settings=settings), [job.pk for job in jobs]))
+    finally:
+        job_lines.setLevel(level)
     print(f"\nThe worker ran for {time.monotonic() - started:.1f} s. What happened:")
     for job in Job.objects.filter(pk__in=[job.pk for job in jobs]).order_by("pk"):
         print(

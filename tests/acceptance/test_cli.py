@@ -56,9 +56,9 @@ def test_flush_runs_every_due_job_and_exits() -> None:
     for key in ("a", "b", "c"):
         schedule(tasks.write, [key])
     schedule(tasks.awrite, ["d"])
-    result = run("-m", "aio_async", "--settings", "tests.settings", "flush")
+    result = run("-m", "aio_async", "--settings", "tests.settings", "flush", "--outcomes-json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"outcomes": {"succeeded": 4}}
+    assert json.loads(result.stdout) == {"outcomes": {"succeeded": 4}}
     assert sorted(Record.objects.values_list("key", flat=True)) == ["a", "b", "c", "d"]
     assert not Job.objects.exclude(status=Status.SUCCEEDED).exists()
 
@@ -68,13 +68,16 @@ def test_flush_queue_management_command_with_filters_and_a_job_limit() -> None:
     schedule(tasks.write, ["w2"])
     schedule(tasks.add, [1, 2])
     admin = ["-m", "django", "flush_queue", "--settings", "tests.settings"]
-    result = run(*admin, "--exclude", "write")
+    result = run(*admin, "--exclude", "write", "--outcomes-json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"outcomes": {"succeeded": 1}}
-    result = run(*admin, "--filter", "write", "--jobs", "1")
+    result = run(*admin, "--filter", "write", "--jobs", "1", "--outcomes-json")
     assert json.loads(result.stdout) == {"outcomes": {"succeeded": 1}}
     assert Record.objects.count() == 1
-    assert run(*admin).returncode == 0
+    result = run(*admin)
+    assert result.returncode == 0
+    assert result.stdout == ""  # the outcomes only when asked
+    assert "stopped: 1 succeeded" in result.stderr
     assert Record.objects.count() == 2
 
 
@@ -114,7 +117,8 @@ def test_run_works_until_a_signal_then_lets_the_running_job_finish_and_exits_0(
     signum: int, tmp_path: Path
 ) -> None:
     worker = subprocess.Popen(
-        [sys.executable, "-m", "aio_async", "--settings", "tests.settings", "run", "--concurrency", "2"],
+        [sys.executable, "-m", "aio_async", "--settings", "tests.settings", "run", "--concurrency", "2"]
+        + (["--outcomes-json"] if signum == signal.SIGTERM else []),
         cwd=ROOT,
         env=environment(),
         stdout=subprocess.PIPE,
@@ -132,7 +136,11 @@ def test_run_works_until_a_signal_then_lets_the_running_job_finish_and_exits_0(
     finally:
         worker.kill()
     assert worker.returncode == 0, stderr
-    assert json.loads(stdout.strip().splitlines()[-1]) == {"outcomes": {"succeeded": 2}}
+    if signum == signal.SIGTERM:  # asked for
+        assert json.loads(stdout) == {"outcomes": {"succeeded": 2}}
+    else:  # nothing on stdout; the same counts on stderr
+        assert stdout == ""
+        assert "stopped: 2 succeeded" in stderr
     assert Record.objects.filter(key="during shutdown").exists()
     assert "Received " + signal.Signals(signum).name in stderr
 
@@ -278,9 +286,11 @@ def test_queue_star_serves_every_queue_from_the_option_or_the_setting() -> None:
     schedule(tasks.write, ["mail"], queue="mail")
     schedule(tasks.decorated, ["tasks"])  # @task(queue="tasks")
     schedule(tasks.write, ["default"])
-    result = run("-m", "aio_async", "--settings", "tests.settings", "flush", "--queue", "*")
+    result = run(
+        "-m", "aio_async", "--settings", "tests.settings", "flush", "--queue", "*", "--outcomes-json"
+    )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"outcomes": {"succeeded": 3}}
+    assert json.loads(result.stdout) == {"outcomes": {"succeeded": 3}}
     assert "started on queues *" in result.stderr
     assert "--queue '*' for every queue" not in result.stderr
     schedule(tasks.write, ["reports"], queue="reports")
@@ -290,10 +300,11 @@ def test_queue_star_serves_every_queue_from_the_option_or_the_setting() -> None:
         "--settings",
         "tests.settings",
         "flush",
+        "--outcomes-json",
         AIO_ASYNC_TEST_SETTINGS='{"QUEUES": ["*"]}',
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"outcomes": {"succeeded": 1}}
+    assert json.loads(result.stdout) == {"outcomes": {"succeeded": 1}}
     assert sorted(Record.objects.values_list("key", flat=True)) == ["default", "mail", "reports", "tasks"]
 
 
@@ -343,9 +354,11 @@ def test_a_wrong_django_settings_module_is_one_line_too() -> None:
 
 def test_settings_and_verbosity_after_the_verb_as_with_manage_py() -> None:
     schedule(tasks.write, ["after"])
-    result = run("-m", "aio_async", "flush", "--settings", "tests.settings", "--verbosity", "0")
+    result = run(
+        "-m", "aio_async", "flush", "--settings", "tests.settings", "--verbosity", "0", "--outcomes-json"
+    )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"outcomes": {"succeeded": 1}}
+    assert json.loads(result.stdout) == {"outcomes": {"succeeded": 1}}
     assert "succeeded" not in result.stderr  # verbosity 0: warnings and errors only
     report = run("-m", "aio_async", "health", "--settings", "tests.settings")
     assert json.loads(report.stdout)["executed"] == 1
@@ -360,12 +373,13 @@ FLUSH_COMMANDS = {
 
 
 @pytest.mark.parametrize("entry", sorted(FLUSH_COMMANDS))
-def test_flush_shows_each_finished_job_with_a_failures_id_name_and_error(entry: str) -> None:
+@pytest.mark.parametrize("verbosity", ["1", "2"])
+def test_flush_shows_a_failed_job_and_with_v2_each_finished_job(entry: str, verbosity: str) -> None:
     good = schedule(tasks.write, ["fine"])
     bad = schedule(tasks.write_then_fail, ["broken"], max_attempts=1)
-    result = run(*FLUSH_COMMANDS[entry])
+    result = run(*FLUSH_COMMANDS[entry], "--outcomes-json", "-v", verbosity)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"outcomes": {"failed": 1, "succeeded": 1}}
+    assert json.loads(result.stdout) == {"outcomes": {"failed": 1, "succeeded": 1}}
     lines = result.stderr.splitlines()
     failed = [line for line in lines if f"Job {bad.pk} (tests.app.tasks.write_then_fail" in line]
     assert len(failed) == 1, result.stderr
@@ -373,8 +387,12 @@ def test_flush_shows_each_finished_job_with_a_failures_id_name_and_error(entry: 
     assert "failed for good" in failed[0]
     assert "ValueError: failing after writing broken" in failed[0]
     succeeded = [line for line in lines if f"Job {good.pk} (tests.app.tasks.write," in line]
+    if verbosity == "1":  # the default: a success is counted in the summaries, not a line of its own
+        assert succeeded == [], result.stderr
+        assert "stopped: 1 failed, 1 succeeded" in result.stderr
+        return
     assert len(succeeded) == 1, result.stderr
-    assert "INFO aio_async.jobs" in succeeded[0]
+    assert "DEBUG aio_async.jobs" in succeeded[0]
     assert "succeeded" in succeeded[0]
 
 
@@ -413,5 +431,6 @@ def test_job_lines_go_through_the_projects_logging_when_it_has_a_handler(entry: 
         f"PROJECT ERROR Job {bad.pk} (tests.app.tasks.write_then_fail, attempt 1): failed for good"
     )
     assert "ValueError: failing after writing broken" in failed[0]
-    assert len([line for line in lines if line.startswith(f"PROJECT INFO Job {good.pk} (")]) == 1
+    assert not any(f"Job {good.pk} (" in line for line in lines)  # a success is DEBUG
+    assert len([line for line in lines if line.startswith("PROJECT INFO Worker ")]) == 2  # started, stopped
     assert not any(" aio_async.jobs: " in line for line in lines)  # no second handler of ours

@@ -13,12 +13,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 CLI = ("-m", "aio_async", "--settings", "tests.settings")
 
 
-def test_a_quiet_flush_prints_nothing_but_its_outcomes() -> None:
+def test_a_quiet_flush_prints_nothing_and_its_outcomes_only_when_asked() -> None:
     schedule(tasks.add, [1, 2])
     result = run(*CLI, "flush", "-q", "--queue", "*")
     assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
+    schedule(tasks.add, [1, 2])
+    result = run(*CLI, "flush", "-q", "--queue", "*", "--outcomes-json")
+    assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert result.stdout.strip() == '{"outcomes": {"succeeded": 1}}'
+    assert result.stdout == '{"outcomes": {"succeeded": 1}}\n'
 
 
 @pytest.mark.postgres_only

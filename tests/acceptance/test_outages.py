@@ -6,6 +6,8 @@ not disturb the rest of the suite.
 
 from __future__ import annotations
 
+import datetime
+import json
 import subprocess
 import sys
 import time
@@ -91,6 +93,65 @@ def test_a_worker_survives_a_database_restart_and_finishes_every_job_once(
     counts = dict(record_keys(cluster))
     assert sorted(counts) == sorted(f"job-{index}" for index in range(300))
     assert set(counts.values()) == {1}
+
+
+@pytest.mark.parametrize("listen", [True, False], ids=["listen", "poll"])
+def test_a_worker_claims_within_a_second_of_its_database_coming_back_however_long_its_back_off(
+    cluster: ScratchCluster, env: dict[str, str], listen: bool
+) -> None:
+    # The default poll interval, so the default back-off: claims retried 2, 4, 8, 16, 30 s apart.
+    env = {**env, "AIO_ASYNC_TEST_SETTINGS": json.dumps({"POLL_INTERVAL": 1.0, "LISTEN": listen})}
+    with (
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.acceptance.jobctl", "serve"],
+            cwd=ROOT,
+            env={**env, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as scheduler,
+        Worker(env) as worker,
+    ):
+        lines, ids = scheduler.stdin, scheduler.stdout
+        assert lines is not None
+        assert ids is not None
+
+        def enqueue(key: str) -> int:
+            lines.write(key + "\n")
+            lines.flush()
+            return int(ids.readline())
+
+        enqueue("before")
+        wait_until(lambda: succeeded(cluster) == 1, message="a job before the outage")
+        cluster.stop()
+        try:
+            # The database comes back early in the 8 s wait after the third failed claim.
+            wait_until(lambda: backing_off(worker.output, 8.0), timeout=30, message="an 8 s back-off")
+        finally:
+            cluster.start()
+        restarted = datetime.datetime.now(datetime.UTC)
+        job_id = enqueue("after")
+        wait_until(lambda: started(cluster, job_id) is not None, timeout=30, message="the job after")
+        latency = (started(cluster, job_id) - restarted).total_seconds()  # type: ignore[operator]
+        print(f"claimed {latency:.3f} s after the database came back")  # the measure, shown with -s
+        assert latency < 3.0, worker.output
+        output = worker.output
+        assert worker.stop() == 0, output
+    assert "The database answers again" in output or "Lost the LISTEN connection" in output
+    assert "Traceback" not in output
+
+
+def backing_off(output: str, seconds: float) -> bool:
+    """Whether the worker said that it waits ``seconds`` after a failed claim."""
+    return any(
+        "Cannot claim jobs" in line and f"in {seconds:.1f} s at most" in line for line in output.splitlines()
+    )
+
+
+def started(cluster: ScratchCluster, job_id: int) -> datetime.datetime | None:
+    with psycopg.connect(cluster.dsn(), connect_timeout=2) as db:
+        row = db.execute("SELECT started FROM aio_async_job WHERE id = %s", [job_id]).fetchone()
+    return row[0] if row else None
 
 
 def test_a_worker_started_while_the_database_is_down_waits_for_it(

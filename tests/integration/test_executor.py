@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,7 @@ from aio_async.values import Attempt, Outcome
 from aio_async.worker.threads import open_store
 from tests.app import tasks
 from tests.app.models import Record
-from tests.conftest import queue_settings
+from tests.conftest import queue_settings, until
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
@@ -162,3 +164,53 @@ def test_health_counts_each_job_once_however_many_errors_it_has_and_reports_unkn
     assert (report["failed"], report["errors"], report["unknown_status"]) == (5, 10, 1)
     by_name = report["by_name"]["tests.app.tasks.write_then_fail"]
     assert (by_name["all"], by_name["failed"], by_name["errors"]) == (len(jobs), 5, 10)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_worker_logs_each_job_at_debug_and_a_summary_at_info_every_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, "aio_async")
+    for key in ("a", "b", "c"):
+        await aschedule(tasks.write, [key])
+    await aschedule(tasks.write, ["mailed"], queue="mail")
+    await aschedule(tasks.write_then_fail, ["broken"], queue="mail", max_attempts=1)
+    executor = Executor(settings=queue_settings(queues=("default", "mail"), log_summary_interval=0.3))
+    running = asyncio.create_task(executor.run())
+
+    def summaries() -> list[logging.LogRecord]:
+        return [record for record in caplog.records if getattr(record, "action", None) == "worker_summary"]
+
+    def summed(key: str) -> collections.Counter[str]:
+        return sum(
+            (collections.Counter(getattr(record, key)) for record in summaries()), collections.Counter()
+        )
+
+    await until(lambda: summed("outcomes") == {"succeeded": 4, "failed": 1})
+    # And a period in which nothing ended says so.
+    await until(lambda: "no job ended" in summaries()[-1].getMessage())
+    executor.stop()
+    await running
+    assert all(record.levelno == logging.INFO for record in summaries())
+    assert all(record.seconds >= 0.29 for record in summaries())  # type: ignore[attr-defined]
+    queues: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for record in summaries():
+        for queue, counted in record.queues.items():  # type: ignore[attr-defined]
+            queues[queue].update(counted)
+    assert queues == {"default": {"succeeded": 3}, "mail": {"succeeded": 1, "failed": 1}}
+    [told] = [record for record in summaries() if "failed" in record.outcomes]  # type: ignore[attr-defined]
+    assert "1 failed" in told.getMessage()
+    # How long after they were due the jobs were claimed: the median of a sample, and the longest.
+    assert sum(record.claimed for record in summaries()) == 5  # type: ignore[attr-defined]
+    claiming = [record for record in summaries() if record.claimed]  # type: ignore[attr-defined]
+    for record in claiming:
+        assert 0 <= record.pickup_median <= record.pickup_max < 30  # type: ignore[attr-defined]
+        assert "s after they were due (median)" in record.getMessage()
+    assert all(record.pickup_median is None for record in summaries() if not record.claimed)  # type: ignore[attr-defined]
+    # One line per job: a success at DEBUG, a failure for good at ERROR.
+    ended = {
+        record.job_name.rsplit(".", 1)[1] + ":" + record.outcome: record.levelno  # type: ignore[attr-defined]
+        for record in caplog.records
+        if getattr(record, "action", None) == "job_finished"
+    }
+    assert ended == {"write:succeeded": logging.DEBUG, "write_then_fail:failed": logging.ERROR}

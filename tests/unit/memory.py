@@ -39,6 +39,8 @@ class MemoryStore:
         #: Attempts handed out whose function has not returned yet.
         self.held: set[tuple[int, int]] = set()
         self.claim_errors: list[Exception] = []
+        #: Errors ``paused()`` raises, one a call: the database does not answer the worker's probe.
+        self.paused_errors: list[Exception] = []
         self.complete_errors: list[Exception] = []
         self.no_connection_for: set[int] = set()
         self.lost_leases: set[int] = set()
@@ -179,7 +181,11 @@ class MemoryStore:
         return []
 
     async def paused(self) -> frozenset[str]:
-        """No queue is paused in memory."""
+        """No queue is paused in memory (or an error of ``paused_errors``)."""
+        if self.paused_errors:
+            self.events.append(("paused_failed",))
+            raise self.paused_errors.pop(0)
+        self.events.append(("paused",))
         return frozenset()
 
     async def register(self, started: Any) -> None:

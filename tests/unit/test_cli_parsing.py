@@ -98,7 +98,8 @@ def test_child_arguments_cover_every_option_of_run() -> None:
     found = parser()
     commands = next(action for action in found._actions if isinstance(action, argparse._SubParsersAction))
     run = commands.choices["run"]
-    dests = {action.dest for action in run._actions} - {"help", "processes"}
+    # The supervisor follows its parent; its workers follow the supervisor whatever they are told.
+    dests = {action.dest for action in run._actions} - {"help", "processes", "exit_with_parent"}
     argv = ["run", "--processes", "2"]
     values = {
         "settings": ["--settings", "s"],
@@ -110,6 +111,7 @@ def test_child_arguments_cover_every_option_of_run() -> None:
         "concurrency": ["--concurrency", "5"],
         "poll_interval": ["--poll-interval", "0.5"],
         "shutdown_timeout": ["--shutdown-timeout", "9"],
+        "outcomes_json": ["--outcomes-json"],
     }
     assert dests == set(values)
     for dest in sorted(dests):

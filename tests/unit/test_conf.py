@@ -73,11 +73,24 @@ def test_all_documented_keys_parse() -> None:
             "CLAIM_FRONTIER.*must be one of 'auto', 'always', 'never', got 'sometimes'",
         ),
         ({"CLAIM_FRONTIER": True}, "CLAIM_FRONTIER.*must be one of"),
+        (
+            {"LOG_SUMMARY_INTERVAL": -1},
+            "LOG_SUMMARY_INTERVAL'\\] must be a number of seconds >= 0.01, or 0 for no",
+        ),
+        ({"LOG_SUMMARY_INTERVAL": 0.001}, "LOG_SUMMARY_INTERVAL.*or 0 for no summary, got 0.001"),
+        ({"LOG_SUMMARY_INTERVAL": False}, "LOG_SUMMARY_INTERVAL.*got False"),
+        ({"LOG_SUMMARY_INTERVAL": None}, "LOG_SUMMARY_INTERVAL.*got None"),
     ],
 )
 def test_bad_settings_are_clear_errors(raw: object, fragment: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=fragment):
         parse_settings(raw)
+
+
+def test_the_log_summary_comes_every_minute_unless_set_and_0_turns_it_off() -> None:
+    assert parse_settings(None).log_summary_interval == 60.0
+    assert parse_settings({"LOG_SUMMARY_INTERVAL": 300}).log_summary_interval == 300.0
+    assert parse_settings({"LOG_SUMMARY_INTERVAL": 0}).log_summary_interval == 0.0
 
 
 def test_get_settings_follows_override_settings() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from aio_async import task
 from aio_async.conf import get_settings
-from aio_async.executor import Executor
+from aio_async.executor import PICKUP_SAMPLE, PROBE_EVERY, Executor, _Pickups
 from aio_async.values import Outcome
 from tests.unit.memory import MemoryJob, MemoryStore
 
@@ -205,6 +205,47 @@ def test_a_claim_that_fails_is_retried_after_exactly_the_delay_it_announced(
     assert time.monotonic() - began >= sum(announced)
 
 
+def test_a_claim_that_failed_while_the_database_was_away_is_retried_as_soon_as_it_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = MemoryStore(jobs("anap", 1, 0.0), concurrency=1)
+    store.claim_errors = [ConnectionError("down")]
+    # Unanswered: the read before the claim, the probe after it fails, the probe PROBE_EVERY later.
+    store.paused_errors = [ConnectionError("down")] * 3
+    caplog.set_level(logging.INFO, "aio_async.executor")
+    began = time.monotonic()
+    assert run(store, poll_interval=5.0) == {Outcome.SUCCEEDED: 1}
+    took = time.monotonic() - began
+    [failed] = [record for record in caplog.records if record.action == "claim_failed"]  # type: ignore[attr-defined]
+    assert (
+        "the database does not answer: retrying as soon as it does, in 10.0 s at most" in failed.getMessage()
+    )
+    assert [record.action for record in caplog.records].count("database_back") == 1  # type: ignore[attr-defined]
+    # Asked every PROBE_EVERY seconds: answered at the second probe after the first, claimed then.
+    assert 2 * PROBE_EVERY <= took < 10.0, took
+    probes = [event for event in store.events if event[0].startswith("paused")]
+    assert probes[:4] == [("paused_failed",)] * 3 + [("paused",)]
+
+
+def test_a_claim_that_fails_while_the_database_answers_backs_off_without_spinning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = MemoryStore(jobs("anap", 1, 0.0), concurrency=1)
+    store.claim_errors = [ValueError("a broken query")] * 3
+    caplog.set_level(logging.WARNING, "aio_async.executor")
+    began = time.monotonic()
+    assert run(store, poll_interval=0.2) == {Outcome.SUCCEEDED: 1}
+    messages = [record.getMessage() for record in caplog.records if record.action == "claim_failed"]  # type: ignore[attr-defined]
+    # The first is retried soon (a lost connection already replaced?), then 0.8 s, then 1.6 s.
+    assert [message.split("; ")[-1] for message in messages] == [
+        "retrying in 0.4 s",
+        "retrying in 0.8 s",
+        "retrying in 1.6 s",
+    ]
+    assert time.monotonic() - began >= 2.8
+    assert len([event for event in store.events if event[0] == "claim_failed"]) == 3
+
+
 def test_a_coroutine_job_whose_lease_was_taken_over_is_cancelled() -> None:
     global STORE
     store = STORE = MemoryStore(jobs("anap", 1, 30.0), concurrency=1)
@@ -296,3 +337,18 @@ async def test_the_end_of_an_attempt_leaves_the_next_attempt_of_its_job_alone() 
     executor._finished(first, ended)  # type: ignore[arg-type]
     assert executor._running[7].attempt is second
     await running
+
+
+def test_pickup_delays_keep_their_count_and_longest_exactly_and_a_bounded_sample_for_the_median() -> None:
+    pickups = _Pickups()
+    assert pickups.median() is None
+    delays = [index / 1000 for index in range(3 * PICKUP_SAMPLE)]
+    for delay in delays:
+        pickups.add(delay)
+    assert pickups.count == len(delays)
+    assert pickups.longest == delays[-1]
+    assert len(pickups.sample) == PICKUP_SAMPLE
+    median = pickups.median()
+    assert median is not None
+    # A uniform sample of 4096 out of 12288: its median is near the true one (6.144 s).
+    assert abs(median - 6.144) < 0.6, median

@@ -21,18 +21,21 @@ from aio_async.cli import (
 class Command(BaseCommand):
     """Run due jobs until the queue is empty (like ``python -m aio_async flush``)."""
 
-    help = "Run due jobs until none is left, then exit; one line per finished job on stderr."
+    help = (
+        "Run due jobs until none is left, then exit; what happened on stderr, and with --outcomes-json "
+        "the outcomes counted as JSON on stdout."
+    )
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         """Django's parser, without abbreviated options."""
         return super().create_parser(prog_name, subcommand, allow_abbrev=False, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
-        """--jobs, --filter, --exclude, --queue, --concurrency."""
+        """--jobs, --filter, --exclude, --queue, --concurrency, --outcomes-json."""
         add_flush_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        """Flush the queue, a line per finished job on stderr, and print the outcomes as JSON."""
+        """Flush the queue, logging on stderr; print the outcomes as JSON when asked."""
         try:
             overrides = check_options(options)
         except OptionError as exc:
@@ -47,4 +50,5 @@ class Command(BaseCommand):
                 )
             except ImproperlyConfigured as exc:
                 raise CommandError(str(exc), returncode=CONFIGURATION_ERROR) from exc
-        self.stdout.write(json.dumps({"outcomes": outcomes}))
+        if options["outcomes_json"]:
+            self.stdout.write(json.dumps({"outcomes": outcomes}))
