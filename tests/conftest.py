@@ -25,9 +25,11 @@ from aio_async.values import Outcome
 HERE = Path(__file__).resolve().parent
 
 #: Without psycopg 3 (a project on psycopg2), what needs it is not collected: the worker's own
-#: asyncio connection and LISTEN, and the outage tests' throw-away cluster.
+#: asyncio connection and LISTEN, the outage tests' throw-away cluster, and the frontier's tests
+#: (their side connections hold a snapshot and read plans).
 PSYCOPG3 = importlib.util.find_spec("psycopg") is not None
 NEEDS_PSYCOPG3 = {
+    HERE / "integration" / "test_frontier.py",
     HERE / "integration" / "test_postgres.py",
     HERE / "integration" / "test_listen.py",
     HERE / "acceptance" / "test_outages.py",
