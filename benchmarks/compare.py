@@ -28,7 +28,13 @@ def _database(dsn: str, name: str) -> str:
     with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True) as db:
         if not db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             db.execute(f'CREATE DATABASE "{name}"')
-    return psycopg.conninfo.make_conninfo(dsn, dbname=name)
+    # benchmarks.aio reads a URL (its database name from the path), not a key=value string.
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    user = params.get("user", "postgres")
+    password = f":{params['password']}" if params.get("password") else ""
+    return (
+        f"postgresql://{user}{password}@{params.get('host', '127.0.0.1')}:{params.get('port', 5432)}/{name}"
+    )
 
 
 def main() -> None:
