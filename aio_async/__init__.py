@@ -10,6 +10,7 @@ import typing as _typing
 
 __all__ = [
     "AioAsyncError",
+    "EventTimeout",
     "FunctionNotFound",
     "GroupClosed",
     "InvalidArguments",
@@ -26,6 +27,8 @@ __all__ = [
     "ScheduleError",
     "ScheduleOptions",
     "Snooze",
+    "StepError",
+    "StepsChanged",
     "Task",
     "TaskNotAllowed",
     "TaskNotImported",
@@ -34,22 +37,31 @@ __all__ = [
     "acancel",
     "adeschedule",
     "ahealth",
+    "anotify_event",
     "aresult",
     "aretry",
     "aschedule",
     "aschedule_many",
+    "asleep",
     "astats",
+    "astep",
+    "await_for",
     "cancel",
     "current_job",
     "deschedule",
+    "forget_steps",
     "health",
+    "notify_event",
     "periodic",
     "result",
     "retry",
     "schedule",
     "schedule_many",
+    "sleep",
     "stats",
+    "step",
     "task",
+    "wait_for",
 ]
 
 __version__ = "0.1.0"
@@ -57,6 +69,7 @@ __version__ = "0.1.0"
 from aio_async.context import JobContext, current_job
 from aio_async.errors import (
     AioAsyncError,
+    EventTimeout,
     FunctionNotFound,
     GroupClosed,
     InvalidArguments,
@@ -70,6 +83,8 @@ from aio_async.errors import (
     ResultTimeout,
     ScheduleError,
     Snooze,
+    StepError,
+    StepsChanged,
     TaskNotAllowed,
     TaskNotImported,
     WorkerLost,
@@ -97,8 +112,28 @@ if _typing.TYPE_CHECKING:
     from aio_async.payload import JobOptions
     from aio_async.readmodel import astats, stats
     from aio_async.results import aresult, result
+    from aio_async.steps import (
+        anotify_event,
+        asleep,
+        astep,
+        await_for,
+        forget_steps,
+        notify_event,
+        sleep,
+        step,
+        wait_for,
+    )
 
 _LAZY = {
+    "anotify_event": "aio_async.steps",
+    "asleep": "aio_async.steps",
+    "astep": "aio_async.steps",
+    "await_for": "aio_async.steps",
+    "forget_steps": "aio_async.steps",
+    "notify_event": "aio_async.steps",
+    "sleep": "aio_async.steps",
+    "step": "aio_async.steps",
+    "wait_for": "aio_async.steps",
     "JobOptions": "aio_async.payload",
     "ScheduleOptions": "aio_async.api",
     "Task": "aio_async.api",

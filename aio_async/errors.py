@@ -26,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "AioAsyncError",
+    "EventTimeout",
     "FunctionNotFound",
     "GroupClosed",
     "InvalidArguments",
@@ -39,6 +40,8 @@ __all__ = [
     "ResultTimeout",
     "ScheduleError",
     "Snooze",
+    "StepError",
+    "StepsChanged",
     "TaskNotAllowed",
     "TaskNotImported",
     "WorkerLost",
@@ -139,3 +142,28 @@ class Snooze(AioAsyncError):
             raise ValueError(f"Snooze takes a number of seconds from 0, got {seconds!r:.80}")
         super().__init__(f"snoozed for {seconds:g} s")
         self.seconds = float(seconds)
+
+
+class StepError(AioAsyncError):
+    """A durable step, sleep or wait was used where it cannot keep its promise, or named twice.
+
+    Raised inside the job: outside a job run by a worker, inside ``transaction.atomic()`` (a
+    step commits), from the wrong kind of job (``step()`` in a coroutine job: ``astep()``), or
+    with a name this attempt already used.
+    """
+
+
+class StepsChanged(StepError):
+    """The job's code no longer reaches steps that an earlier attempt recorded, before it runs new ones.
+
+    A deploy that renamed or removed a step met a job in flight. Nothing new ran: the attempt
+    fails (and is retried by the job's policy), so that code that reaches the recorded steps
+    again, or ``forget_steps()``, lets the job go on.
+    """
+
+
+class EventTimeout(AioAsyncError, TimeoutError):
+    """``wait_for()`` ended at its timeout without the event; raised again on every later attempt.
+
+    Not caught, it fails the job for good: a recorded timeout cannot end otherwise.
+    """

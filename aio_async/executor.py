@@ -215,6 +215,9 @@ class Executor:
                 asyncio.create_task(
                     self._every(self.settings.rescue_every, self._rescue, store), name="rescue"
                 ),
+                asyncio.create_task(
+                    self._every(self.settings.poll_interval, self._wake_suspended, store), name="wake"
+                ),
             ]
             if until_empty or store.listen() is None:
                 side_tasks.append(
@@ -317,7 +320,10 @@ class Executor:
             # A job that finished while the claim was in flight may have queued more work
             # (a retry due now, a group's final job): then the wake-up is set; claim again.
             if idle and until_empty and not attempts and not self._wake.is_set():
-                return
+                # Before calling the queue empty: jobs whose durable sleep has ended are due too.
+                if not await store.wake_suspended():
+                    return
+                continue
             if attempts and len(attempts) == free:
                 continue  # every free slot filled: more may be due as soon as one frees up
             await self._sleep(self._next_look(notified, found=bool(attempts), free=free))
@@ -700,6 +706,18 @@ class Executor:
                 len(rescued),
                 rescued,
                 extra={"action": "jobs_rescued", "job_ids": rescued},
+            )
+            self._wake.set()
+
+    async def _wake_suspended(self, store: Store) -> None:
+        """Queue the jobs whose durable sleep ended or whose wait for an event timed out."""
+        woken = await store.wake_suspended()
+        if woken:
+            logger.debug(
+                "Woke %s suspended job(s): %s",
+                len(woken),
+                woken,
+                extra={"action": "jobs_woken", "job_ids": woken},
             )
             self._wake.set()
 

@@ -19,7 +19,7 @@ __all__ = ["ahealth", "health", "problems"]
 #: The window over which the recent completion rate is measured for the estimate.
 RATE_WINDOW = datetime.timedelta(minutes=10)
 
-_REMAINING = (Status.QUEUED, Status.WAITING, Status.RUNNING)
+_REMAINING = (Status.QUEUED, Status.WAITING, Status.RUNNING, Status.SUSPENDED)
 
 
 def _counts(states: dict[str, QueueState]) -> dict[str, int]:
@@ -35,6 +35,8 @@ def _counts(states: dict[str, QueueState]) -> dict[str, int]:
         "queued": by_status.get(Status.QUEUED, 0),
         "waiting": by_status.get(Status.WAITING, 0),
         "running": by_status.get(Status.RUNNING, 0),
+        # In a durable sleep or waiting for an event: counted apart from the queued jobs.
+        "suspended": by_status.get(Status.SUSPENDED, 0),
         "cancelled": by_status.get(Status.CANCELLED, 0),
         "failed": by_status.get(Status.FAILED, 0),
     }

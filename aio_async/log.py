@@ -1,6 +1,6 @@
 """Log records of jobs and workers, built in one place so that every line carries the same keys.
 
-An attempt that ends as it should (``succeeded``, ``snoozed``) is a DEBUG line: at thousands
+An attempt that ends as it should (``succeeded``, ``snoozed``, ``suspended``) is a DEBUG line: at thousands
 of jobs a second a line each would cost the worker's one core, and the worker logs a summary
 of its jobs at INFO instead (``worker_summary``). An attempt given back or cancelled is INFO;
 a retry or a lost lease WARNING; a job failed for good ERROR.
@@ -9,7 +9,7 @@ Every record has ``extra={"action": ..., ...}``: a stable action name (``job_fin
 ``job_cancelled``, ``lease_lost``, ``claim_failed`` ...) that log pipelines can filter on. A
 job's records also carry ``job_id``, ``job_name``, ``attempt`` and ``worker_id``; a finished
 attempt (``job_finished``) adds ``outcome`` (``succeeded``, ``retrying``, ``failed``,
-``released``, ``snoozed``, ``cancelled``, ``lease_lost``) and ``duration``, and ``error`` (the
+``released``, ``snoozed``, ``suspended``, ``cancelled``, ``lease_lost``) and ``duration``, and ``error`` (the
 exception's class and message) when it failed. A job given back to the queue is a
 ``job_finished`` record whose outcome is ``released``.
 """
@@ -29,6 +29,7 @@ _LEVELS = {
     Outcome.SUCCEEDED: logging.DEBUG,
     Outcome.RELEASED: logging.INFO,
     Outcome.SNOOZED: logging.DEBUG,
+    Outcome.SUSPENDED: logging.DEBUG,
     Outcome.CANCELLED: logging.INFO,
     Outcome.RETRYING: logging.WARNING,
     Outcome.LEASE_LOST: logging.WARNING,
@@ -38,6 +39,7 @@ _WORDS = {
     Outcome.SUCCEEDED: "succeeded",
     Outcome.RELEASED: "released back to the queue, its attempt excused",
     Outcome.SNOOZED: "snoozed: back in the queue for later, its attempt excused",
+    Outcome.SUSPENDED: "suspended: sleeping or waiting for an event, its attempt excused",
     Outcome.CANCELLED: (
         "stopped: it was cancelled while it ran (a sync job's work rolled back; a coroutine job's "
         "writes until its stop stay committed)"

@@ -75,7 +75,7 @@ JOB_DURATION = Histogram(
 )
 
 #: The statuses counted by ``aio_async_queue_jobs`` (finished jobs are history, not load).
-_UNFINISHED = (Status.QUEUED, Status.RUNNING, Status.WAITING)
+_UNFINISHED = (Status.QUEUED, Status.RUNNING, Status.WAITING, Status.SUSPENDED)
 
 
 class _Counting:

@@ -30,10 +30,14 @@ __all__ = [
     "AttemptRecord",
     "Dependency",
     "Error",
+    "Event",
     "Group",
     "Job",
     "Queue",
     "Status",
+    "Step",
+    "StepKind",
+    "StepStatus",
     "Tick",
     "Worker",
 ]
@@ -48,12 +52,14 @@ class Status(models.TextChoices):
     SUCCEEDED = "succeeded", "succeeded"
     FAILED = "failed", "failed"
     CANCELLED = "cancelled", "cancelled"
+    #: In a durable sleep or waiting for an event: no worker holds it until it is woken.
+    SUSPENDED = "suspended", "suspended (sleeping or waiting for an event)"
 
 
 #: States a job never leaves.
 FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 #: States of a job that may still run.
-UNFINISHED = (Status.WAITING, Status.QUEUED, Status.RUNNING)
+UNFINISHED = (Status.WAITING, Status.QUEUED, Status.RUNNING, Status.SUSPENDED)
 
 
 class GroupQuerySet(models.QuerySet["Group"]):
@@ -239,6 +245,11 @@ class Job(models.Model):
             # The jobs that failed for good lately (``stats()``): a failure adds one entry, a
             # success none.
             models.Index(fields=["finished"], name="aio_async_job_failed", condition=Q(status="failed")),
+            # Suspended jobs by when they wake (a sleep's end, a wait's timeout): the workers'
+            # wake-up pass reads the head of it, and no claim ever reads it.
+            models.Index(
+                fields=["run_after"], name="aio_async_job_suspended", condition=Q(status="suspended")
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -392,6 +403,98 @@ class AttemptRecord(models.Model):
         if self.due is None or self.started is None:
             return None
         return (self.started - self.due).total_seconds()
+
+
+class StepKind(models.TextChoices):
+    """What a checkpoint of a job's journal records."""
+
+    STEP = "step", "step"
+    SLEEP = "sleep", "durable sleep"
+    EVENT = "event", "wait for an event"
+
+
+class StepStatus(models.TextChoices):
+    """Where one step of a job stands."""
+
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed (runs again)"
+    SLEEPING = "sleeping", "sleeping"
+    WAITING = "waiting", "waiting for its event"
+    TIMED_OUT = "timed_out", "timed out"
+
+
+class Step(models.Model):
+    """One checkpoint of a job's journal: a step (``aio_async.step``), a durable sleep or a wait.
+
+    Written under the job's fence in the transaction that commits the step's own writes, so
+    that a step that committed is never run again: a later attempt reads its ``result``. One
+    row per job and name. Deleted with its job.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="steps", db_index=False)
+    name = models.CharField(max_length=255)
+    #: Its place in the job: 0 for the first checkpoint recorded, and so on.
+    position = models.PositiveIntegerField()
+    kind = models.CharField(max_length=8, choices=StepKind.choices)
+    status = models.CharField(max_length=16, choices=StepStatus.choices)
+    #: What the step returned (JSON), or the event's payload.
+    result = models.JSONField(null=True, blank=True)
+    #: Why a failed step failed: the exception's type and message (the job's Error row has the traceback).
+    error = models.TextField(blank=True, default="")
+    #: The job's attempt that wrote it, and that attempt's worker.
+    attempt = models.PositiveIntegerField()
+    worker = models.CharField(max_length=255, blank=True, default="")
+    started = models.DateTimeField(null=True, blank=True)
+    ended = models.DateTimeField(null=True, blank=True)
+    #: A sleep's end; a wait's timeout (None: it waits for its event for ever).
+    until = models.DateTimeField(null=True, blank=True)
+    #: The event a wait is for (``notify_event(key, ...)``).
+    key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL: not a wait
+    #: The id of the event a wait received (a plain column: events are pruned on their own).
+    event_id = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "aio_async_step"
+        ordering = ["job", "position", "id"]
+        constraints = [models.UniqueConstraint(fields=["job", "name"], name="aio_async_step_unique")]
+        indexes = [
+            # The waits for each event key: ``notify_event()`` wakes their jobs.
+            models.Index(fields=["key"], name="aio_async_step_waiting", condition=Q(status="waiting")),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} {self.kind} {self.name!r}: {self.status}"
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from its start to its end, or None while it has not ended."""
+        if self.started is None or self.ended is None:
+            return None
+        return (self.ended - self.started).total_seconds()
+
+
+class Event(models.Model):
+    """An event sent with ``notify_event(key, payload)``: it wakes the jobs waiting for ``key``.
+
+    Kept, so that a job reaching its wait after the event was sent still receives it: a wait
+    receives the first event with its key sent since its job was scheduled that an earlier wait
+    of the same job did not receive. Pruned with the finished jobs (``RETENTION``).
+    """
+
+    key = models.CharField(max_length=255)
+    payload = models.JSONField(null=True, blank=True)
+    sent = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "aio_async_event"
+        ordering = ["-sent", "-id"]
+        indexes = [
+            models.Index(fields=["key", "id"], name="aio_async_event_key"),
+            models.Index(fields=["sent"], name="aio_async_event_sent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"event {self.key!r} at {self.sent:%Y-%m-%d %H:%M:%S}"
 
 
 class Tick(models.Model):

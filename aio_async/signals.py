@@ -25,8 +25,9 @@ Sent by the worker, for each attempt (arguments ``job_id``, ``name``, ``queue``,
 ``worker_id``):
 
 - ``job_started``: just before the job's function is called.
-- then exactly one of ``job_succeeded``, ``job_retrying``, ``job_failed``, ``job_snoozed``
-  or ``job_stopped``, once the attempt's end is recorded, with ``outcome`` (an
+- then exactly one of ``job_succeeded``, ``job_retrying``, ``job_failed``, ``job_snoozed``,
+  ``job_suspended`` (a durable sleep or a wait for an event) or ``job_stopped``, once the
+  attempt's end is recorded, with ``outcome`` (an
   ``aio_async.values.Outcome``), ``duration`` (seconds) and ``error`` (an
   ``ErrorInfo``, or None). ``job_stopped`` is an attempt that ended without a verdict: the
   job was cancelled while it ran (``Outcome.CANCELLED``; ``job_cancelled`` was sent by
@@ -36,6 +37,17 @@ Sent by the worker, for each attempt (arguments ``job_id``, ``name``, ``queue``,
   ``job_started``. Two ends send nothing: a coroutine job interrupted by a stopping worker,
   and an attempt whose end could not be written because the database was away; both go
   back to the queue and run again.
+
+Sent by the worker for each step a job runs (``aio_async.step``; not for a step an earlier
+attempt recorded, which does not run again), with ``job_id``, ``name`` (the job's),
+``queue``, ``attempt``, ``worker_id`` and ``step`` (the step's name):
+
+- ``step_started``: just before the step's function is called;
+- ``step_ended``: once its checkpoint committed, or it raised (after the rollback), with
+  ``succeeded`` (bool), ``duration`` (seconds) and ``error`` (an ``ErrorInfo``, or None).
+
+A sync job's step signals are sent from its job thread with ``send_robust``; a coroutine
+job's from the loop with ``asend_robust``.
 
 The worker's signals are sent from its event loop with ``asend_robust``: ``async def``
 receivers run on the loop (they must not block), plain receivers run in asgiref's
@@ -73,7 +85,10 @@ __all__ = [
     "job_started",
     "job_stopped",
     "job_succeeded",
+    "job_suspended",
     "observe",
+    "step_ended",
+    "step_started",
     "unobserve",
 ]
 
@@ -88,6 +103,9 @@ job_retrying = Signal()
 job_failed = Signal()
 job_snoozed = Signal()
 job_stopped = Signal()
+job_suspended = Signal()
+step_started = Signal()
+step_ended = Signal()
 
 #: The signal each outcome of an attempt sends.
 ENDS: dict[Outcome, Signal] = {
@@ -95,6 +113,7 @@ ENDS: dict[Outcome, Signal] = {
     Outcome.RETRYING: job_retrying,
     Outcome.FAILED: job_failed,
     Outcome.SNOOZED: job_snoozed,
+    Outcome.SUSPENDED: job_suspended,
     Outcome.CANCELLED: job_stopped,
     Outcome.LEASE_LOST: job_stopped,
     Outcome.RELEASED: job_stopped,
@@ -310,3 +329,45 @@ async def attempt_ended(
         if task is not None:
             task.uncancel()
         await sending
+
+
+def _step_arguments(attempt: Attempt, worker_id: str, step: str) -> dict[str, Any]:
+    return {**_arguments(attempt, worker_id), "step": step}
+
+
+def step_began(attempt: Attempt, worker_id: str, step: str) -> None:
+    """Send ``step_started`` from a sync job's thread."""
+    if step_started.has_listeners(Job):
+        step_started.send_robust(Job, **_step_arguments(attempt, worker_id, step))
+
+
+def step_finished(
+    attempt: Attempt, worker_id: str, step: str, duration: float, error: ErrorInfo | None
+) -> None:
+    """Send ``step_ended`` from a sync job's thread."""
+    if step_ended.has_listeners(Job):
+        step_ended.send_robust(
+            Job,
+            **_step_arguments(attempt, worker_id, step),
+            succeeded=error is None,
+            duration=duration,
+            error=error,
+        )
+
+
+async def astep_began(attempt: Attempt, worker_id: str, step: str) -> None:
+    """Send ``step_started`` from the loop (a coroutine job's step)."""
+    await _send(step_started, **_step_arguments(attempt, worker_id, step))
+
+
+async def astep_finished(
+    attempt: Attempt, worker_id: str, step: str, duration: float, error: ErrorInfo | None
+) -> None:
+    """Send ``step_ended`` from the loop (a coroutine job's step)."""
+    await _send(
+        step_ended,
+        **_step_arguments(attempt, worker_id, step),
+        succeeded=error is None,
+        duration=duration,
+        error=error,
+    )

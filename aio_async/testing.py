@@ -39,7 +39,7 @@ from aio_async.store.database import DatabaseStore
 from aio_async.store.drivers.django import DjangoConnector
 from aio_async.store.memory import MemoryQueue
 from aio_async.store.protocol import Store
-from aio_async.values import Attempt, ClaimRequest, ErrorInfo, Outcome
+from aio_async.values import Attempt, Checkpoint, ClaimRequest, ErrorInfo, Outcome
 
 __all__ = [
     "MemoryQueue",
@@ -66,7 +66,9 @@ class _InlineJobs:
 
     def __init__(self, store: _InlineStore, settings: QueueSettings) -> None:
         self.store = store
-        self._thread = sync_to_async(JobThread(store.alias, WORKER_ID, settings).run, thread_sensitive=True)
+        thread = JobThread(store.alias, WORKER_ID, settings)
+        self._thread = sync_to_async(thread.run, thread_sensitive=True)
+        self._step = sync_to_async(thread.run_step, thread_sensitive=True)
 
     async def run(
         self, attempt: Attempt, call: Callable[[], Any], returned: Callable[[], None]
@@ -75,6 +77,12 @@ class _InlineJobs:
         outcome, error = await self._thread(attempt, call, returned)
         await self.store.settle_callbacks(outcome)
         return outcome, error
+
+    async def run_step(
+        self, attempt: Attempt, point: Checkpoint, call: Callable[[], Any]
+    ) -> tuple[bool, Any]:
+        """Run a coroutine job's sync step as a worker's job thread would."""
+        return await self._step(attempt, point, call)
 
     async def close(self) -> None:
         """Nothing to close: the connection is the caller's."""

@@ -25,6 +25,7 @@ __all__ = [
     "TIMED_OUT",
     "Attempt",
     "AttemptEnd",
+    "Checkpoint",
     "ClaimRequest",
     "ErrorInfo",
     "Outcome",
@@ -49,6 +50,9 @@ class Outcome(enum.Enum):
     #: The job was cancelled while it ran: a sync job's work rolled back; a coroutine job
     #: was stopped at its next await (what it wrote until then stays committed).
     CANCELLED = "cancelled"
+    #: The job reached a durable sleep or a wait for an event (``aio_async.sleep``,
+    #: ``aio_async.wait_for``): it left its worker, its attempt excused, and resumes later.
+    SUSPENDED = "suspended"
 
 
 class AttemptEnd(enum.StrEnum):
@@ -69,6 +73,8 @@ class AttemptEnd(enum.StrEnum):
     RELEASED = "released"
     #: Cancelled while it ran.
     CANCELLED = "cancelled"
+    #: It reached a durable sleep or a wait for an event: the job waits, the attempt excused.
+    SUSPENDED = "suspended"
     #: Still running.
     RUNNING = "running"
 
@@ -258,3 +264,38 @@ class ClaimRequest:
     lease: datetime.timedelta
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(slots=True)
+class Checkpoint:
+    """One step of a job as its journal records it: a step, a durable sleep or a wait for an event.
+
+    ``kind`` is ``step``, ``sleep`` or ``event``; ``status`` is ``succeeded`` (its ``result``,
+    JSON, is returned from then on), ``failed`` (``error`` says why; it runs again), ``sleeping``
+    (until ``until``), ``waiting`` (for an event with ``key``, until ``until`` if set) or
+    ``timed_out`` (the wait ended without its event). ``attempt`` is the job's attempt that wrote it.
+    """
+
+    name: str
+    position: int
+    kind: str
+    status: str
+    attempt: int
+    result: Any = None
+    error: str = ""
+    worker: str = ""
+    started: datetime.datetime | None = None
+    ended: datetime.datetime | None = None
+    until: datetime.datetime | None = None
+    key: str | None = None
+    event_id: int | None = None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Checkpoint:
+        """A checkpoint from a journal read's row (``statements.STEP_COLUMNS``, its result as JSON text)."""
+        name, position, kind, status, attempt, result, error, worker, started, ended, until, key, event = row
+        decoded = None if result is None else json.loads(result)
+        return cls(
+            name, position, kind, status, attempt, decoded, error or "", worker or "", _moment(started),
+            _moment(ended), _moment(until), key, event,
+        )  # fmt: skip

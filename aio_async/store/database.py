@@ -31,13 +31,13 @@ from django.db import InterfaceError, OperationalError, connections
 from django.utils import timezone
 
 from aio_async.conf import QueueSettings
-from aio_async.store import operations, preflight, statements
+from aio_async.store import journal, operations, preflight, statements
 from aio_async.store.dialects import Dialect
 from aio_async.store.drivers.django import connection_lost, tidy_connections
 from aio_async.store.frontier import Frontier
 from aio_async.store.protocol import Connector, JobRunner, Notice
 from aio_async.store.statements import Op
-from aio_async.values import Attempt, ClaimRequest, ErrorInfo, Outcome
+from aio_async.values import Attempt, Checkpoint, ClaimRequest, ErrorInfo, Outcome
 
 __all__ = ["DatabaseStore"]
 
@@ -237,6 +237,45 @@ class DatabaseStore:
             lambda d: operations.snooze(d, attempt, self.worker_id, later, now), atomic=True, retry=True
         )
         return Outcome.SNOOZED if held else Outcome.LEASE_LOST
+
+    # Durable steps (``aio_async.steps``) ------------------------------------------------
+
+    async def read_steps(self, attempt: Attempt) -> dict[str, Checkpoint]:
+        """The journal of the attempt's job, by name."""
+        return await self.recorder.run(lambda d: journal.read_steps(d, attempt.job_id), retry=True)
+
+    async def checkpoint(self, attempt: Attempt, point: Checkpoint) -> bool:
+        """Record a checkpoint under the job's fence (renewing its lease); False if no longer held."""
+        lease_end = timezone.now() + self.request.lease
+        return await self.recorder.run(
+            lambda d: journal.checkpoint(d, attempt, self.worker_id, point, lease_end), atomic=True
+        )
+
+    async def run_step(
+        self, attempt: Attempt, point: Checkpoint, call: Callable[[], Any]
+    ) -> tuple[bool, Any]:
+        """Run a coroutine job's sync step in a job thread, with its checkpoint in one transaction."""
+        return await self.jobs.run_step(attempt, point, call)
+
+    async def suspend(self, attempt: Attempt, point: Checkpoint) -> bool:
+        """Record a sleep or wait and let the job go, its attempt excused; False if no longer held."""
+        now = timezone.now()
+        return await self.recorder.run(
+            lambda d: journal.suspend(d, attempt, self.worker_id, point, now), atomic=True
+        )
+
+    async def wait_event(self, attempt: Attempt, point: Checkpoint) -> tuple[str, Any]:
+        """Receive a wait's event, record its timeout, or suspend the job (``journal.wait_event``)."""
+        now = timezone.now()
+        lease_end = now + self.request.lease
+        return await self.recorder.run(
+            lambda d: journal.wait_event(d, attempt, self.worker_id, point, now, lease_end), atomic=True
+        )
+
+    async def wake_suspended(self) -> list[int]:
+        """Queue the suspended jobs whose sleep ended or whose wait timed out; their ids."""
+        now = timezone.now()
+        return await self.connector.run(lambda d: journal.wake_due(d, now), atomic=True)
 
     async def rescue(self) -> list[int]:
         """Requeue or fail the jobs whose lease expired, each in a transaction of its own.

@@ -30,11 +30,11 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from aio_async.conf import QueueSettings
-from aio_async.errors import InvalidOption
+from aio_async.errors import InvalidOption, StepError
 from aio_async.payload import result_value
 from aio_async.store import operations
 from aio_async.store.protocol import Notice
-from aio_async.values import Attempt, ErrorInfo, Outcome
+from aio_async.values import Attempt, Checkpoint, ErrorInfo, Outcome
 
 __all__ = ["MemoryQueue", "active", "using"]
 
@@ -317,6 +317,38 @@ class MemoryQueue:
 
     async def rescue(self) -> list[int]:
         """Nothing runs elsewhere: nothing to rescue."""
+        return []
+
+    def _no_journal(self) -> StepError:
+        return StepError(
+            "durable steps, sleeps and waits need the job's database: test this job with "
+            "aio_async.testing.drain(), not in_memory()"
+        )
+
+    async def read_steps(self, attempt: Attempt) -> dict[str, Checkpoint]:
+        """Steps need the database: StepError."""
+        raise self._no_journal()
+
+    async def checkpoint(self, attempt: Attempt, point: Checkpoint) -> bool:
+        """Steps need the database: StepError."""
+        raise self._no_journal()
+
+    async def run_step(
+        self, attempt: Attempt, point: Checkpoint, call: Callable[[], Any]
+    ) -> tuple[bool, Any]:
+        """Steps need the database: StepError."""
+        raise self._no_journal()
+
+    async def suspend(self, attempt: Attempt, point: Checkpoint) -> bool:
+        """Steps need the database: StepError."""
+        raise self._no_journal()
+
+    async def wait_event(self, attempt: Attempt, point: Checkpoint) -> tuple[str, Any]:
+        """Steps need the database: StepError."""
+        raise self._no_journal()
+
+    async def wake_suspended(self) -> list[int]:
+        """Nothing is ever suspended here."""
         return []
 
     def listen(self) -> AsyncIterator[Notice] | None:

@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 from aio_async.store.dialects import Dialect
 from aio_async.store.statements import MakeOp
-from aio_async.values import Attempt, ErrorInfo, Outcome
+from aio_async.values import Attempt, Checkpoint, ErrorInfo, Outcome
 
 __all__ = ["CANCELLED", "QUEUES", "WAKE", "Connector", "JobRunner", "Notice", "Store"]
 
@@ -94,6 +94,26 @@ class Store(Protocol):
     async def rescue(self) -> list[int]:
         """Requeue or fail the jobs of workers whose leases expired; return their ids."""
 
+    async def read_steps(self, attempt: Attempt) -> dict[str, Checkpoint]:
+        """The journal of the attempt's job (``aio_async.steps``), by name."""
+
+    async def checkpoint(self, attempt: Attempt, point: Checkpoint) -> bool:
+        """Record a checkpoint under the job's fence; False, nothing written, if no longer held."""
+
+    async def run_step(
+        self, attempt: Attempt, point: Checkpoint, call: Callable[[], Any]
+    ) -> tuple[bool, Any]:
+        """Run a coroutine job's sync step and commit its checkpoint with its writes; (held, result)."""
+
+    async def suspend(self, attempt: Attempt, point: Checkpoint) -> bool:
+        """Record a durable sleep or wait and let the job go; False if no longer held."""
+
+    async def wait_event(self, attempt: Attempt, point: Checkpoint) -> tuple[str, Any]:
+        """Receive a wait's event, record its timeout, or suspend the job: (state, payload)."""
+
+    async def wake_suspended(self) -> list[int]:
+        """Queue the suspended jobs whose sleep ended or whose wait timed out; their ids."""
+
     def listen(self) -> AsyncIterator[Notice] | None:
         """Notices as jobs become due or are cancelled (PostgreSQL's NOTIFY), or None: poll instead."""
 
@@ -126,6 +146,11 @@ class JobRunner(Protocol):
         self, attempt: Attempt, call: Callable[[], Any], returned: Callable[[], None]
     ) -> tuple[Outcome, ErrorInfo | None]:
         """Run ``call`` and the attempt's completion in one transaction; record a failure after."""
+
+    async def run_step(
+        self, attempt: Attempt, point: Checkpoint, call: Callable[[], Any]
+    ) -> tuple[bool, Any]:
+        """Run a coroutine job's sync step and its checkpoint in one transaction, in a job thread."""
 
     async def close(self) -> None:
         """Close each job thread's connection, then the threads."""

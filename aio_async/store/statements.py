@@ -25,7 +25,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 from aio_async.store.dialects import Dialect
-from aio_async.store.tables import ATTEMPT, DEPENDENCY, ERROR, GROUP, JOB
+from aio_async.store.tables import ATTEMPT, DEPENDENCY, ERROR, EVENT, GROUP, JOB, STEP
 
 __all__ = [
     "ATTEMPT_CAP",
@@ -49,20 +49,26 @@ __all__ = [
     "delete_dependencies",
     "delete_empty_groups",
     "delete_errors",
+    "delete_events",
     "delete_jobs",
     "delete_old_ticks",
+    "delete_steps",
     "doomed_dependents",
     "expire_unique",
     "expired",
+    "find_event",
     "forget_attempt",
+    "forget_steps",
     "forget_worker",
     "give_up",
     "heartbeat",
     "insert_error",
+    "insert_event",
     "insert_jobs",
     "insert_tick",
     "keeps_unique",
     "limited_keys",
+    "lock_event_key",
     "lock_group",
     "lock_limit_keys",
     "lock_unfinished",
@@ -76,6 +82,7 @@ __all__ = [
     "pickup_latencies",
     "prunable",
     "queue_counts",
+    "read_steps",
     "record_attempt",
     "record_retried",
     "register_worker",
@@ -86,13 +93,17 @@ __all__ = [
     "requeue",
     "rescued_elsewhere",
     "retry",
+    "save_step",
     "set_final",
     "snooze",
+    "suspend",
     "unique_holders",
     "unlink_finals",
     "unreleased_finals",
     "unsettled",
     "waiting_dependents",
+    "wake_due",
+    "wake_waiting",
 ]
 
 _R = TypeVar("_R")
@@ -122,7 +133,7 @@ def keeps_unique(status: str) -> str:
 SUCCEEDED = "status = 'succeeded', result = {result}, finished = %s, locked_until = NULL, " + keeps_unique(
     "succeeded"
 )
-_UNFINISHED = "('waiting', 'queued', 'running')"
+_UNFINISHED = "('waiting', 'queued', 'running', 'suspended')"
 
 
 #: The columns a claim returns, in this order (``Attempt`` in the store reads them).
@@ -948,3 +959,147 @@ def pickup_latencies(dialect: Dialect) -> str:
         "min(CASE WHEN place >= 0.95 * total THEN wait END), max(wait) FROM ranked "
         "GROUP BY queue ORDER BY queue"
     )
+
+
+# Durable steps, sleeps and events -------------------------------------------------------
+
+#: The columns a journal read returns, in this order (``values.Checkpoint.from_row``).
+STEP_COLUMNS = (
+    "name",
+    '"position"',
+    "kind",
+    "status",
+    "attempt",
+    "result",
+    "error",
+    "worker",
+    "started",
+    "ended",
+    '"until"',
+    '"key"',
+    "event_id",
+)
+
+
+@functools.cache
+def read_steps(dialect: Dialect) -> str:
+    """A job's journal, in the order it was recorded. Parameter: the job id. Returns ``STEP_COLUMNS``."""
+    columns = ", ".join(
+        dialect.json_text.format(column=column) if column == "result" else column for column in STEP_COLUMNS
+    )
+    return f'SELECT {columns} FROM {STEP} WHERE job_id = %s ORDER BY "position", id'  # noqa: S608
+
+
+@functools.cache
+def save_step(dialect: Dialect) -> str:
+    """Record a checkpoint, or replace one that did not end (failed, sleeping, waiting).
+
+    A step that succeeded or a wait that timed out is never replaced: it returns no row then.
+    Run after a fenced write to the job (which locks its row) in the same transaction.
+    Parameters: job id, then ``STEP_COLUMNS`` (the result as JSON text or None). Returns id.
+    """
+    names = ", ".join(STEP_COLUMNS)
+    values = ", ".join(dialect.json_param if column == "result" else "%s" for column in STEP_COLUMNS)
+    updates = ", ".join(f"{column} = EXCLUDED.{column}" for column in STEP_COLUMNS[1:])
+    return (
+        f"INSERT INTO {STEP} (job_id, {names}) VALUES (%s, {values}) "  # noqa: S608
+        f"ON CONFLICT (job_id, name) DO UPDATE SET {updates} "
+        f"WHERE {STEP}.status NOT IN ('succeeded', 'timed_out') RETURNING id"
+    )
+
+
+@functools.cache
+def suspend(dialect: Dialect) -> str:
+    """Let a running job go until it wakes (``wake_due``, ``wake_waiting``), its attempt excused.
+
+    A unique job keeps its key while suspended if it keeps it while running. Parameters:
+    wake time (a sleep's end, a wait's timeout, or ``FOREVER``), jobs, worker id. Returns id,
+    group_id, has_dependents.
+    """
+    return _fenced(
+        dialect,
+        "status = 'suspended', run_after = %s, "
+        f"excused = {JOB}.excused + CASE WHEN {JOB}.excused < {ATTEMPT_CAP} THEN 1 ELSE 0 END, "
+        f"locked_by = '', locked_until = NULL, {keeps_unique('running')}",
+    )
+
+
+@functools.cache
+def wake_due(dialect: Dialect) -> str:
+    """Queue the suspended jobs whose sleep ended or whose wait timed out, oldest first.
+
+    Parameters: now, limit. Returns id.
+    """
+    due = (
+        f"SELECT id FROM {JOB} WHERE status = 'suspended' AND run_after <= %s "  # noqa: S608
+        f"ORDER BY run_after LIMIT %s{dialect.skip_locked}"
+    )
+    return (
+        f"UPDATE {JOB} SET status = 'queued' WHERE "  # noqa: S608
+        + dialect.id_among.format(ids=due)
+        + " AND status = 'suspended' RETURNING id"
+    )
+
+
+@functools.cache
+def wake_waiting(dialect: Dialect) -> str:
+    """Queue the suspended jobs waiting for an event with this key, due now.
+
+    Parameters: now, the key. Returns id.
+    """
+    waits = f"SELECT job_id FROM {STEP} WHERE \"key\" = %s AND status = 'waiting'"  # noqa: S608
+    return (
+        f"UPDATE {JOB} SET status = 'queued', run_after = %s WHERE "  # noqa: S608
+        + dialect.id_among.format(ids=waits)
+        + " AND status = 'suspended' RETURNING id"
+    )
+
+
+def lock_event_key() -> str:
+    """Hold an event key until the transaction ends (PostgreSQL): a wait and a notify take turns.
+
+    Without it, a job could find no event and suspend while a notify, not yet committed, finds
+    the job still running and wakes nothing. Parameter: the key.
+    """
+    return "SELECT pg_advisory_xact_lock(8271, hashtext(%s))"
+
+
+@functools.cache
+def insert_event(dialect: Dialect) -> str:
+    """Record an event. Parameters: key, payload (JSON text or None), sent. Returns id."""
+    return f'INSERT INTO {EVENT} ("key", payload, sent) VALUES (%s, {dialect.json_param}, %s) RETURNING id'  # noqa: S608
+
+
+@functools.cache
+def find_event(dialect: Dialect) -> str:
+    """The first event with a key sent since the job was scheduled that no wait of the job received.
+
+    Parameters: key, job id, job id. Returns id, payload (JSON text).
+    """
+    payload = dialect.json_text.format(column=f"{EVENT}.payload")
+    return (
+        f'SELECT {EVENT}.id, {payload} FROM {EVENT} WHERE {EVENT}."key" = %s '  # noqa: S608
+        f"AND {EVENT}.sent >= (SELECT added FROM {JOB} WHERE id = %s) "
+        f"AND NOT EXISTS (SELECT 1 FROM {STEP} WHERE {STEP}.job_id = %s AND {STEP}.event_id = {EVENT}.id) "
+        f"ORDER BY {EVENT}.id LIMIT 1"
+    )
+
+
+@functools.cache
+def delete_steps(jobs: int) -> str:
+    """Delete the journals of these jobs. Parameters: the job ids."""
+    return f"DELETE FROM {STEP} WHERE job_id IN ({_ids(jobs)})"  # noqa: S608
+
+
+def delete_events() -> str:
+    """Delete events sent before a moment. Parameters: the moment, limit. Returns id."""
+    return (
+        f"DELETE FROM {EVENT} WHERE id IN (SELECT id FROM {EVENT} WHERE sent < %s "  # noqa: S608
+        "ORDER BY sent LIMIT %s) RETURNING id"
+    )
+
+
+@functools.cache
+def forget_steps(names: int) -> str:
+    """Delete some checkpoints of a job's journal. Parameters: the job id, the names. Returns id."""
+    return f"DELETE FROM {STEP} WHERE job_id = %s AND name IN ({_ids(names)}) RETURNING id"  # noqa: S608

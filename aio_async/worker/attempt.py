@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from aio_async import allow, context, signals
+from aio_async import allow, context, signals, steps
 from aio_async.bridge import NoConnection
 from aio_async.context import JobContext
-from aio_async.errors import FunctionNotFound, JobRefused, Snooze
+from aio_async.errors import EventTimeout, FunctionNotFound, JobRefused, Snooze
 from aio_async.log import job_event, job_finished
 from aio_async.payload import result_value
 from aio_async.store.protocol import Store
@@ -72,6 +72,7 @@ async def run_attempt(store: Store, attempt: Attempt, job: JobContext, slots: Sl
             await signals.attempt_started(attempt, slots.worker_id)  # job_started; the job's span
             if target.is_coroutine:
                 slots.running_coroutine(attempt)
+                steps.enter(steps.StoreScribe(store, attempt, slots.worker_id))  # this task's context
                 outcome, error = await _run_coroutine(store, attempt, call, slots)
             else:
                 in_thread = True
@@ -108,6 +109,9 @@ async def _run_coroutine(
     except Snooze as snoozed:
         slots.free(attempt)
         return await asyncio.shield(store.snooze(attempt, snoozed.seconds)), None
+    except steps.Stopped as stopped:  # a durable sleep or wait, committed; or the lease lost
+        slots.free(attempt)
+        return stopped.outcome, None
     except BaseException as exc:  # noqa: BLE001 - recorded; the worker lives on
         slots.free(attempt)
         if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
@@ -117,7 +121,8 @@ async def _run_coroutine(
             timed_out.__cause__ = exc.__cause__  # the cancel, where the job was awaiting
             exc = timed_out
         error = ErrorInfo.from_exception(exc)
-        return await asyncio.shield(store.fail(attempt, error, cause=exc)), error
+        final = isinstance(exc, EventTimeout)  # a recorded timeout would time out again
+        return await asyncio.shield(store.fail(attempt, error, final=final, cause=exc)), error
     slots.free(attempt)
     return await asyncio.shield(store.complete(attempt, result)), None
 

@@ -22,7 +22,7 @@ from aio_async.bridge import JobThread
 from aio_async.conf import QueueSettings
 from aio_async.store.database import DatabaseStore
 from aio_async.store.drivers.django import DjangoConnector, prepared, psycopg3
-from aio_async.values import Attempt, ClaimRequest, ErrorInfo, Outcome
+from aio_async.values import Attempt, Checkpoint, ClaimRequest, ErrorInfo, Outcome
 
 __all__ = ["JobThreads", "open_store"]
 
@@ -33,15 +33,21 @@ class JobThreads:
     def __init__(self, settings: QueueSettings, worker_id: str, concurrency: int) -> None:
         self.concurrency = concurrency
         self._pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="aio_async-job")
-        self._in_thread = sync_to_async(
-            JobThread(settings.database, worker_id, settings).run, thread_sensitive=False, executor=self._pool
-        )
+        thread = JobThread(settings.database, worker_id, settings)
+        self._in_thread = sync_to_async(thread.run, thread_sensitive=False, executor=self._pool)
+        self._step_in_thread = sync_to_async(thread.run_step, thread_sensitive=False, executor=self._pool)
 
     async def run(
         self, attempt: Attempt, call: Callable[[], Any], returned: Callable[[], None]
     ) -> tuple[Outcome, ErrorInfo | None]:
         """Run a sync job's attempt and its completion in one transaction, in a job thread."""
         return await self._in_thread(attempt, call, returned)
+
+    async def run_step(
+        self, attempt: Attempt, point: Checkpoint, call: Callable[[], Any]
+    ) -> tuple[bool, Any]:
+        """Run a coroutine job's sync step and its checkpoint in one transaction, in a job thread."""
+        return await self._step_in_thread(attempt, point, call)
 
     async def close(self) -> None:
         """Close each thread's connection (a barrier gives every thread one close), then the pool."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from aio_async.bridge import NoConnection
 from aio_async.payload import result_value
-from aio_async.values import Attempt, ErrorInfo, Outcome
+from aio_async.values import Attempt, Checkpoint, ErrorInfo, Outcome
 
 
 @dataclasses.dataclass
@@ -157,6 +157,32 @@ class MemoryStore:
         job = self.jobs[attempt.job_id]
         job.status, job.excused = "snoozed", job.excused + 1
         return Outcome.SNOOZED
+
+    async def wake_suspended(self) -> list[int]:
+        """Nothing is suspended here."""
+        return []
+
+    async def read_steps(self, attempt: Attempt) -> dict[str, Checkpoint]:
+        """No journal: these jobs have no steps."""
+        raise NotImplementedError
+
+    async def checkpoint(self, attempt: Attempt, point: Checkpoint) -> bool:
+        """No journal: these jobs have no steps."""
+        raise NotImplementedError
+
+    async def run_step(
+        self, attempt: Attempt, point: Checkpoint, call: Callable[[], Any]
+    ) -> tuple[bool, Any]:
+        """No journal: these jobs have no steps."""
+        raise NotImplementedError
+
+    async def suspend(self, attempt: Attempt, point: Checkpoint) -> bool:
+        """No journal: these jobs have no steps."""
+        raise NotImplementedError
+
+    async def wait_event(self, attempt: Attempt, point: Checkpoint) -> tuple[str, Any]:
+        """No journal: these jobs have no steps."""
+        raise NotImplementedError
 
     async def rescue(self) -> list[int]:
         """Nothing to rescue in memory."""

@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("store", ("store",)),
     ("tables", ("models",)),
     ("observability", ("log", "signals")),
-    ("operations", ("api", "bridge", "results", "readmodel", "queues", "cron", "health_report")),
+    ("operations", ("api", "bridge", "steps", "results", "readmodel", "queues", "cron", "health_report")),
     ("loop", ("executor", "worker")),
     (
         "faces",

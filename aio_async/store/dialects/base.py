@@ -37,3 +37,5 @@ class Dialect:
     id_among: str
     #: Seconds from ``{earlier}`` to ``{later}`` (two datetime columns), as a float.
     seconds_between: str
+    #: A parameter holding JSON text, as a JSON column's value.
+    json_param: str

@@ -29,4 +29,5 @@ POSTGRESQL = Dialect(
     ),
     id_among="id = ANY(ARRAY({ids}))",
     seconds_between="EXTRACT(EPOCH FROM {later} - {earlier})::float8",
+    json_param="%s::jsonb",
 )

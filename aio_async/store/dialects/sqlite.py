@@ -23,4 +23,5 @@ SQLITE = Dialect(
     snoozed_meta=f"json_set({JOB}.meta, '$.snoozed', COALESCE(json_extract({JOB}.meta, '$.snoozed'), 0) + 1)",
     id_among="id IN ({ids})",
     seconds_between="(julianday({later}) - julianday({earlier})) * 86400.0",
+    json_param="%s",
 )

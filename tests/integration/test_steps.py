@@ -1,0 +1,254 @@
+"""Durable steps, sleeps and waits for events: each step commits once, on both databases."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+import aio_async
+from aio_async import EventTimeout, StepError, StepsChanged, schedule
+from aio_async.models import AttemptRecord, Error, Job, Status, Step
+from aio_async.values import Outcome
+from tests.app import step_tasks
+from tests.app.models import Record
+from tests.conftest import drain
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def keys() -> list[str]:
+    return sorted(Record.objects.values_list("key", flat=True))
+
+
+def due_now(job: Job) -> None:
+    """Skip a retry's back-off: the job is due at once."""
+    Job.objects.filter(pk=job.pk).update(run_after=timezone.now())
+
+
+def journal(job: Job) -> list[tuple[str, str, int]]:
+    return list(Step.objects.filter(job=job).order_by("position").values_list("name", "status", "attempt"))
+
+
+def test_a_job_of_three_steps_records_each_and_returns_their_results() -> None:
+    job = schedule(step_tasks.three_steps, ["k"])
+    assert drain() == {Outcome.SUCCEEDED: 1}
+    job.refresh_from_db()
+    ids = dict(Record.objects.values_list("key", "pk"))
+    assert job.result == [ids["k-1"], ids["k-2"], ids["k-3"]]
+    assert journal(job) == [("one", "succeeded", 1), ("two", "succeeded", 1), ("three", "succeeded", 1)]
+    assert [step.result for step in Step.objects.filter(job=job).order_by("position")] == job.result
+
+
+def test_a_retry_resumes_at_the_failed_step_and_never_runs_a_committed_one_again(tmp_path: Path) -> None:
+    marker = tmp_path / "pass"
+    job = schedule(step_tasks.steps_then_fail_once, ["r", str(marker)])
+    assert drain() == {Outcome.RETRYING: 1}
+    assert keys() == ["r-1"]  # step two's write rolled back with it
+    assert journal(job) == [("one", "succeeded", 1), ("two", "failed", 1)]
+    failed = Step.objects.get(job=job, name="two")
+    assert failed.error.startswith("RuntimeError: no ")
+    assert failed.ended is not None
+    assert Error.objects.get(job=job).exception == "RuntimeError"
+    marker.write_text("")
+    due_now(job)
+    assert drain() == {Outcome.SUCCEEDED: 1}
+    assert keys() == ["r-1", "r-2", "r-3"]  # step one did not run again
+    assert journal(job) == [("one", "succeeded", 1), ("two", "succeeded", 2), ("three", "succeeded", 2)]
+    job.refresh_from_db()
+    assert job.result is not None
+    assert job.result[1] == "passed"
+
+
+def test_writes_between_steps_commit_with_the_next_step_and_are_not_doubled_by_a_replay() -> None:
+    job = schedule(step_tasks.write_between_steps, ["w"], max_attempts=2)
+    assert drain() == {Outcome.RETRYING: 1}
+    # "before" committed with step one; "between" belongs to step two, which failed.
+    assert keys() == ["w-1", "w-before"]
+    due_now(job)
+    assert drain() == {Outcome.FAILED: 1}
+    assert keys() == ["w-1", "w-before"]  # the replay rolled "before" back: it had committed
+
+
+def test_a_step_name_used_twice_is_refused_before_it_runs() -> None:
+    job = schedule(step_tasks.step_twice, ["d"], max_attempts=1)
+    assert drain() == {Outcome.FAILED: 1}
+    error = Error.objects.get(job=job)
+    assert error.exception == "aio_async.errors.StepError"
+    assert "reached a step named 'same' twice" in error.message
+    assert keys() == ["d-1"]
+
+
+def test_a_step_inside_the_jobs_own_atomic_block_is_refused() -> None:
+    job = schedule(step_tasks.step_in_atomic, ["a"], max_attempts=1)
+    assert drain() == {Outcome.FAILED: 1}
+    assert "cannot run inside transaction.atomic()" in Error.objects.get(job=job).message
+    assert keys() == []
+
+
+def test_step_outside_a_job_says_where_it_runs() -> None:
+    with pytest.raises(StepError, match="inside a job run by a worker"):
+        aio_async.step("x", step_tasks.record, "k")
+
+
+def test_a_coroutine_job_calling_the_sync_step_is_told_to_await_astep() -> None:
+    job = schedule(step_tasks.wrong_kind, max_attempts=1)
+    assert drain() == {Outcome.FAILED: 1}
+    assert "a coroutine job awaits astep()" in Error.objects.get(job=job).message
+
+
+def test_a_step_renamed_between_attempts_stops_the_job_before_anything_new_runs() -> None:
+    job = schedule(step_tasks.renamed_steps, ["c", 1], max_attempts=3)
+    assert drain() == {Outcome.RETRYING: 1}
+    assert journal(job) == [("a", "succeeded", 1), ("b", "succeeded", 1)]
+    Job.objects.filter(pk=job.pk).update(args=["c", 2], run_after=timezone.now())  # the deploy
+    assert drain() == {Outcome.RETRYING: 1}
+    error = Error.objects.filter(job=job).order_by("-attempt").first()
+    assert error is not None
+    assert error.exception == "aio_async.errors.StepsChanged"
+    assert "recorded 'b' in an earlier attempt" in error.message
+    assert "'c'" in error.message
+    assert keys() == ["c-a", "c-b"]  # c never ran
+    assert aio_async.forget_steps(job.pk, "b") == 1
+    due_now(job)
+    assert drain() == {Outcome.SUCCEEDED: 1}
+    assert keys() == ["c-a", "c-b", "c-c"]
+
+
+def test_a_coroutine_jobs_steps_run_once_each() -> None:
+    job = schedule(step_tasks.athree_steps, ["co"])
+    assert drain() == {Outcome.SUCCEEDED: 1}
+    job.refresh_from_db()
+    assert job.result is not None
+    assert job.result[2] == "hello co"
+    assert keys() == ["co-1", "co-2"]
+    assert [name for name, _, _ in journal(job)] == ["one", "two", "three"]
+
+
+def test_a_durable_sleep_frees_the_worker_and_resumes_after_its_delay() -> None:
+    job = schedule(step_tasks.sleep_between, ["s", 0.5])
+    assert drain() == {Outcome.SUSPENDED: 1}
+    job.refresh_from_db()
+    assert (job.status, job.excused, job.locked_by) == (Status.SUSPENDED, 1, "")
+    assert journal(job) == [("before", "succeeded", 1), ("nap", "sleeping", 1)]
+    assert AttemptRecord.objects.get(job=job).outcome == "suspended"
+    time.sleep(0.6)
+    assert drain() == {Outcome.SUCCEEDED: 1}
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.excused) == (Status.SUCCEEDED, 2, 1)
+    assert keys() == ["s-after", "s-before"]
+
+
+def test_a_coroutine_job_sleeps_durably_too() -> None:
+    job = schedule(step_tasks.asleep_between, ["as", 0.3])
+    assert drain() == {Outcome.SUSPENDED: 1}
+    time.sleep(0.4)
+    assert drain() == {Outcome.SUCCEEDED: 1}
+    job.refresh_from_db()
+    assert job.status == Status.SUCCEEDED
+    assert keys() == ["as-after", "as-before"]
+
+
+@pytest.mark.parametrize("task", [step_tasks.wait_between, step_tasks.await_between])
+def test_a_wait_suspends_the_job_until_its_event_and_returns_the_payload(task: Callable[..., Any]) -> None:
+    job = schedule(task, ["e", "order-1", None])
+    assert drain() == {Outcome.SUSPENDED: 1}
+    job.refresh_from_db()
+    assert job.status == Status.SUSPENDED
+    assert drain() == {}  # nothing wakes it but its event
+    assert aio_async.notify_event("order-2", {"value": 9}) == []  # another key
+    assert aio_async.notify_event("order-1", {"value": 7}) == [job.pk]
+    assert drain() == {Outcome.SUCCEEDED: 1}
+    job.refresh_from_db()
+    assert job.result == {"value": 7}
+    assert Record.objects.get(key="e-after").value == 7
+
+
+def test_an_event_sent_before_the_wait_is_not_lost() -> None:
+    job = schedule(step_tasks.wait_between, ["early", "early-1", None])
+    aio_async.notify_event("early-1", {"value": 3})
+    assert drain() == {Outcome.SUCCEEDED: 1}
+    job.refresh_from_db()
+    assert job.result == {"value": 3}
+
+
+def test_an_event_sent_before_the_job_was_scheduled_is_not_its_event() -> None:
+    aio_async.notify_event("old-1", {"value": 1})
+    time.sleep(0.01)
+    job = schedule(step_tasks.wait_between, ["old", "old-1", None])
+    assert drain() == {Outcome.SUSPENDED: 1}
+    job.refresh_from_db()
+    assert job.status == Status.SUSPENDED
+
+
+def test_a_rolled_back_notify_wakes_nobody() -> None:
+    job = schedule(step_tasks.wait_between, ["rb", "rb-1", None])
+    assert drain() == {Outcome.SUSPENDED: 1}
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert aio_async.notify_event("rb-1", {"value": 1}) == [job.pk]
+        raise RuntimeError("roll back")
+    job.refresh_from_db()
+    assert job.status == Status.SUSPENDED
+    assert drain() == {}
+
+
+def test_a_wait_times_out_and_fails_the_job_for_good() -> None:
+    job = schedule(step_tasks.wait_between, ["to", "to-1", 0.2], max_attempts=5)
+    assert drain() == {Outcome.SUSPENDED: 1}
+    time.sleep(0.3)
+    assert drain() == {Outcome.FAILED: 1}
+    job.refresh_from_db()
+    assert job.status == Status.FAILED
+    assert Error.objects.get(job=job).exception == "aio_async.errors.EventTimeout"
+    assert journal(job) == [("before", "succeeded", 1), ("approval", "timed_out", 2)]
+
+
+def test_a_caught_timeout_lets_the_job_go_on() -> None:
+    job = schedule(step_tasks.wait_catching_timeout, ["tc-1", 0.1])
+    assert drain() == {Outcome.SUSPENDED: 1}
+    time.sleep(0.2)
+    assert drain() == {Outcome.SUCCEEDED: 1}
+    job.refresh_from_db()
+    assert job.result == "timed out"
+    assert issubclass(EventTimeout, TimeoutError)
+
+
+def test_cancelling_a_waiting_job_cancels_it_at_once() -> None:
+    job = schedule(step_tasks.wait_between, ["cw", "cw-1", None])
+    assert drain() == {Outcome.SUSPENDED: 1}
+    assert aio_async.cancel(job) == 1
+    job.refresh_from_db()
+    assert job.status == Status.CANCELLED
+    assert aio_async.notify_event("cw-1", {"value": 1}) == []
+    assert drain() == {}
+
+
+def test_an_event_for_a_deleted_job_is_kept_and_wakes_nothing() -> None:
+    job = schedule(step_tasks.wait_between, ["del", "del-1", None])
+    assert drain() == {Outcome.SUSPENDED: 1}
+    Job.objects.filter(pk=job.pk).delete()
+    assert not Step.objects.exists()
+    assert aio_async.notify_event("del-1", {"value": 1}) == []
+    assert drain() == {}
+
+
+def test_bad_durable_arguments_are_refused_clearly() -> None:
+    with pytest.raises(StepError, match="an event key is a non-empty string"):
+        aio_async.notify_event("", None)
+    with pytest.raises(Exception, match="JSON"):
+        aio_async.notify_event("k", {1, 2})
+    assert issubclass(StepsChanged, StepError)
+
+
+def test_a_suspended_job_counts_apart_from_queued_ones() -> None:
+    schedule(step_tasks.sleep_between, ["h", 60])
+    schedule(step_tasks.record, ["plain"], run_after=timezone.now() + datetime.timedelta(hours=1))
+    assert drain() == {Outcome.SUSPENDED: 1}
+    report = aio_async.health()
+    assert (report["suspended"], report["queued"], report["remaining"]) == (1, 1, 2)
