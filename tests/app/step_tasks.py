@@ -73,11 +73,13 @@ def step_in_atomic(key: str) -> None:
 
 
 def renamed_steps(key: str, version: int) -> list[Any]:
-    """Version 1 runs steps a, b, then fails; version 2 renamed b to c."""
+    """Version 1 runs steps a, b, then fails; version 2 renamed b to c; version 3 removed b."""
     first = aio_async.step("a", record, f"{key}-a")
     if version == 1:
         aio_async.step("b", record, f"{key}-b")
         raise RuntimeError("version 1 fails after its steps")
+    if version == 3:  # step b removed, and nothing after it
+        return [first]
     return [first, aio_async.step("c", record, f"{key}-c")]
 
 

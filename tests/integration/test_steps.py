@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import time
 from collections.abc import Callable
@@ -9,16 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
 import aio_async
+import aio_async.signals
 from aio_async import EventTimeout, StepError, StepsChanged, schedule
 from aio_async.models import AttemptRecord, Error, Job, Status, Step
 from aio_async.values import Outcome
 from tests.app import step_tasks
 from tests.app.models import Record
-from tests.conftest import drain
+from tests.conftest import beside, drain, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -252,3 +255,73 @@ def test_a_suspended_job_counts_apart_from_queued_ones() -> None:
     assert drain() == {Outcome.SUSPENDED: 1}
     report = aio_async.health()
     assert (report["suspended"], report["queued"], report["remaining"]) == (1, 1, 2)
+
+
+def test_a_step_removed_at_the_end_lets_the_job_finish_since_nothing_new_runs() -> None:
+    job = schedule(step_tasks.renamed_steps, ["rm", 1], max_attempts=3)
+    assert drain() == {Outcome.RETRYING: 1}
+    Job.objects.filter(pk=job.pk).update(args=["rm", 3], run_after=timezone.now())
+    assert drain() == {Outcome.SUCCEEDED: 1}
+    assert keys() == ["rm-a", "rm-b"]
+
+
+def test_suspended_jobs_hold_no_slot() -> None:
+    waiting = [
+        schedule(step_tasks.wait_between, [f"slot{index}", f"slot-{index}", None]) for index in range(3)
+    ]
+    assert drain(concurrency=1) == {Outcome.SUSPENDED: 3}
+    plain = schedule(step_tasks.record, ["plain"])
+    assert drain(concurrency=1) == {Outcome.SUCCEEDED: 1}
+    plain.refresh_from_db()
+    assert plain.status == Status.SUCCEEDED
+    assert Job.objects.filter(pk__in=[job.pk for job in waiting], status=Status.SUSPENDED).count() == 3
+
+
+def test_step_signals_are_sent_for_the_steps_that_run_not_for_replayed_ones(tmp_path: Path) -> None:
+    seen: list[tuple[str, str, int, bool | None]] = []
+
+    def started(sender: object, **kwargs: Any) -> None:
+        seen.append(("started", kwargs["step"], kwargs["attempt"], None))
+
+    def ended(sender: object, **kwargs: Any) -> None:
+        seen.append(("ended", kwargs["step"], kwargs["attempt"], kwargs["succeeded"]))
+
+    aio_async.signals.step_started.connect(started)
+    aio_async.signals.step_ended.connect(ended)
+    try:
+        job = schedule(step_tasks.steps_then_fail_once, ["sig", str(tmp_path / "pass")])
+        drain()
+        (tmp_path / "pass").write_text("")
+        due_now(job)
+        drain()
+    finally:
+        aio_async.signals.step_started.disconnect(started)
+        aio_async.signals.step_ended.disconnect(ended)
+    assert seen == [
+        ("started", "one", 1, None),
+        ("ended", "one", 1, True),
+        ("started", "two", 1, None),
+        ("ended", "two", 1, False),
+        ("started", "two", 2, None),
+        ("ended", "two", 2, True),
+        ("started", "three", 2, None),
+        ("ended", "three", 2, True),
+    ]
+
+
+@pytest.mark.postgres_only  # SQLite: the running step's write transaction holds the one write lock
+async def test_a_job_cancelled_while_a_step_runs_stops_there_and_its_step_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STEP_PAUSE", "1.0")
+    job = await sync_to_async(schedule)(step_tasks.pause_in_step, ["cx", str(tmp_path)])
+    async with beside():
+        await until(lambda: Path(tmp_path, "1.pid").exists())
+        assert await aio_async.acancel(job) == 1
+        await until(lambda: not Job.objects.filter(pk=job.pk, status=Status.RUNNING).exists())
+        await asyncio.sleep(1.2)  # the step's function returns: its checkpoint is refused
+    assert await sync_to_async(keys)() == ["cx-1"]
+    await job.arefresh_from_db()
+    assert job.status == Status.CANCELLED
+    names = [name async for name in Step.objects.filter(job=job).values_list("name", flat=True)]
+    assert names == ["one"]
