@@ -34,7 +34,7 @@ from aio_async.conf import EVERY_QUEUE, QueueSettings, get_settings
 from aio_async.executor import Executor
 from aio_async.models import Error, Group, Job, Status
 from aio_async.payload import JSONError, json_value
-from aio_async.store import memory, operations
+from aio_async.store import journal, memory, operations
 from aio_async.store.database import DatabaseStore
 from aio_async.store.drivers.django import DjangoConnector
 from aio_async.store.memory import MemoryQueue
@@ -124,6 +124,7 @@ class _InlineStore(DatabaseStore):
         if self.with_scheduled:
             now = timezone.now()
             await self.connector.run(lambda dialect: operations.make_due(dialect, self.request.queues, now))
+            await self.connector.run(lambda dialect: journal.end_sleeps(self.request.queues, now))
         return await self._marked(await super().claim(limit, alone=alone, paused=paused, thorough=thorough))
 
     async def claim_limited(
@@ -227,7 +228,8 @@ def drain(
     ``task_finished`` for a sync task among them) would never run: they run here, as its
     commit would run them; a failed job's are discarded with its rollback. With
     ``with_scheduled``, jobs due later (retries in their back-off, ``run_after`` in the
-    future) are made due first, so that a task that fails runs until its last attempt.
+    future, durable sleeps) are made due first, so that a task that fails runs until its last
+    attempt and a job that sleeps runs to its end.
     Works for aio_async's own jobs and for ``django.tasks`` tasks alike; call it from sync
     code.
     """

@@ -24,6 +24,7 @@ from aio_async.values import Attempt, AttemptEnd, Checkpoint
 __all__ = [
     "FOREVER",
     "checkpoint",
+    "end_sleeps",
     "forget_steps",
     "notify_event",
     "prune_events",
@@ -140,6 +141,13 @@ def notify_event(dialect: Dialect, key: str, payload: Any, now: datetime.datetim
     yield sql.insert_event(dialect), [key, text, now]
     woken = yield sql.wake_waiting(dialect), [now, key]
     return sorted(row[0] for row in woken)
+
+
+def end_sleeps(queues: Sequence[str], now: datetime.datetime) -> Op[None]:
+    """End the durable sleeps of the suspended jobs of ``queues`` (empty: every queue) now (tests)."""
+    records, jobs = sql.end_sleeps(len(queues))
+    yield records, [now, now, *queues]
+    yield jobs, [now, now, *queues]
 
 
 def wake_due(dialect: Dialect, now: datetime.datetime, limit: int = WAKE_BATCH) -> Op[list[int]]:

@@ -54,6 +54,7 @@ __all__ = [
     "delete_old_ticks",
     "delete_steps",
     "doomed_dependents",
+    "end_sleeps",
     "expire_unique",
     "expired",
     "find_event",
@@ -1103,3 +1104,18 @@ def delete_events() -> str:
 def forget_steps(names: int) -> str:
     """Delete some checkpoints of a job's journal. Parameters: the job id, the names. Returns id."""
     return f"DELETE FROM {STEP} WHERE job_id = %s AND name IN ({_ids(names)}) RETURNING id"  # noqa: S608
+
+
+@functools.cache
+def end_sleeps(queues: int) -> tuple[str, str]:
+    """Durable sleeps ended now (``aio_async.testing``): their records, then their jobs' wake times.
+
+    Parameters of each: now, now, the queues. The wake-up pass then queues the jobs.
+    """
+    among = f" AND queue IN ({_ids(queues)})" if queues else ""
+    sleeping = f"SELECT id FROM {JOB} WHERE status = 'suspended' AND run_after > %s{among}"  # noqa: S608
+    return (
+        f"UPDATE {STEP} SET \"until\" = %s WHERE status = 'sleeping' AND job_id IN ({sleeping})",  # noqa: S608
+        f"UPDATE {JOB} SET run_after = %s WHERE id IN ({sleeping}) "  # noqa: S608
+        f"AND id IN (SELECT job_id FROM {STEP} WHERE status = 'sleeping')",
+    )

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 import aio_async
 import aio_async.signals
+import aio_async.testing
 from aio_async import EventTimeout, StepError, StepsChanged, schedule
 from aio_async.models import AttemptRecord, Error, Job, Status, Step
 from aio_async.values import Outcome
@@ -325,3 +326,12 @@ async def test_a_job_cancelled_while_a_step_runs_stops_there_and_its_step_is_ref
     assert job.status == Status.CANCELLED
     names = [name async for name in Step.objects.filter(job=job).values_list("name", flat=True)]
     assert names == ["one"]
+
+
+def test_the_testing_drain_with_scheduled_runs_a_sleeping_job_to_its_end() -> None:
+    job = schedule(step_tasks.sleep_between, ["day", 86400])
+    assert aio_async.testing.drain() == {"suspended": 1}
+    assert aio_async.testing.drain(with_scheduled=True) == {"succeeded": 1}
+    job.refresh_from_db()
+    assert job.status == Status.SUCCEEDED
+    assert keys() == ["day-after", "day-before"]
