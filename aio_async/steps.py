@@ -39,7 +39,7 @@ from django.utils import timezone
 from aio_async import signals
 from aio_async.conf import get_settings
 from aio_async.context import current_job
-from aio_async.errors import EventTimeout, StepError, StepsChanged
+from aio_async.errors import EventTimeout, Snooze, StepError, StepsChanged
 from aio_async.payload import json_value
 from aio_async.store import journal as ops
 from aio_async.store.drivers.django import run
@@ -417,7 +417,7 @@ class StoreScribe:
         except Stopped:
             raise
         except BaseException as exc:
-            if not isinstance(exc, asyncio.CancelledError):
+            if not isinstance(exc, asyncio.CancelledError | Snooze):  # a snooze is not the step's failure
                 error = ErrorInfo.from_exception(exc)
                 await asyncio.shield(self.store.checkpoint(self.attempt, failed(point, error)))
                 await signals.astep_finished(
@@ -516,7 +516,8 @@ class StepScribe:
         except BaseException as exc:
             self.segment.renew(commit=False)
             error = ErrorInfo.from_exception(exc)
-            self._record_failure(failed(point, error))
+            if not isinstance(exc, Snooze):  # a snooze is not the step's failure: it runs again later
+                self._record_failure(failed(point, error))
             signals.step_finished(self.attempt, worker, point.name, time.monotonic() - began, error)
             raise
         point.ended = timezone.now()

@@ -335,3 +335,14 @@ def test_the_testing_drain_with_scheduled_runs_a_sleeping_job_to_its_end() -> No
     job.refresh_from_db()
     assert job.status == Status.SUCCEEDED
     assert keys() == ["day-after", "day-before"]
+
+
+@pytest.mark.postgres_only
+async def test_on_postgresql_an_event_wakes_its_job_at_once_not_at_the_next_poll() -> None:
+    job = await sync_to_async(schedule)(step_tasks.wait_between, ["nw", "nw-1", None])
+    async with beside(poll_interval=60.0):  # only a NOTIFY can wake this worker in time
+        await until(lambda: Job.objects.filter(pk=job.pk, status=Status.SUSPENDED).exists())
+        await asyncio.sleep(0.2)
+        assert await aio_async.anotify_event("nw-1", {"value": 5}) == [job.pk]
+        await until(lambda: Job.objects.filter(pk=job.pk, status=Status.SUCCEEDED).exists(), within=10)
+    assert await sync_to_async(keys)() == ["nw-after", "nw-before"]
