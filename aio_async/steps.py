@@ -166,6 +166,9 @@ class Scribe(Protocol):
     def suspend(self, point: Checkpoint) -> None:
         """Commit a sleep or wait as ``point`` and let the job go (raises ``Stopped``)."""
 
+    def woke(self, point: Checkpoint) -> None:
+        """Record that a sleep ended (what was written since the last checkpoint is rolled back)."""
+
     def wait(self, point: Checkpoint) -> tuple[str, Any]:
         """Look for the wait's event; record it, its timeout, or suspend (``ops.wait_event``)."""
 
@@ -196,10 +199,13 @@ def _sleep_plan(journal: Journal, name: str, delay: datetime.timedelta | float) 
         journal.recorded = yield ("load",)
     point = journal.reach(name, "sleep")
     now = timezone.now()
+    if point is not None and point.status == "succeeded":
+        yield ("replayed",)
+        return None
     if point is not None:
         assert point.until is not None
         if point.until <= now:
-            yield ("replayed",)
+            yield ("woke", point)  # the first attempt past the sleep records that it ended
             return None
         yield ("suspend", point)  # woken early (a retry, say): it sleeps the rest
         return None
@@ -437,6 +443,16 @@ class StoreScribe:
         self.journal.over = Outcome.SUSPENDED if held else Outcome.LEASE_LOST
         raise Stopped(self.journal.over)
 
+    async def woke(self, point: Checkpoint) -> None:
+        """Record that the sleep ended."""
+        done = dataclasses.replace(
+            point, status="succeeded", attempt=self.attempt.number, ended=timezone.now()
+        )
+        if not await asyncio.shield(self.store.checkpoint(self.attempt, done)):
+            self.journal.over = Outcome.LEASE_LOST
+            raise Stopped(Outcome.LEASE_LOST)
+        self.journal.keep(done)
+
     async def wait(self, point: Checkpoint) -> tuple[str, Any]:
         """Receive the event, record the timeout, or suspend the job."""
         state, payload = await asyncio.shield(self.store.wait_event(self.attempt, point))
@@ -546,6 +562,21 @@ class StepScribe:
         self.segment.end(commit=held)
         self.journal.over = Outcome.SUSPENDED if held else Outcome.LEASE_LOST
         raise Stopped(self.journal.over)
+
+    def woke(self, point: Checkpoint) -> None:
+        """Record that the sleep ended (its own transaction; writes since the last step roll back)."""
+        self.segment.check("a sleep")
+        self.segment.renew(commit=False)  # it committed with the sleep, when the sleep began
+        now = timezone.now()
+        done = dataclasses.replace(point, status="succeeded", attempt=self.attempt.number, ended=now)
+        lease_end = now + datetime.timedelta(seconds=self.thread.settings.lease_seconds)
+        worker = self.thread.worker_id
+        if not self._run(lambda dialect: ops.checkpoint(dialect, self.attempt, worker, done, lease_end)):
+            self.segment.renew(commit=False)
+            self.journal.over = Outcome.LEASE_LOST
+            raise Stopped(Outcome.LEASE_LOST)
+        self.segment.renew(commit=True)
+        self.journal.keep(done)
 
     def wait(self, point: Checkpoint) -> tuple[str, Any]:
         """Receive the event, record the timeout, or suspend the job; commits each."""

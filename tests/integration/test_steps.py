@@ -147,6 +147,11 @@ def test_a_durable_sleep_frees_the_worker_and_resumes_after_its_delay() -> None:
     job.refresh_from_db()
     assert (job.status, job.attempts, job.excused) == (Status.SUCCEEDED, 2, 1)
     assert keys() == ["s-after", "s-before"]
+    nap = Step.objects.get(job=job, name="nap")
+    assert (nap.status, nap.attempt) == ("succeeded", 2)  # recorded as ended by the attempt past it
+    assert nap.until is not None
+    assert nap.ended is not None
+    assert nap.ended >= nap.until
 
 
 def test_a_coroutine_job_sleeps_durably_too() -> None:
