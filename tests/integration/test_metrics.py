@@ -143,9 +143,11 @@ def test_the_queue_collector_reads_depth_and_age_in_one_query() -> None:
         ("aio_async_queue_jobs", (("queue", "mail"), ("status", "queued"))): 3,
         ("aio_async_queue_jobs", (("queue", "mail"), ("status", "running"))): 0,
         ("aio_async_queue_jobs", (("queue", "mail"), ("status", "waiting"))): 0,
+        ("aio_async_queue_jobs", (("queue", "mail"), ("status", "suspended"))): 0,
         ("aio_async_queue_jobs", (("queue", "reports"), ("status", "queued"))): 0,
         ("aio_async_queue_jobs", (("queue", "reports"), ("status", "running"))): 1,
         ("aio_async_queue_jobs", (("queue", "reports"), ("status", "waiting"))): 1,
+        ("aio_async_queue_jobs", (("queue", "reports"), ("status", "suspended"))): 0,
     }
     assert found[("aio_async_queue_due_jobs", (("queue", "mail"),))] == 2
     assert found[("aio_async_queue_due_jobs", (("queue", "reports"),))] == 0
