@@ -78,6 +78,7 @@ __all__ = [
     "mark_prerequisites",
     "notify_cancelled",
     "notify_queues",
+    "oldest_unfinished",
     "paused_queues",
     "pickup_latencies",
     "prunable",
@@ -1087,6 +1088,24 @@ def find_event(dialect: Dialect) -> str:
         f"AND {EVENT}.sent >= (SELECT added FROM {JOB} WHERE id = %s) "
         f"AND NOT EXISTS (SELECT 1 FROM {STEP} WHERE {STEP}.job_id = %s AND {STEP}.event_id = {EVENT}.id) "
         f"ORDER BY {EVENT}.id LIMIT 1"
+    )
+
+
+def oldest_unfinished() -> str:
+    """When the oldest unfinished job was added (None without one): the events a wait may still receive.
+
+    A wait receives only events sent since its job was added (``find_event``). Each part
+    reads through a partial index, so that the cost follows the unfinished jobs: queued and
+    waiting ones through ``aio_async_job_pending``, running ones through ``aio_async_job_lease``
+    and ``aio_async_job_unleased``, suspended ones through ``aio_async_job_suspended``.
+    Returns the moment.
+    """
+    return (
+        f"SELECT min(added) FROM (SELECT min(added) AS added FROM {JOB} "  # noqa: S608
+        "WHERE status IN ('queued', 'waiting') "
+        f"UNION ALL SELECT min(added) FROM {JOB} WHERE status = 'running' AND locked_until IS NOT NULL "
+        f"UNION ALL SELECT min(added) FROM {JOB} WHERE status = 'running' AND locked_until IS NULL "
+        f"UNION ALL SELECT min(added) FROM {JOB} WHERE status = 'suspended') AS parts"
     )
 
 
