@@ -1,7 +1,9 @@
-"""Durable steps beside the queue's other rules, on both databases.
+"""Durable steps as the faces show them, and beside the queue's other rules, on both databases.
 
-A suspended unique job keeps its key where a running one would; a suspended job holds no slot
-of its concurrency limit; a cancelled one stays cancelled when its sleep ends.
+The job page lists a job's steps and says what a suspended job waits for; the overview and the
+job list count and filter suspended jobs apart from queued ones. A suspended unique job keeps
+its key where a running one would; a suspended job holds no slot of its concurrency limit; a
+cancelled one stays cancelled when its sleep ends.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 import aio_async
 from aio_async import schedule
+from aio_async.admin import STEP_LIMIT
 from aio_async.api import cancel_pending
 from aio_async.models import Error, Job, Status, Step
 from aio_async.values import Outcome
@@ -62,6 +66,131 @@ def wake(job: Job) -> None:
     now = timezone.now()
     Step.objects.filter(job=job, kind="sleep").update(until=now)
     Job.objects.filter(pk=job.pk, status=Status.SUSPENDED).update(run_after=now)
+
+
+# The job page ------------------------------------------------------------------------------
+
+
+def test_the_job_page_lists_its_steps_with_their_results_and_errors(client: Client, tmp_path: Any) -> None:
+    job = schedule(step_tasks.steps_then_fail_once, ["p", str(tmp_path / "pass")])
+    assert drain() == {Outcome.RETRYING: 1}
+    rows = step_rows(page_of(client, job))
+    first = Record.objects.get(key="p-1").pk
+    assert [row[:6] for row in rows] == [
+        ["0", "one", "step", "succeeded", "1", rows[0][5]],
+        ["1", "two", "step", "failed (runs again)", "1", rows[1][5]],
+    ]
+    assert rows[0][5].endswith(" s")  # a duration
+    assert rows[0][6] == f'<code class="step-result">{first}</code>'
+    assert "RuntimeError: no " in rows[1][6]
+    assert "step-error" in rows[1][6]
+
+
+def test_a_sleeping_jobs_page_says_until_when(client: Client) -> None:
+    job = schedule(step_tasks.sleep_between, ["z", 3600])
+    assert drain() == {Outcome.SUSPENDED: 1}
+    nap = Step.objects.get(job=job, name="nap")
+    page = page_of(client, job)
+    assert "field-waits_for" in page
+    assert f"sleeping until {moment(nap.until)}" in page
+    rows = step_rows(page)
+    assert [row[1:5] for row in rows] == [
+        ["before", "step", "succeeded", "1"],
+        ["nap", "durable sleep", "sleeping", "1"],
+    ]
+    assert rows[1][5] == "-"  # still sleeping: no duration yet
+    wake(job)
+    assert drain() == {Outcome.SUCCEEDED: 1}
+    page = page_of(client, job)
+    assert "sleeping until" not in page
+    assert [row[1:4] for row in step_rows(page)][1:] == [
+        ["nap", "durable sleep", "slept"],
+        ["after", "step", "succeeded"],
+    ]
+
+
+def test_a_waiting_jobs_page_names_its_event_and_its_timeout(client: Client) -> None:
+    forever = schedule(step_tasks.wait_between, ["f", "order-7", None])
+    timed = schedule(step_tasks.wait_between, ["t", "order-8", 3600])
+    assert drain() == {Outcome.SUSPENDED: 2}
+    assert "waiting for event order-7 until no timeout" in page_of(client, forever)
+    timeout = Step.objects.get(job=timed, name="approval").until
+    page = page_of(client, timed)
+    assert f"waiting for event order-8 until {moment(timeout)}" in page
+    assert step_rows(page)[1][3] == "waiting for its event"
+    assert aio_async.notify_event("order-8", {"value": 5}) == [timed.pk]
+    assert drain() == {Outcome.SUCCEEDED: 1}
+    rows = step_rows(page_of(client, timed))
+    assert rows[1][1:4] == ["approval", "wait for an event", "succeeded"]
+    assert rows[1][6] == 'event order-8: <code class="step-result">{&quot;value&quot;: 5}</code>'
+
+
+def test_a_cancelled_waits_row_says_it_was_cut_short(client: Client) -> None:
+    job = schedule(step_tasks.wait_between, ["c", "order-9", None])
+    assert drain() == {Outcome.SUSPENDED: 1}
+    assert aio_async.cancel(job) == 1
+    page = page_of(client, job)
+    assert "waiting for event" not in page
+    assert step_rows(page)[1][3] == "cut short: job cancelled"
+
+
+def test_a_long_journal_is_cut_on_the_page(client: Client) -> None:
+    job = schedule(step_tasks.record, ["long"])
+    Step.objects.bulk_create(
+        Step(
+            job=job,
+            name=f"item-{n}",
+            position=n,
+            kind="step",
+            status="succeeded",
+            attempt=1,
+            result="x" * 2000,
+        )
+        for n in range(STEP_LIMIT + 2)
+    )
+    page = page_of(client, job)
+    rows = step_rows(page)
+    assert (len(rows), rows[-1][1]) == (STEP_LIMIT, f"item-{STEP_LIMIT - 1}")
+    assert "and 2 more steps, not shown." in page
+    assert rows[0][6].endswith("… (2002 characters)</code>")  # a JSON string of 2,000 x's, cut
+
+
+def test_a_job_without_steps_has_no_steps_on_its_page(client: Client) -> None:
+    job = schedule(step_tasks.record, ["plain"])
+    assert drain() == {Outcome.SUCCEEDED: 1}
+    page = page_of(client, job)
+    assert "step-journal" not in page
+    assert "field-waits_for" not in page
+
+
+def test_the_overview_and_the_job_list_show_suspended_jobs_apart(client: Client) -> None:
+    sleeper = schedule(step_tasks.sleep_between, ["o", 3600])
+    assert drain() == {Outcome.SUSPENDED: 1}
+    schedule(step_tasks.record, ["later"], run_after=timezone.now() + datetime.timedelta(hours=1))
+    overview = client.get(reverse("admin:aio_async_job_overview"))
+    [queue] = overview.context["queues"]
+    counts = dict(queue.counts)
+    assert (counts["suspended"], counts["queued"], queue.due) == (1, 1, 0)
+    html = overview.content.decode()
+    assert "suspended (sleeping or waiting for an event)" in html
+    assert '?queue__exact=default&amp;status__exact=suspended">1</a>' in html
+    listing = client.get(reverse("admin:aio_async_job_changelist") + "?status__exact=suspended")
+    assert listing.status_code == 200
+    assert [job.pk for job in listing.context["cl"].result_list] == [sleeper.pk]
+    assert "?status__exact=suspended" in listing.content.decode()  # the filter offers the choice
+
+
+def test_the_admins_cancel_cancels_a_suspended_job(client: Client) -> None:
+    job = schedule(step_tasks.sleep_between, ["x", 3600])
+    assert drain() == {Outcome.SUSPENDED: 1}
+    data = {"action": "cancel", "_selected_action": [job.pk]}
+    response = client.post(reverse("admin:aio_async_job_changelist"), data, follow=True)
+    assert [str(message) for message in get_messages(response.wsgi_request)] == ["1 job(s) cancelled."]
+    job.refresh_from_db()
+    assert job.status == Status.CANCELLED
+    assert Error.objects.get(job=job).message == (
+        "cancelled by admin in the admin while it was suspended: the steps it committed stay committed"
+    )
 
 
 # Cancel, unique keys and limits ------------------------------------------------------------
