@@ -34,8 +34,18 @@ def job(queue: str = "a", status: str = Status.QUEUED, **fields: Any) -> Job:
     return made
 
 
+#: The moment each test's ``ago()`` counts back from: one per test, so that two moments a
+#: second apart are a second apart however long the writes between them took.
+_MOMENT: list[datetime.datetime] = []
+
+
+@pytest.fixture(autouse=True)
+def _one_moment() -> None:
+    _MOMENT[:] = [timezone.now()]
+
+
 def ago(seconds: float) -> datetime.datetime:
-    return timezone.now() - datetime.timedelta(seconds=seconds)
+    return _MOMENT[0] - datetime.timedelta(seconds=seconds)
 
 
 def test_stats_count_each_queue_and_measure_its_window() -> None:
