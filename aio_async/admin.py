@@ -1,5 +1,7 @@
 """Admin pages for jobs, groups and errors: actions that retry, cancel, copy and delete jobs,
 and a queue overview (counts, oldest due job, throughput, groups in progress, a 24-hour chart).
+A job's page shows its attempts, its steps (``aio_async.step()``, sleeps and waits) and, for
+a suspended job, what it waits for.
 
 Every action writes what it did to the admin log. Viewing needs the view permission; what
 changes jobs needs the change permission, deleting the delete permission.
@@ -32,7 +34,19 @@ from aio_async import queues
 from aio_async.api import cancel as cancel_jobs
 from aio_async.api import retry, schedule
 from aio_async.errors import ScheduleError
-from aio_async.models import FINISHED, UNFINISHED, Dependency, Error, Group, Job, Queue, Status
+from aio_async.models import (
+    FINISHED,
+    UNFINISHED,
+    Dependency,
+    Error,
+    Group,
+    Job,
+    Queue,
+    Status,
+    Step,
+    StepKind,
+    StepStatus,
+)
 from aio_async.readmodel import queue_states
 
 #: Jobs changed or logged per statement (SQLite caps a statement's parameters).
@@ -47,6 +61,10 @@ JSON_FIELDS = ("args", "kwargs", "meta", "result")
 RUNTIME_META = ("snoozed",)
 #: Groups listed on the overview, oldest first.
 GROUP_LIMIT = 50
+#: Steps listed on a job's page (a job may loop through thousands), first ones first.
+STEP_LIMIT = 500
+#: Characters of a step's result or error shown on a job's page; the rest is cut.
+STEP_TEXT = 1000
 
 
 def _traceback(error: Error) -> str:
@@ -80,6 +98,46 @@ def _when(moment: datetime.datetime | None) -> str:
 
 def _waited(seconds: float | None) -> str:
     return "-" if seconds is None else _duration_text(datetime.timedelta(seconds=seconds))
+
+
+def _cut(text: str) -> str:
+    """``text``, cut to ``STEP_TEXT`` characters (saying how long it was)."""
+    return text if len(text) <= STEP_TEXT else f"{text[:STEP_TEXT]}… ({len(text)} characters)"
+
+
+def _step_row(step: Step, job_status: str, now: datetime.datetime) -> tuple[Any, ...]:
+    """One step on a job's page: position, name, kind, status, attempt, duration, result or error."""
+    status = step.get_status_display()
+    duration = step.duration
+    if step.kind == StepKind.SLEEP and step.until is not None:
+        # A sleep's row is not rewritten when it ends: its time says whether it still sleeps.
+        over = step.until <= now
+        status = "slept" if over else "sleeping"
+        if over and step.started is not None:
+            duration = (step.until - step.started).total_seconds()
+        outcome = format_html("until {}", _when(step.until))
+    elif step.status == StepStatus.FAILED:
+        outcome = format_html(
+            '<pre class="step-error" style="white-space: pre-wrap; margin: 0">{}</pre>', _cut(step.error)
+        )
+    elif step.kind == StepKind.EVENT and step.status != StepStatus.SUCCEEDED:
+        timeout = "no timeout" if step.until is None else _when(step.until)
+        outcome = format_html("event {} (timeout: {})", step.key, timeout)
+    else:
+        text = json.dumps(step.result, sort_keys=True, ensure_ascii=False)
+        prefix = format_html("event {}: ", step.key) if step.kind == StepKind.EVENT else ""
+        outcome = format_html('{}<code class="step-result">{}</code>', prefix, _cut(text))
+    if status in ("sleeping", StepStatus.WAITING.label) and job_status in FINISHED:
+        status = f"cut short: job {job_status}"
+    return (
+        step.position,
+        step.name,
+        step.get_kind_display(),
+        status,
+        step.attempt,
+        _waited(duration),
+        outcome,
+    )
 
 
 def _batches(ids: list[int]) -> Iterator[list[int]]:
@@ -163,27 +221,34 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         )
         return (
             *worker,
+            "waits_for",
             "args_json",
             "kwargs_json",
             "meta_json",
             "result_json",
             *DEPENDENCY_FIELDS,
             "attempt_history",
+            "step_journal",
         )
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> tuple[tuple[str | None, Any], ...]:
-        """The job's state first, then its call, then the jobs it runs after or before (if any)."""
+        """The job's state first (what a suspended job waits for beside its status), then its
+        call, its attempts and steps, and the jobs it runs after or before (if any)."""
         call = ("args_json", "kwargs_json", "meta_json", "result_json")
         order = [field.name for field in Job._meta.concrete_fields]
-        apart = (*call, *DEPENDENCY_FIELDS, "attempt_history")
+        apart = (*call, *DEPENDENCY_FIELDS, "attempt_history", "step_journal", "waits_for")
         state = [field for field in self.get_fields(request, obj) if field not in apart]
         state.sort(key=lambda field: order.index(field) if field in order else len(order))
+        if obj is not None and obj.status == Status.SUSPENDED and "status" in state:
+            state.insert(state.index("status") + 1, "waits_for")
         fieldsets: tuple[tuple[str | None, Any], ...] = (
             (None, {"fields": state}),
             ("Call", {"fields": call}),
         )
         if obj is not None and obj.attempts:
             fieldsets += (("Attempts", {"fields": ("attempt_history",)}),)
+        if obj is not None and Step.objects.using(obj._state.db).filter(job=obj).exists():
+            fieldsets += (("Steps", {"fields": ("step_journal",)}),)
         if obj is not None and Dependency.objects.filter(Q(job=obj) | Q(after=obj)).exists():
             fieldsets += (("Dependencies", {"fields": DEPENDENCY_FIELDS}),)
         return fieldsets
@@ -209,6 +274,45 @@ class JobAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         head = format_html_join("", "<th>{}</th>", ((title,) for title in titles))
         body = format_html_join("", "<tr>" + "<td>{}</td>" * len(titles) + "</tr>", rows)
         return format_html('<table class="attempt-history"><tr>{}</tr>{}</table>', head, body)
+
+    @admin.display(description="steps")
+    def step_journal(self, job: Job) -> str:
+        """The job's steps, sleeps and waits in the order it reached them: kind, status, attempt,
+        duration, and the result, the error, or what it waits for."""
+        now = timezone.now()
+        steps = Step.objects.using(job._state.db).filter(job=job).order_by("position", "id")
+        rows = [_step_row(step, job.status, now) for step in steps[:STEP_LIMIT]]
+        if not rows:
+            return "-"
+        titles = ("#", "name", "kind", "status", "attempt", "duration", "result or error")
+        head = format_html_join("", "<th>{}</th>", ((title,) for title in titles))
+        body = format_html_join("", "<tr>" + "<td>{}</td>" * len(titles) + "</tr>", rows)
+        more = ""
+        if len(rows) == STEP_LIMIT:
+            total = steps.count()
+            if total > STEP_LIMIT:
+                more = format_html("<p>and {} more steps, not shown.</p>", total - STEP_LIMIT)
+        return format_html('<table class="step-journal"><tr>{}</tr>{}</table>{}', head, body, more)
+
+    @admin.display(description="waits for")
+    def waits_for(self, job: Job) -> str:
+        """What a suspended job waits for: the end of its sleep, or an event (until its timeout)."""
+        if job.status != Status.SUSPENDED:
+            return "-"
+        # The one it suspended at is its last sleep or wait reached (earlier sleeps keep their
+        # status when they end).
+        point = (
+            Step.objects.using(job._state.db)
+            .filter(job=job, status__in=(StepStatus.SLEEPING, StepStatus.WAITING))
+            .order_by("-position", "-id")
+            .first()
+        )
+        if point is None:
+            return f"to run again at {_when(job.run_after)}"
+        if point.kind == StepKind.SLEEP:
+            return f"sleeping until {_when(point.until)} ({point.name})"
+        timeout = "no timeout" if point.until is None else _when(point.until)
+        return f"waiting for event {point.key} until {timeout} ({point.name})"
 
     @admin.display(description="runs after")
     def runs_after(self, job: Job) -> str:

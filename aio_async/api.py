@@ -27,7 +27,7 @@ from django.utils import timezone
 from aio_async import allow, signals
 from aio_async.conf import get_settings
 from aio_async.errors import InvalidArguments, InvalidOption
-from aio_async.models import Dependency, Group, Job, Status
+from aio_async.models import UNFINISHED, Dependency, Group, Job, Status
 from aio_async.payload import (
     DEFAULT_PRIORITY,
     JobOptions,
@@ -643,7 +643,9 @@ def _cancel(jobs: Cancellable, by: str | None, using: str | None, *, running_too
         stopped = queue.cancel(_memory_ids(jobs, "cancel"), running_too=running_too)
         signals.cancelled_in_memory(queue, stopped, by or "cancel()")
         return len(stopped)
-    ids, alias = _job_ids(jobs, using, (Status.WAITING, Status.QUEUED, Status.RUNNING), "cancel")
+    # A suspended job has started (it sleeps or waits between its steps): cancel_pending leaves it.
+    states = UNFINISHED if running_too else (Status.WAITING, Status.QUEUED)
+    ids, alias = _job_ids(jobs, using, states, "cancel")
     if by is None:
         by = f"cancel() in process {os.getpid()} on {socket.gethostname()}"
     cancelled: list[int] = []

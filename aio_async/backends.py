@@ -15,10 +15,13 @@ so the worker finds it as it finds an ``@aio_async.task``. The runner builds the
 ``task_started``, calls the function (with a ``TaskContext`` first for ``takes_context``
 tasks), normalises its return value as Django does, and sends ``task_finished`` once the job
 reaches a final state: after the job's transaction commits on success (sync tasks; after the
-call for coroutine tasks), and, on failure, only from the last attempt, inside the exception
-handler. A retried attempt sends ``task_started`` again and no ``task_finished``.
+call for coroutine tasks), and, on failure, only from the last attempt (or a wait's timeout,
+which fails the job at once), inside the exception handler. A retried attempt sends
+``task_started`` again and no ``task_finished``; so does an attempt that a durable sleep or a
+wait for an event suspended (the one that resumes the job sends ``task_started`` again).
 
-How a job reads as a ``TaskResult``: waiting and queued are READY, running is RUNNING,
+How a job reads as a ``TaskResult``: waiting and queued are READY, running and suspended
+(in a durable sleep or a wait for an event, between its steps) are RUNNING,
 succeeded is SUCCESSFUL, failed and cancelled are FAILED (a cancelled job's errors end with
 ``JobCancelled``). ``errors`` are the job's Error rows, oldest first; ``worker_ids`` has the
 worker of every attempt, oldest first (``Job.attempt_history()``: retried, lost, timed out,
@@ -47,11 +50,11 @@ from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.core import checks
 from django.utils import timezone
 
-from aio_async import allow, signals
+from aio_async import allow, signals, steps
 from aio_async.api import not_in_async_code, schedule
 from aio_async.conf import EVERY_QUEUE, get_settings
 from aio_async.context import JobContext, current_job
-from aio_async.errors import InvalidOption, JobCancelled, ScheduleError
+from aio_async.errors import EventTimeout, InvalidOption, JobCancelled, ScheduleError
 from aio_async.models import AttemptRecord, Error, Job, Status
 from aio_async.payload import (
     JobOptions,
@@ -120,6 +123,9 @@ _STATUS: dict[str, TaskResultStatus] = {
     Status.WAITING: TaskResultStatus.READY,
     Status.QUEUED: TaskResultStatus.READY,
     Status.RUNNING: TaskResultStatus.RUNNING,
+    # A suspended task started and is not done: it sleeps or waits between its steps, which
+    # have run. READY would say it has not started; Django has no status for a pause.
+    Status.SUSPENDED: TaskResultStatus.RUNNING,
     Status.SUCCEEDED: TaskResultStatus.SUCCESSFUL,
     Status.FAILED: TaskResultStatus.FAILED,
     Status.CANCELLED: TaskResultStatus.FAILED,
@@ -392,6 +398,11 @@ def _returned(value: Any) -> Any:
     return result_value(normalize_json(value))
 
 
+def _fails_for_good(job: JobContext, exc: BaseException) -> bool:
+    """Whether ``exc`` ends the task failed: on its last attempt, or a wait's timeout (never retried)."""
+    return job.last_attempt or isinstance(exc, EventTimeout)
+
+
 def _run_sync(task: _TaskBase, args: list[Any], kwargs: dict[str, Any]) -> Any:
     """A sync task's attempt, in the worker's job thread, inside the job's transaction."""
     job = current_job()
@@ -401,8 +412,10 @@ def _run_sync(task: _TaskBase, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if attempt.overran():
             # The worker has failed this attempt already; say so here too, where it is seen.
             raise TimeoutError(f"the task ran past its timeout (due by {attempt.deadline})")
+    except steps.Stopped:
+        raise  # suspended (a durable sleep or wait), or its lease lost: the task goes on elsewhere
     except BaseException as exc:
-        if job.last_attempt:
+        if _fails_for_good(job, exc):
             attempt.failed(exc)
             attempt.send(task_finished)  # inside the handler: Django's receiver logs exc_info
         raise
@@ -425,8 +438,10 @@ async def _run_coroutine(task: _TaskBase, args: list[Any], kwargs: dict[str, Any
             timed_out = TimeoutError(f"the task ran past its timeout (due by {attempt.deadline})")
             await sync_to_async(attempt.send_failure, thread_sensitive=True)(timed_out)
         raise
+    except steps.Stopped:
+        raise
     except BaseException as exc:
-        if job.last_attempt:
+        if _fails_for_good(job, exc):
             await sync_to_async(attempt.send_failure, thread_sensitive=True)(exc)
         raise
     attempt.succeeded(value)

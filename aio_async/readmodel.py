@@ -1,10 +1,10 @@
 """One read model of the queue: per queue, jobs by status, the due ones, the oldest due, throughput.
 
-``stats()`` is the cheap one: per queue, the jobs due now, scheduled later, waiting and
-running, the jobs that succeeded, failed and went back to the queue in a recent window, the
-throughput and the pick-up latency over it. It reads the queued and running jobs and those
-of the window only, through partial indexes, never the finished history: a dashboard or a
-monitor can ask for it every few seconds.
+``stats()`` is the cheap one: per queue, the jobs due now, scheduled later, waiting,
+running and suspended, the jobs that succeeded, failed and went back to the queue in a
+recent window, the throughput and the pick-up latency over it. It reads the unfinished jobs
+and those of the window only, through partial indexes, never the finished history: a
+dashboard or a monitor can ask for it every few seconds.
 
 The admin's overview, ``health()``, the metrics endpoint and ``queues.overview()`` all read the
 queue through ``queue_states()``: one aggregate query over the job table grouped by queue and
@@ -121,13 +121,14 @@ def stats(window: float = 60, *, using: str | None = None) -> dict[str, Any]:
 
     A JSON-ready dict: ``time``, ``window_seconds`` and ``queues``, each queue with ``due``
     (queued, due now), ``scheduled`` (queued, due later), ``waiting``, ``running``,
-    ``paused``, ``oldest_due_age_seconds``, ``succeeded`` and ``failed`` (jobs that finished
-    so in the window), ``requeued`` (attempts that ended in the window and put their job back
-    in the queue: retried, lost, timed out, snoozed, released), ``throughput_per_second``
+    ``suspended`` (in a durable sleep or waiting for an event), ``paused``,
+    ``oldest_due_age_seconds``, ``succeeded`` and ``failed`` (jobs that finished so in the
+    window), ``requeued`` (attempts that ended in the window and put their job back in the
+    queue: retried, lost, timed out, snoozed, released), ``throughput_per_second``
     (succeeded and failed, per second of the window) and ``pickup_latency_seconds``
     (``attempts`` started in the window, and ``p50``, ``p95``, ``max`` of their ``started -
-    run_after``; None without attempts). Its cost follows the queued and running jobs and
-    those of the window, never the finished history.
+    run_after``; None without attempts). Its cost follows the unfinished jobs and those of
+    the window, never the finished history.
     """
     if isinstance(window, bool) or not isinstance(window, int | float) or not 0 < window <= MAX_WINDOW:
         raise InvalidOption(
@@ -139,13 +140,14 @@ def stats(window: float = 60, *, using: str | None = None) -> dict[str, Any]:
     counts, latencies = run(lambda dialect: queue_figures(dialect, now, since), alias)
     paused = dict(Queue.objects.using(alias).values_list("name", "paused"))
     queues: dict[str, dict[str, Any]] = {}
-    for queue, due, scheduled, waiting, running, succeeded, failed, requeued, oldest in counts:
+    for queue, due, scheduled, waiting, running, suspended, succeeded, failed, requeued, oldest in counts:
         oldest_due = _datetime(oldest)
         queues[str(queue)] = {
             "due": int(due),
             "scheduled": int(scheduled),
             "waiting": int(waiting),
             "running": int(running),
+            "suspended": int(suspended),
             "paused": bool(paused.get(queue, False)),
             "oldest_due_age_seconds": None
             if oldest_due is None

@@ -1,8 +1,8 @@
 """The queue's figures over a recent window, read without counting the finished history.
 
 ``queue_figures`` runs ``statements.queue_counts`` and ``statements.pickup_latencies``: each
-part of them reads through a partial index, so that the cost follows the queued and running
-jobs and those the window saw, however many finished jobs the table keeps.
+part of them reads through a partial index, so that the cost follows the unfinished jobs and
+those the window saw, however many finished jobs the table keeps.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Maintenance writes: pruning finished jobs, a periodic schedule's ticks, a queue's pause.
 
 ``prune()`` is what ``python -m aio_async prune``, ``manage.py prune_queue`` and a worker
-with ``AIO_ASYNC["RETENTION"]`` run. A job of a group goes only once every member of the
-group is finished and past its own state's age, and the group then goes too (the rule of
-django-async's ``remove_old_jobs``). Each batch is one short transaction that skips rows
+with ``AIO_ASYNC["RETENTION"]`` run. A job goes with its errors, attempt records and steps;
+a job of a group goes only once every member of the group is finished and past its own
+state's age, and the group then goes too (the rule of django-async's ``remove_old_jobs``).
+Events (``notify_event``) as old as the longest-kept state's jobs go too, but never one that
+an unfinished job could still receive. Each batch is one short transaction that skips rows
 another transaction holds, so claims and completions go on.
 """
 
@@ -17,10 +19,12 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from aio_async.retention import BATCH, Retention
+from aio_async.store import journal
 from aio_async.store import statements as sql
 from aio_async.store.dialects import Dialect, for_vendor
 from aio_async.store.drivers.django import run, run_on
 from aio_async.store.statements import Op
+from aio_async.values import _moment
 
 __all__ = ["insert_tick", "notify_queue", "prune", "prune_in_thread"]
 
@@ -33,10 +37,11 @@ def prune(
     batch: int = BATCH,
     keep_going: Callable[[], bool] = lambda: True,
 ) -> dict[str, int]:
-    """Delete finished jobs past their state's age (with their errors and empty groups); count them.
+    """Delete finished jobs past their state's age (with their errors, steps and empty groups); count them.
 
-    With ``dry_run``, count what would go and delete nothing. ``keep_going`` is asked before
-    each batch (a stopping worker says no).
+    Old periodic ticks and events go too, uncounted. With ``dry_run``, count the jobs that
+    would go and delete nothing. ``keep_going`` is asked before each batch (a stopping worker
+    says no).
     """
     ages = retention.ages
     counted = dict.fromkeys(ages, 0)
@@ -63,6 +68,13 @@ def prune(
             deleted = run_on(connection, _delete_ticks(oldest, batch))
         if deleted < batch:
             break
+    # So do events, but a wait receives an event sent since its job was added: those an
+    # unfinished job (one that sleeps before its wait, say) may still receive are kept.
+    while keep_going():
+        with transaction.atomic(using=using):
+            deleted = run_on(connection, _delete_events(oldest, batch))
+        if deleted < batch:
+            break
     return counted
 
 
@@ -84,6 +96,14 @@ def _delete_ticks(before: datetime.datetime, batch: int) -> Op[int]:
     return len(rows)
 
 
+def _delete_events(before: datetime.datetime, batch: int) -> Op[int]:
+    rows = yield sql.oldest_unfinished(), []
+    added = _moment(rows[0][0])
+    if added is not None:
+        before = min(before, added)
+    return (yield from journal.prune_events(before, batch))
+
+
 def _delete_batch(
     dialect: Dialect, state: str, cutoffs: list[tuple[str, datetime.datetime]], batch: int
 ) -> Op[int]:
@@ -94,6 +114,7 @@ def _delete_batch(
     groups = sorted({row[1] for row in rows if row[1] is not None})
     yield sql.delete_errors(len(ids)), ids
     yield sql.delete_attempts(len(ids)), ids
+    yield sql.delete_steps(len(ids)), ids
     yield sql.delete_dependencies(len(ids)), [*ids, *ids]
     if groups:
         yield sql.unlink_finals(len(ids)), ids

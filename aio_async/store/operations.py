@@ -206,27 +206,32 @@ def cancel(
 ) -> Op[list[int]]:
     """Cancel the unfinished jobs among ``job_ids``, with an Error row each saying who did.
 
-    A running job is cancelled too, unless not ``running_too``: its worker's fenced writes
-    match nothing from then on, and on PostgreSQL a NOTIFY, sent on commit, tells the worker
-    to stop it. A group member may release its group's final job; the jobs that run after a
-    cancelled one are cancelled too. ``why`` replaces the Error rows' message for jobs that
-    had not started. Returns the ids cancelled.
+    A running or suspended job is cancelled too, unless not ``running_too``: a running job's
+    worker's fenced writes match nothing from then on, and on PostgreSQL a NOTIFY, sent on
+    commit, tells the worker to stop it. A group member may release its group's final job;
+    the jobs that run after a cancelled one are cancelled too. ``why`` replaces the Error
+    rows' message for jobs that had not started. Returns the ids cancelled.
     """
     if not job_ids:
         return []
     locked = yield sql.lock_unfinished(dialect, len(job_ids)), list(job_ids)
     if not running_too:
-        locked = [row for row in locked if row[1] != "running"]
+        locked = [row for row in locked if row[1] not in ("running", "suspended")]
     if not locked:
         return []
     ids = [row[0] for row in locked]
     running = [row[0] for row in locked if row[1] == "running"]
+    suspended = [row[0] for row in locked if row[1] == "suspended"]
     rows = yield sql.cancel(dialect, len(ids)), [now, *ids]
     kind = class_path(JobCancelled)
-    pending = sorted(set(ids) - set(running))
+    pending = sorted(set(ids) - set(running) - set(suspended))
     if pending:
         message = why or f"cancelled by {by} before it ran"
         yield sql.cancel_errors(len(pending)), [kind, message, now, *pending]
+    if suspended:
+        # It ran until a durable sleep or wait: what its steps committed stays committed.
+        message = f"cancelled by {by} while it was suspended: the steps it committed stay committed"
+        yield sql.cancel_errors(len(suspended)), [kind, message, now, *suspended]
     if running:
         # The row does not say whether the job is a coroutine: the message holds for both kinds.
         message = (

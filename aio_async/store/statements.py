@@ -79,6 +79,7 @@ __all__ = [
     "mark_prerequisites",
     "notify_cancelled",
     "notify_queues",
+    "oldest_unfinished",
     "paused_queues",
     "pickup_latencies",
     "prunable",
@@ -896,35 +897,40 @@ def delete_attempts(jobs: int) -> str:
 
 @functools.cache
 def queue_counts(dialect: Dialect) -> str:
-    """Per queue: due, scheduled later, waiting, running; succeeded, failed and requeued since a moment.
+    """Per queue: due, scheduled, waiting, running, suspended; succeeded, failed, requeued since a moment.
 
     Each part reads through a partial index, so that the cost follows the unfinished jobs and
     those of the window, never the finished history: queued and waiting jobs through
     ``aio_async_job_pending``, running ones through ``aio_async_job_lease`` (and
-    ``aio_async_job_unleased``, for a running row without a lease), succeeded and
-    failed ones through ``aio_async_job_succeeded`` and ``aio_async_job_failed`` (on
-    ``finished``), requeued attempts through ``aio_async_attempt_ended``. Parameters: now,
-    now, now, since, since, since. Returns queue, due, scheduled, waiting, running,
-    succeeded, failed, requeued, the ``run_after`` of the oldest due job.
+    ``aio_async_job_unleased``, for a running row without a lease), suspended ones through
+    ``aio_async_job_suspended``, succeeded and failed ones through ``aio_async_job_succeeded``
+    and ``aio_async_job_failed`` (on ``finished``), requeued attempts through
+    ``aio_async_attempt_ended`` (an attempt that suspended its job put nothing back in the
+    queue: it is not counted). Parameters: now, now, now, since, since, since. Returns queue,
+    due, scheduled, waiting, running, suspended, succeeded, failed, requeued, the
+    ``run_after`` of the oldest due job.
     """
     return (
-        "SELECT queue, sum(due), sum(scheduled), sum(waiting), sum(running), sum(succeeded), "  # noqa: S608
-        "sum(failed), sum(requeued), min(oldest) FROM ("
+        "SELECT queue, sum(due), sum(scheduled), sum(waiting), sum(running), sum(suspended), "  # noqa: S608
+        "sum(succeeded), sum(failed), sum(requeued), min(oldest) FROM ("
         "SELECT queue, CASE WHEN status = 'queued' AND run_after <= %s THEN 1 ELSE 0 END AS due, "
         "CASE WHEN status = 'queued' AND run_after > %s THEN 1 ELSE 0 END AS scheduled, "
-        "CASE WHEN status = 'waiting' THEN 1 ELSE 0 END AS waiting, 0 AS running, 0 AS succeeded, "
-        "0 AS failed, 0 AS requeued, CASE WHEN status = 'queued' AND run_after <= %s THEN run_after END "
+        "CASE WHEN status = 'waiting' THEN 1 ELSE 0 END AS waiting, 0 AS running, 0 AS suspended, "
+        "0 AS succeeded, 0 AS failed, 0 AS requeued, "
+        "CASE WHEN status = 'queued' AND run_after <= %s THEN run_after END "
         f"AS oldest FROM {JOB} WHERE status IN ('queued', 'waiting') "
-        f"UNION ALL SELECT queue, 0, 0, 0, 1, 0, 0, 0, NULL FROM {JOB} WHERE status = 'running' "
+        f"UNION ALL SELECT queue, 0, 0, 0, 1, 0, 0, 0, 0, NULL FROM {JOB} WHERE status = 'running' "
         "AND locked_until IS NOT NULL "
-        f"UNION ALL SELECT queue, 0, 0, 0, 1, 0, 0, 0, NULL FROM {JOB} WHERE status = 'running' "
+        f"UNION ALL SELECT queue, 0, 0, 0, 1, 0, 0, 0, 0, NULL FROM {JOB} WHERE status = 'running' "
         "AND locked_until IS NULL "
-        f"UNION ALL SELECT queue, 0, 0, 0, 0, 1, 0, 0, NULL FROM {JOB} "
+        f"UNION ALL SELECT queue, 0, 0, 0, 0, 1, 0, 0, 0, NULL FROM {JOB} WHERE status = 'suspended' "
+        f"UNION ALL SELECT queue, 0, 0, 0, 0, 0, 1, 0, 0, NULL FROM {JOB} "
         "WHERE status = 'succeeded' AND finished >= %s "
-        f"UNION ALL SELECT queue, 0, 0, 0, 0, 0, 1, 0, NULL FROM {JOB} "
+        f"UNION ALL SELECT queue, 0, 0, 0, 0, 0, 0, 1, 0, NULL FROM {JOB} "
         "WHERE status = 'failed' AND finished >= %s "
-        f"UNION ALL SELECT {JOB}.queue, 0, 0, 0, 0, 0, 0, 1, NULL FROM {ATTEMPT} "
-        f"JOIN {JOB} ON {JOB}.id = {ATTEMPT}.job_id WHERE {ATTEMPT}.ended >= %s"
+        f"UNION ALL SELECT {JOB}.queue, 0, 0, 0, 0, 0, 0, 0, 1, NULL FROM {ATTEMPT} "
+        f"JOIN {JOB} ON {JOB}.id = {ATTEMPT}.job_id WHERE {ATTEMPT}.ended >= %s "
+        f"AND {ATTEMPT}.outcome <> 'suspended'"
         ") AS parts GROUP BY queue ORDER BY queue"
     )
 
@@ -1083,6 +1089,24 @@ def find_event(dialect: Dialect) -> str:
         f"AND {EVENT}.sent >= (SELECT added FROM {JOB} WHERE id = %s) "
         f"AND NOT EXISTS (SELECT 1 FROM {STEP} WHERE {STEP}.job_id = %s AND {STEP}.event_id = {EVENT}.id) "
         f"ORDER BY {EVENT}.id LIMIT 1"
+    )
+
+
+def oldest_unfinished() -> str:
+    """When the oldest unfinished job was added (None without one): the events a wait may still receive.
+
+    A wait receives only events sent since its job was added (``find_event``). Each part
+    reads through a partial index, so that the cost follows the unfinished jobs: queued and
+    waiting ones through ``aio_async_job_pending``, running ones through ``aio_async_job_lease``
+    and ``aio_async_job_unleased``, suspended ones through ``aio_async_job_suspended``.
+    Returns the moment.
+    """
+    return (
+        f"SELECT min(added) FROM (SELECT min(added) AS added FROM {JOB} "  # noqa: S608
+        "WHERE status IN ('queued', 'waiting') "
+        f"UNION ALL SELECT min(added) FROM {JOB} WHERE status = 'running' AND locked_until IS NOT NULL "
+        f"UNION ALL SELECT min(added) FROM {JOB} WHERE status = 'running' AND locked_until IS NULL "
+        f"UNION ALL SELECT min(added) FROM {JOB} WHERE status = 'suspended') AS parts"
     )
 
 

@@ -96,11 +96,13 @@ def test_health_from_both_entry_points() -> None:
 
 def test_stats_prints_each_queues_figures_as_json() -> None:
     schedule(tasks.write, ["s"], queue="mail")
+    sleeping = schedule(tasks.write, ["z"], queue="mail")
+    Job.objects.filter(pk=sleeping.pk).update(status=Status.SUSPENDED)  # as a durable sleep leaves it
     result = run("-m", "aio_async", "--settings", "tests.settings", "stats", "--window", "30")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["window_seconds"] == 30
-    assert report["queues"]["mail"]["due"] == 1
+    assert (report["queues"]["mail"]["due"], report["queues"]["mail"]["suspended"]) == (1, 1)
     assert report["queues"]["mail"]["pickup_latency_seconds"]["attempts"] == 0
 
 

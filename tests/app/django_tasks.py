@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import aio_async
 from aio_async import current_job
 from aio_async.backends import AioAsyncTask
 from tests.app.models import Record
@@ -284,3 +285,29 @@ def returns_tuple() -> tuple[int, bytes]:
 def rebuild_report(shop: int) -> int:
     """A unique task (the call is the key), two at a time under the key ``reports``."""
     return shop
+
+
+def _write(key: str) -> int:
+    return Record.objects.create(key=key).pk
+
+
+@aio_task(max_attempts=1)
+def stepped(key: str, event: str) -> list[Any]:
+    """A step, a wait for ``event``, a step: on its only attempt, the wait is no failure."""
+    first = aio_async.step("one", _write, f"{key}-1")
+    payload = aio_async.wait_for("approval", event)
+    return [first, payload, aio_async.step("two", _write, f"{key}-2")]
+
+
+@aio_task(max_attempts=1)
+async def astepped(key: str, event: str) -> list[Any]:
+    """``stepped`` as a coroutine."""
+    first = await aio_async.astep("one", _write, f"{key}-1")
+    payload = await aio_async.await_for("approval", event)
+    return [first, payload, await aio_async.astep("two", _write, f"{key}-2")]
+
+
+@aio_task(max_attempts=3)
+def waits_briefly(event: str) -> Any:
+    """A wait that times out: the task fails for good at once, attempts left or not."""
+    return aio_async.wait_for("approval", event, timeout=0.1)

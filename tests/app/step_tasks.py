@@ -180,3 +180,11 @@ async def await_between(key: str, event: str, timeout: float | None) -> Any:  # 
 async def wrong_kind() -> None:
     """A coroutine job calling the sync step(): refused."""
     aio_async.step("sync", record, "x")
+
+
+def sleep_then_wait(key: str, seconds: float, event: str) -> Any:
+    """A durable sleep, then a wait for ``event`` (sent, perhaps, while it slept)."""
+    aio_async.sleep("nap", seconds)
+    payload = aio_async.wait_for("approval", event)
+    aio_async.step("after", record, f"{key}-after")
+    return payload

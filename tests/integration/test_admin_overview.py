@@ -67,6 +67,7 @@ def test_counts_per_queue_and_status_with_the_oldest_due_job(client: Client) -> 
     oldest = job(queue="mail", run_after=ago(minutes=30))
     job(queue="mail", run_after=ago(minutes=-60))  # not due yet
     job(Status.RUNNING, queue="mail")
+    job(Status.SUSPENDED, queue="mail", run_after=ago(minutes=10))  # woken soon: not due, not queued
     job(Status.FAILED, queue="default")
     response = client.get(reverse(OVERVIEW))
     assert response.status_code == 200
@@ -80,6 +81,7 @@ def test_counts_per_queue_and_status_with_the_oldest_due_job(client: Client) -> 
         "succeeded": 0,
         "failed": 0,
         "cancelled": 0,
+        "suspended": 1,
     }
     assert mail.due == 2
     assert mail.oldest is not None

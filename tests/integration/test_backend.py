@@ -16,6 +16,7 @@ import logging
 import pickle
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -26,10 +27,11 @@ from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
+import aio_async
 from aio_async import deschedule, health, schedule, testing
 from aio_async.backends import TASK_KEY, AioAsyncBackend, AioAsyncTask
 from aio_async.conf import Backoff
-from aio_async.errors import InvalidArguments, JobCancelled, ResultNotJSON
+from aio_async.errors import EventTimeout, InvalidArguments, JobCancelled, ResultNotJSON
 from aio_async.models import AttemptRecord, Error, Job, Status
 from aio_async.store.dialects import for_vendor
 from aio_async.store.drivers.django import run_on
@@ -269,6 +271,47 @@ def test_a_sync_task_past_its_timeout_on_its_last_attempt_finishes_failed(sent: 
     assert refreshed(result).status == TaskResultStatus.FAILED
     assert [error.exception_class for error in result.errors] == [TimeoutError]  # one Error row
     assert [(s.signal, s.status) for s in sent if s.signal == "finished"] == [("finished", "FAILED")]
+
+
+# Durable steps -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stepped", [dj.stepped, dj.astepped], ids=["sync", "coroutine"])
+def test_a_task_made_of_steps_reads_running_while_it_waits_and_finishes_once(
+    stepped: Task[..., Any], run_all: Callable[[], object], sent: list[Sent]
+) -> None:
+    result = stepped.enqueue("st", "approved-1")
+    run_all()  # its only attempt: the wait suspends it, and is no failure
+    assert Job.objects.get(pk=result.id).status == Status.SUSPENDED
+    waiting = refreshed(result)
+    assert waiting.status == TaskResultStatus.RUNNING  # it started and is not done
+    assert (waiting.finished_at, waiting.errors, len(waiting.worker_ids)) == (None, [], 1)
+    assert [(s.signal, s.status) for s in sent] == [("enqueued", "READY"), ("started", "RUNNING")]
+    assert aio_async.notify_event("approved-1", {"by": "ops"}) == [int(result.id)]
+    run_all()
+    done = refreshed(result)
+    assert done.status == TaskResultStatus.SUCCESSFUL
+    assert sorted(Record.objects.values_list("key", flat=True)) == ["st-1", "st-2"]  # each step once
+    records = dict(Record.objects.values_list("key", "pk"))
+    assert done.return_value == [records["st-1"], {"by": "ops"}, records["st-2"]]
+    assert [(s.signal, s.status, s.attempts) for s in sent][2:] == [
+        ("started", "RUNNING", 2),
+        ("finished", "SUCCESSFUL", 2),
+    ]
+    assert len(done.worker_ids) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_whose_wait_timed_out_finishes_failed_with_attempts_left(sent: list[Sent]) -> None:
+    result = dj.waits_briefly.enqueue("never")
+    assert drain() == {Outcome.SUSPENDED: 1}
+    time.sleep(0.2)
+    assert drain() == {Outcome.FAILED: 1}  # a recorded timeout would time out again
+    failed = refreshed(result)
+    assert failed.status == TaskResultStatus.FAILED
+    assert [error.exception_class_path for error in failed.errors] == ["aio_async.errors.EventTimeout"]
+    assert [(s.signal, s.status) for s in sent if s.signal == "finished"] == [("finished", "FAILED")]
+    assert sent[-1].handling is EventTimeout
 
 
 # Results -----------------------------------------------------------------------------------

@@ -134,6 +134,8 @@ def test_the_queue_collector_reads_depth_and_age_in_one_query() -> None:
     first = schedule(tasks.add, [2, 2], queue="reports")
     schedule(tasks.add, [2, 3], queue="reports", after=first)
     Job.objects.filter(pk=first.pk).update(status=Status.RUNNING)
+    sleeping = schedule(tasks.add, [2, 4], queue="reports", run_after=now - datetime.timedelta(seconds=60))
+    Job.objects.filter(pk=sleeping.pk).update(status=Status.SUSPENDED)  # in a durable sleep: not due
     schedule(tasks.add, [3, 3], queue="done")
     Job.objects.filter(queue="done").update(status=Status.SUCCEEDED)
     with CaptureQueriesContext(connection) as queries:
@@ -147,7 +149,7 @@ def test_the_queue_collector_reads_depth_and_age_in_one_query() -> None:
         ("aio_async_queue_jobs", (("queue", "reports"), ("status", "queued"))): 0,
         ("aio_async_queue_jobs", (("queue", "reports"), ("status", "running"))): 1,
         ("aio_async_queue_jobs", (("queue", "reports"), ("status", "waiting"))): 1,
-        ("aio_async_queue_jobs", (("queue", "reports"), ("status", "suspended"))): 0,
+        ("aio_async_queue_jobs", (("queue", "reports"), ("status", "suspended"))): 1,
     }
     assert found[("aio_async_queue_due_jobs", (("queue", "mail"),))] == 2
     assert found[("aio_async_queue_due_jobs", (("queue", "reports"),))] == 0

@@ -1,4 +1,4 @@
-"""Retention: finished jobs older than their state's age go, with their errors, group by group."""
+"""Retention: finished jobs past their age go, with their errors, steps and groups; so do old events."""
 
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 from django.utils import timezone
 
 from aio_async import schedule
 from aio_async.executor import Executor
-from aio_async.models import Error, Group, Job, Status, Tick
+from aio_async.models import Error, Event, Group, Job, Status, Step, Tick
 from aio_async.retention import Retention, parse_age
+from aio_async.store import statements as sql
 from aio_async.store.maintenance import prune
+from aio_async.values import Outcome
 from tests.acceptance.test_cli import run
-from tests.app import tasks
-from tests.conftest import queue_settings
+from tests.app import step_tasks, tasks
+from tests.conftest import drain, queue_settings
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -179,3 +182,70 @@ def test_old_periodic_ticks_go_but_each_schedules_latest() -> None:
     Tick.objects.create(schedule="a", tick="new", at=now)
     prune(Retention(succeeded=15 * 86400), batch=1)
     assert sorted(Tick.objects.values_list("schedule", "tick")) == [("a", "10"), ("a", "new"), ("b", "10")]
+
+
+def test_a_pruned_jobs_steps_go_with_it() -> None:
+    old = schedule(step_tasks.three_steps, ["old"])
+    new = schedule(step_tasks.three_steps, ["new"])
+    assert drain() == {Outcome.SUCCEEDED: 2}
+    Job.objects.filter(pk=old.pk).update(finished=timezone.now() - datetime.timedelta(days=8))
+    assert Step.objects.filter(job=old).count() == 3
+    assert prune(Retention(succeeded=7 * 86400)) == {"succeeded": 1}
+    assert left() == {new.pk}
+    assert not Step.objects.filter(job_id=old.pk).exists()
+    assert Step.objects.filter(job=new).count() == 3  # a kept job keeps its journal
+
+
+def sent(key: str, days: float) -> Event:
+    """An event sent ``days`` ago."""
+    return Event.objects.create(key=key, sent=timezone.now() - datetime.timedelta(days=days))
+
+
+def test_events_older_than_the_longest_kept_state_go() -> None:
+    old, recent = sent("old", 10), sent("recent", 3)
+    between = sent("between", 6)  # past the succeeded jobs' age, not the failed ones'
+    prune(Retention(succeeded=5 * 86400, failed=7 * 86400), batch=1)
+    assert set(Event.objects.values_list("pk", flat=True)) == {recent.pk, between.pk}
+    assert old.pk not in set(Event.objects.values_list("pk", flat=True))
+
+
+def test_an_event_an_unfinished_job_may_still_receive_is_kept() -> None:
+    waiting = schedule(step_tasks.sleep_then_wait, ["kept", 3600, "order-9"])
+    assert drain() == {Outcome.SUSPENDED: 1}  # it sleeps before it reaches its wait
+    Job.objects.filter(pk=waiting.pk).update(added=timezone.now() - datetime.timedelta(days=20))
+    before, since = sent("order-1", 30), sent("order-9", 15)  # sent before it, and since it was added
+    prune(Retention(succeeded=7 * 86400))
+    assert list(Event.objects.values_list("pk", flat=True)) == [since.pk]
+    assert before.pk != since.pk
+    Step.objects.filter(job=waiting, name="nap").update(until=timezone.now())  # its sleep is over
+    Job.objects.filter(pk=waiting.pk).update(run_after=timezone.now())
+    assert drain() == {Outcome.SUCCEEDED: 1}
+    waiting.refresh_from_db()
+    assert waiting.status == Status.SUCCEEDED
+    prune(Retention(succeeded=7 * 86400))  # finished now: its event goes
+    assert not Event.objects.exists()
+
+
+def test_a_dry_run_deletes_no_event() -> None:
+    sent("old", 30)
+    prune(Retention(succeeded=86400), dry_run=True)
+    assert Event.objects.count() == 1
+
+
+@pytest.mark.postgres_only
+def test_the_oldest_unfinished_job_is_read_through_indexes_not_the_finished_history() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO aio_async_job (name, args, kwargs, meta, identity, queue, priority, status, added, "
+            "run_after, finished, attempts, excused, max_attempts, isolated, locked_by, unique_states, "
+            "awaited, has_dependents) "
+            "SELECT 'tests.app.tasks.add', '[]', '{}', '{}', 'x', 'default', 5, 'succeeded', "
+            "now() - interval '2 days', now() - interval '2 days', now() - interval '2 days', 1, 0, 5, "
+            "false, 'w', '', false, false FROM generate_series(1, 30000)"
+        )
+        cursor.execute("ANALYZE aio_async_job")
+        cursor.execute("EXPLAIN " + sql.oldest_unfinished())
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Seq Scan" not in plan, plan
+    for index in ("pending", "lease", "unleased", "suspended"):
+        assert f"aio_async_job_{index}" in plan, plan

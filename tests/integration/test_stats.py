@@ -16,11 +16,13 @@ from asgiref.sync import async_to_sync
 from django.db import connection
 from django.utils import timezone
 
+import aio_async
 from aio_async import InvalidOption, astats, schedule, stats
 from aio_async.models import AttemptRecord, Job, Queue, Status
 from aio_async.store import statements as sql
 from aio_async.store.dialects import POSTGRESQL
-from tests.app import tasks
+from aio_async.values import Outcome
+from tests.app import step_tasks, tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,8 +34,18 @@ def job(queue: str = "a", status: str = Status.QUEUED, **fields: Any) -> Job:
     return made
 
 
+#: The moment each test's ``ago()`` counts back from: one per test, so that two moments a
+#: second apart are a second apart however long the writes between them took.
+_MOMENT: list[datetime.datetime] = []
+
+
+@pytest.fixture(autouse=True)
+def _one_moment() -> None:
+    _MOMENT[:] = [timezone.now()]
+
+
 def ago(seconds: float) -> datetime.datetime:
-    return timezone.now() - datetime.timedelta(seconds=seconds)
+    return _MOMENT[0] - datetime.timedelta(seconds=seconds)
 
 
 def test_stats_count_each_queue_and_measure_its_window() -> None:
@@ -42,6 +54,7 @@ def test_stats_count_each_queue_and_measure_its_window() -> None:
     job(run_after=ago(-3600))  # due in an hour
     job(status=Status.WAITING)
     job(status=Status.RUNNING, run_after=ago(3), started=ago(2), locked_by="w")  # waited 1.0 s
+    job(status=Status.SUSPENDED, run_after=ago(-600))  # in a durable sleep, for ten minutes more
     for waited in (0.1, 0.2, 0.3):
         job(
             status=Status.SUCCEEDED,
@@ -69,11 +82,13 @@ def test_stats_count_each_queue_and_measure_its_window() -> None:
     assert report["window_seconds"] == 60
     assert list(report["queues"]) == ["a", "b"]
     a = report["queues"]["a"]
-    assert {key: a[key] for key in ("due", "scheduled", "waiting", "running", "succeeded", "failed")} == {
+    counted = ("due", "scheduled", "waiting", "running", "suspended", "succeeded", "failed")
+    assert {key: a[key] for key in counted} == {
         "due": 2,
         "scheduled": 1,
         "waiting": 1,
         "running": 1,
+        "suspended": 1,
         "succeeded": 3,
         "failed": 1,
     }
@@ -107,6 +122,31 @@ def test_the_figures_of_jobs_a_worker_ran() -> None:
     default = stats()["queues"]["default"]
     assert (default["succeeded"], default["requeued"], default["scheduled"]) == (1, 1, 1)
     assert default["pickup_latency_seconds"]["attempts"] == 2
+
+
+def test_a_suspended_job_counts_apart_and_its_suspension_is_no_requeue() -> None:
+    from tests.conftest import drain
+
+    sleeper = schedule(step_tasks.sleep_between, ["s", 3600], queue="steps")
+    waiter = schedule(step_tasks.wait_between, ["w", "stats-event", None], queue="steps")
+    schedule(tasks.add, [1, 2], queue="steps", run_after=ago(-3600))
+    assert drain(queues=("steps",)) == {Outcome.SUSPENDED: 2}
+    assert AttemptRecord.objects.filter(job__in=[sleeper, waiter], outcome="suspended").count() == 2
+    steps = stats()["queues"]["steps"]
+    counted = ("due", "scheduled", "running", "suspended", "succeeded", "requeued")
+    assert {key: steps[key] for key in counted} == {
+        "due": 0,
+        "scheduled": 1,  # the plain job due in an hour; the sleeper, due then too, is suspended
+        "running": 0,
+        "suspended": 2,
+        "succeeded": 0,
+        "requeued": 0,  # each attempt ended, but put nothing back in the queue
+    }
+    assert steps["pickup_latency_seconds"]["attempts"] == 2  # they did start, in the window
+    aio_async.notify_event("stats-event", {"value": 1})
+    assert drain(queues=("steps",)) == {Outcome.SUCCEEDED: 1}
+    steps = stats()["queues"]["steps"]
+    assert (steps["suspended"], steps["succeeded"]) == (1, 1)
 
 
 def test_astats_is_stats_from_async_code() -> None:
@@ -147,6 +187,7 @@ def test_the_figures_read_through_indexes_not_the_finished_history() -> None:
     for _ in range(5):
         job(run_after=ago(1))
     job(status=Status.RUNNING, started=ago(1), locked_by="w")
+    job(status=Status.SUSPENDED, run_after=ago(-3600))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE aio_async_job")
         cursor.execute("ANALYZE aio_async_attempt")
@@ -158,12 +199,14 @@ def test_the_figures_read_through_indexes_not_the_finished_history() -> None:
     for index in (
         "aio_async_job_pending",
         "aio_async_job_lease",
+        "aio_async_job_suspended",
         "aio_async_job_succeeded",
         "aio_async_job_failed",
         "aio_async_attempt_ended",
     ):
         assert index in counts, counts
-        assert index == "aio_async_job_pending" or index in latencies, latencies
+        # Latencies read started attempts; a suspended job's are in its attempt records.
+        assert index in ("aio_async_job_pending", "aio_async_job_suspended") or index in latencies, latencies
     assert stats()["queues"]["a"]["due"] == 5
 
 
