@@ -218,6 +218,14 @@ def targets(rows: list[dict[str, Any]]) -> str:
             f"{change:+.0%}",
             change > -0.1,
         )
+    for colour, job in (("sync", "sync jobs, step()"), ("async", "coroutine jobs, astep()")):
+        per_job = by.get((OURS, f"steps_{colour}_per_job_c10"))
+        if per_job:
+            add(
+                f"five-step {job}, concurrency 10: steps cost no more than jobs (steps/s ÷ jobs/s ≥ 1)",
+                f"{per_job['median']:.2f}×",
+                per_job["median"] >= 1,
+            )
     memory = by.get((OURS, "memory_rss_growth"))
     if memory:
         growth = memory["median"]
@@ -315,6 +323,30 @@ def held_snapshot(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def durable_steps(rows: list[dict[str, Any]]) -> str:
+    """The durable-steps families: five-step jobs beside no-op jobs."""
+    by = _index(rows)
+    parts = []
+    lines = []
+    for colour, job in (("sync", "sync job, `step()`"), ("async", "coroutine job, `astep()`")):
+        steps, jobs, per_job = (
+            by.get((OURS, f"steps_{colour}{part}_c10")) for part in ("", "_jobs", "_per_job")
+        )
+        if steps and jobs and per_job:
+            lines.append(
+                f"| {job} | {_fmt(jobs['median'])} | {_fmt(steps['median'])} | {per_job['median']:.2f}× |"
+            )
+    if lines:
+        parts.append(
+            "Durable steps, at concurrency 10: N/5 jobs of five no-op steps beside N no-op jobs, "
+            "drained back to back in each run (the order swapped every run); the ratio is the median "
+            "of each run's own.\n\n"
+            "| job | no-op jobs, jobs/s | five-step jobs, steps/s | steps/s ÷ jobs/s |\n"
+            "|---|---:|---:|---:|\n" + "\n".join(lines)
+        )
+    return "\n\n".join(parts)
+
+
 def configurations(rows: list[dict[str, Any]]) -> str:
     """Each system's configuration, as recorded on its lines of the results."""
     seen: dict[tuple[str, str], dict[str, Any]] = {}
@@ -364,7 +396,9 @@ def main() -> None:
     )
     parser.add_argument("--hold", type=float, default=60.0, help="seconds the snapshot is held (held)")
     parser.add_argument(
-        "--only", default="", help="scenario families: enqueue,drain,io,latency,scale,memory,prune,held,floor"
+        "--only",
+        default="",
+        help="scenario families: enqueue,drain,io,latency,scale,memory,prune,held,steps,floor",
     )
     parser.add_argument(
         "--tuned",
@@ -450,7 +484,8 @@ def main() -> None:
     sizes = (
         f"{options.n:,} jobs per enqueue and drain, {options.n_io:,} per I/O figure, {options.n_lat} for "
         f"latency, {options.n_memory:,} for memory, {options.n_held:,} for the held snapshot "
-        f"(held {options.hold:g} s)"
+        f"(held {options.hold:g} s), {options.n // 5:,} five-step jobs beside {options.n:,} no-op jobs "
+        "for steps"
     )
     summary = "\n\n".join(
         [
@@ -461,6 +496,7 @@ def main() -> None:
             "Configurations:\n\n" + configurations(rows),
             f"Targets, on {OURS} with Django's default settings:\n\n" + targets(rows),
             held_snapshot(rows),
+            durable_steps(rows),
             machine(options.dsn, time.monotonic() - started),
         ]
     )

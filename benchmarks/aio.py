@@ -1,4 +1,4 @@
-"""aio_async's side of the benchmark: enqueue, drain, I/O, pick-up latency, scale, memory, held snapshot.
+"""aio_async's side of the benchmark: each of its scenario families (``--only`` names them).
 
 Run as ``python -m benchmarks.aio --dsn DSN --config default --runs R --n N ... --out RESULTS.jsonl``;
 it appends one JSON line per figure, in the same shape as the peers' scripts. ``--config``
@@ -52,7 +52,9 @@ def _options() -> argparse.Namespace:
     parser.add_argument("--out", required=True)
     parser.add_argument("--logs", required=True)
     parser.add_argument(
-        "--only", default="", help="families: enqueue,drain,io,latency,scale,memory,prune,held"
+        "--only",
+        default="",
+        help="families: enqueue,drain,io,latency,scale,memory,prune,held,steps",
     )
     parser.add_argument("--sqlite", default="", help="measure on this SQLite file instead of PostgreSQL")
     return parser.parse_args()
@@ -778,6 +780,46 @@ def held() -> None:
         )
 
 
+def steps() -> None:
+    """Jobs of five no-op steps against as many no-op jobs as they have steps, at concurrency 10.
+
+    Each run drains N no-op jobs and N/5 five-step jobs (``tasks.five_steps``; in a
+    coroutine job ``tasks.afive_steps``), one worker each, back to back, the order swapped
+    every run; a step's rate is five times its job's. The ratio steps/s ÷ jobs/s is taken
+    within each run, so that the machine's drift between runs cancels out.
+    """
+    per_job = len(tasks.STEPS)
+    jobs = max(1, OPTIONS.n // per_job)
+    for colour, plain, stepped, kind in (
+        ("sync", tasks.noop, tasks.five_steps, "sync def, step() of a no-op function"),
+        ("async", tasks.anoop, tasks.afive_steps, "async def, astep() of a no-op coroutine"),
+    ):
+        job_rates: list[float] = []
+        step_rates: list[float] = []
+        for run in range(OPTIONS.runs):
+            for drained in (plain, stepped) if run % 2 == 0 else (stepped, plain):
+                reset()
+                count = jobs * per_job if drained is plain else jobs
+                fill(drained, count)
+                rate, _ = drain_queued(f"steps-{colour}-{drained.__name__}-{run}", count, 10)
+                if drained is plain:
+                    job_rates.append(rate)
+                    continue
+                recorded = int(sql("SELECT count(*) FROM aio_async_step WHERE status = 'succeeded'"))
+                assert recorded == count * per_job, (recorded, count * per_job)
+                step_rates.append(rate * per_job)
+        how = {"concurrency": 10, "kind": kind}
+        record(f"steps_{colour}_c10", "steps/s", step_rates, jobs=jobs, steps_per_job=per_job, **how)
+        record(f"steps_{colour}_jobs_c10", "jobs/s", job_rates, jobs=jobs * per_job, **how)
+        record(
+            f"steps_{colour}_per_job_c10",
+            "×",
+            [steps / plain_jobs for steps, plain_jobs in zip(step_rates, job_rates, strict=True)],
+            what="steps/s of the five-step jobs ÷ jobs/s of the no-op jobs, in the same run",
+            **how,
+        )
+
+
 def main() -> None:
     """Migrate, then run the chosen scenario families."""
     call_command("migrate", verbosity=0)
@@ -790,6 +832,7 @@ def main() -> None:
         ("memory", memory),
         ("prune", prune_latency),
         ("held", held),
+        ("steps", steps),
     ):
         if wanted(family):
             what = f"=== {SYSTEM} ({settings.BENCH_CONFIG}) {family}"
