@@ -54,7 +54,7 @@ def _options() -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default="",
-        help="families: enqueue,drain,io,latency,scale,memory,prune,held,steps",
+        help="families: enqueue,drain,io,latency,scale,memory,prune,held,steps,suspended",
     )
     parser.add_argument("--sqlite", default="", help="measure on this SQLite file instead of PostgreSQL")
     return parser.parse_args()
@@ -75,7 +75,7 @@ from django.db import connection  # noqa: E402
 from django.db.models import Count, Max, Min  # noqa: E402
 
 from aio_async import schedule, schedule_many  # noqa: E402
-from aio_async.models import Job, Status  # noqa: E402
+from aio_async.models import AttemptRecord, Job, Status, Step, StepStatus  # noqa: E402
 from benchmarks import tasks  # noqa: E402
 from benchmarks.peers import _common  # noqa: E402
 
@@ -820,6 +820,194 @@ def steps() -> None:
         )
 
 
+#: Suspended jobs beside the suspended family's drain.
+SUSPENDED = 10_000
+
+
+def suspended_template() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """One ``tasks.wait_forever`` job as a worker suspended it: its row, its wait's checkpoint, its attempts.
+
+    The values of each row, as the code wrote them, without the ids that tie them together.
+    """
+    reset()
+    schedule(tasks.wait_forever)
+    worker = Worker("suspended-template", "--concurrency", "1")
+    try:
+        worker.wait_for(lambda: remaining() == 0, timeout=60)
+    finally:
+        worker.stop()
+    job = Job.objects.get()
+    assert job.status == Status.SUSPENDED, f"the job is {job.status}; see {worker.log.name}"
+    wait = Step.objects.get(job=job)
+    assert wait.status == StepStatus.WAITING, wait.status
+    assert wait.until is None, wait.until  # no timeout: it waits for ever
+
+    def values(row: Any, *leave: str) -> dict[str, Any]:
+        """The row's column values by attribute name, less its id and ``leave``."""
+        return {
+            field.attname: getattr(row, field.attname)
+            for field in row._meta.concrete_fields
+            if not field.primary_key and field.attname not in leave
+        }
+
+    return (
+        values(job),
+        values(wait, "job_id", "key"),
+        [values(attempt, "job_id") for attempt in AttemptRecord.objects.filter(job=job)],
+    )
+
+
+def add_suspended(template: tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]], count: int) -> None:
+    """Write ``count`` copies of the template's suspended job, each waiting for an event of its own."""
+    job, wait, attempts = template
+    made = Job.objects.bulk_create([Job(**job) for _ in range(count)], batch_size=2000)
+    Step.objects.bulk_create(
+        [Step(job_id=row.pk, key=f"bench-never-{row.pk}", **wait) for row in made], batch_size=2000
+    )
+    AttemptRecord.objects.bulk_create(
+        [AttemptRecord(job_id=row.pk, **attempt) for row in made for attempt in attempts], batch_size=2000
+    )
+
+
+def _timings(path: str) -> list[tuple[float, int]]:
+    """The calls in a ``benchmarks.timed_worker`` file: (ms, jobs) each; none if it was not written."""
+    with contextlib.suppress(FileNotFoundError), open(path) as lines:
+        return [(float(ms), int(jobs)) for _, ms, jobs in map(str.split, lines)]
+    return []
+
+
+#: The SELECT of the wake-up pass (``statements.wake_due``), the one statement that reads
+#: suspended jobs: timed from a side connection in the suspended family.
+WAKE_PROBE = (
+    "SELECT id FROM aio_async_job WHERE status = 'suspended' AND run_after <= now() "
+    "ORDER BY run_after LIMIT 500"
+)
+#: Times each probe runs, per drain of the suspended family.
+PROBES = 500
+
+
+def probe(db: psycopg.Connection[Any], statement: str) -> float:
+    """The p50 (µs: tens of them, here) of ``PROBES`` runs of ``statement`` on ``db``, rows fetched."""
+    took = []
+    for _ in range(PROBES):
+        started = time.perf_counter()
+        db.execute(statement).fetchall()
+        took.append((time.perf_counter() - started) * 1e6)
+    return _common.pct(took, 0.5)
+
+
+def suspended() -> None:
+    """The no-op drain at concurrency 10 and its claims beside 10,000 suspended jobs, and without.
+
+    A worker suspends one ``tasks.wait_forever`` job (a wait without a timeout for an event no
+    one sends); its job row, its wait's checkpoint and its attempt record are copied to make
+    ``SUSPENDED`` of them, each waiting for a key of its own. Each run drains N no-op jobs
+    with ``benchmarks.timed_worker`` beside them and on an empty table, the order swapped
+    every run, vacuumed, analysed and checkpointed alike; the worker notes each claim's time
+    and each wake-up pass's (the one statement that reads suspended jobs, once a poll interval).
+    Before each drain a side connection times the claim's SELECT and the wake-up pass's,
+    ``PROBES`` times each: the statements alone, without the worker's round trips and threads,
+    which a shared machine makes noisy.
+    """
+    template = suspended_template()
+    keys = (
+        "rate",
+        "claim_p50",
+        "claim_p99",
+        "per_claim",
+        "wake_p50",
+        "claims",
+        "wakes",
+        "probe",
+        "wake_probe",
+    )
+    figures: dict[str, dict[str, list[float]]] = {
+        case: {key: [] for key in keys} for case in ("control", "suspended")
+    }
+    plan = ""
+    side = psycopg.connect(OPTIONS.dsn, autocommit=True)
+    for run in range(OPTIONS.runs):
+        for case in ("control", "suspended") if run % 2 == 0 else ("suspended", "control"):
+            reset()
+            if case == "suspended":
+                add_suspended(template, SUSPENDED)
+            fill(tasks.noop, OPTIONS.n)
+            sql("VACUUM ANALYZE aio_async_job")
+            sql("VACUUM ANALYZE aio_async_step")
+            sql("CHECKPOINT")  # the setup's writes are on disk before the clock starts
+            if case == "suspended":
+                with connection.cursor() as cursor:
+                    cursor.execute(CLAIM_EXPLAIN)
+                    plan = "\n".join(row[0] for row in cursor.fetchall())
+            figures[case]["probe"].append(probe(side, CLAIM_PROBE))
+            figures[case]["wake_probe"].append(probe(side, WAKE_PROBE))
+            files = {
+                name: os.path.join(OPTIONS.logs, f"{LABEL}-suspended-{case}-{run}-{name}.txt")
+                for name in ("claims", "wakes")
+            }
+            for path in files.values():
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            rate, _ = drain_queued(
+                f"suspended-{case}-{run}",
+                OPTIONS.n,
+                10,
+                env={"BENCH_CLAIM_FILE": files["claims"], "BENCH_WAKE_FILE": files["wakes"]},
+                module="benchmarks.timed_worker",
+            )
+            left = int(sql("SELECT count(*) FROM aio_async_job WHERE status = 'suspended'"))
+            assert left == (SUSPENDED if case == "suspended" else 0), left
+            claims, wakes = _timings(files["claims"]), _timings(files["wakes"])
+            assert claims, f"no claim was timed; see {files['claims']}"
+            figure = figures[case]
+            figure["rate"].append(rate)
+            figure["claim_p50"].append(_common.pct([ms for ms, _ in claims], 0.5))
+            figure["claim_p99"].append(_common.pct([ms for ms, _ in claims], 0.99))
+            figure["claims"].append(len(claims))
+            # A claim that leases more jobs takes longer: how many each took says whether a
+            # change in the claim's time is the table's doing or the batches'.
+            figure["per_claim"].append(sum(jobs for _, jobs in claims) / len(claims))
+            if wakes:
+                figure["wake_p50"].append(_common.pct([ms for ms, _ in wakes], 0.5))
+                figure["wakes"].append(len(wakes))
+    side.close()
+    for case, figure in figures.items():
+        name = "suspended" if case == "suspended" else "suspended_control"
+        how = {
+            "suspended_jobs": SUSPENDED if case == "suspended" else 0,
+            "jobs": OPTIONS.n,
+            "concurrency": 10,
+            "kind": "sync def no-op; worker: benchmarks.timed_worker, VACUUM ANALYZE and CHECKPOINT first",
+        }
+        record(
+            f"{name}_claim_p50",
+            "ms",
+            figure["claim_p50"],
+            claims=figure["claims"],
+            jobs_per_claim=[round(jobs, 2) for jobs in figure["per_claim"]],
+            **({"claim_plan": plan} if case == "suspended" else {}),
+            **how,
+        )
+        record(f"{name}_claim_p99", "ms", figure["claim_p99"], claims=figure["claims"], **how)
+        record(
+            f"{name}_drain_c10",
+            "jobs/s",
+            figure["rate"],
+            wake_p50_ms=[round(ms, 3) for ms in figure["wake_p50"]],
+            wakes=figure["wakes"],
+            **how,
+        )
+        for key, statement in (("probe", "claim"), ("wake_probe", "wake")):
+            record(
+                f"{name}_{statement}_select_p50",
+                "µs",
+                figure[key],
+                probes=PROBES,
+                statement=CLAIM_PROBE if key == "probe" else WAKE_PROBE,
+                **how,
+            )
+
+
 def main() -> None:
     """Migrate, then run the chosen scenario families."""
     call_command("migrate", verbosity=0)
@@ -833,6 +1021,7 @@ def main() -> None:
         ("prune", prune_latency),
         ("held", held),
         ("steps", steps),
+        ("suspended", suspended),
     ):
         if wanted(family):
             what = f"=== {SYSTEM} ({settings.BENCH_CONFIG}) {family}"

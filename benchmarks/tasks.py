@@ -1,4 +1,4 @@
-"""The benchmark's jobs: the peers' shapes, and those of the steps family."""
+"""The benchmark's jobs: the peers' shapes, and those of the steps and suspended families."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 
-from aio_async import astep, step, task
+from aio_async import astep, current_job, step, task, wait_for
 
 #: The steps of the steps family's jobs: five, so that N/5 jobs make N steps.
 STEPS = ("one", "two", "three", "four", "five")
@@ -75,3 +75,9 @@ async def afive_steps() -> None:
     """``five_steps`` as a coroutine job: five ``astep`` of a coroutine no-op."""
     for name in STEPS:
         await astep(name, anothing)
+
+
+@task
+def wait_forever() -> None:
+    """Wait for an event no one sends, without a timeout: the job stays suspended."""
+    wait_for("never", f"bench-never-{current_job().job_id}")
