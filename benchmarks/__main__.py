@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -218,6 +219,28 @@ def targets(rows: list[dict[str, Any]]) -> str:
             f"{change:+.0%}",
             change > -0.1,
         )
+    for colour, job in (("sync", "sync jobs, step()"), ("async", "coroutine jobs, astep()")):
+        per_job = by.get((OURS, f"steps_{colour}_per_job_c10"))
+        if per_job:
+            add(
+                f"five-step {job}, concurrency 10: steps cost no more than jobs (steps/s ÷ jobs/s ≥ 1)",
+                f"{per_job['median']:.2f}×",
+                per_job["median"] >= 1,
+            )
+    for figure, what, worse in (
+        ("claim_p50", "the worker's claim p50", 1),
+        ("claim_select_p50", "the claim's SELECT alone, p50,", 1),
+        ("drain_c10", "the no-op drain at concurrency 10", -1),
+    ):
+        beside, alone = by.get((OURS, f"suspended_{figure}")), by.get((OURS, f"suspended_control_{figure}"))
+        if beside and alone:
+            change = beside["median"] / alone["median"] - 1
+            add(
+                f"{what} beside {beside['extra']['suspended_jobs']:,} suspended jobs: within 10 % of an "
+                "empty table",
+                f"{change:+.0%}",
+                change * worse <= 0.1,
+            )
     memory = by.get((OURS, "memory_rss_growth"))
     if memory:
         growth = memory["median"]
@@ -315,6 +338,93 @@ def held_snapshot(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _steps_table(by: dict[tuple[str, str], dict[str, Any]]) -> str:
+    """The steps family: five-step jobs beside no-op jobs, sync and coroutine; empty if not run."""
+    lines = []
+    for colour, job in (("sync", "sync job, `step()`"), ("async", "coroutine job, `astep()`")):
+        steps, jobs, per_job = (
+            by.get((OURS, f"steps_{colour}{part}_c10")) for part in ("", "_jobs", "_per_job")
+        )
+        if steps and jobs and per_job:
+            lines.append(
+                f"| {job} | {_fmt(jobs['median'])} | {_fmt(steps['median'])} | {per_job['median']:.2f}× |"
+            )
+    if not lines:
+        return ""
+    return (
+        "Durable steps, at concurrency 10: N/5 jobs of five no-op steps beside N no-op jobs, "
+        "drained back to back in each run (the order swapped every run); the ratio is the median "
+        "of each run's own.\n\n"
+        "| job | no-op jobs, jobs/s | five-step jobs, steps/s | steps/s ÷ jobs/s |\n"
+        "|---|---:|---:|---:|\n" + "\n".join(lines)
+    )
+
+
+def _suspended_table(by: dict[tuple[str, str], dict[str, Any]]) -> str:
+    """The suspended family beside its empty table, with the claim's plan; empty if not run."""
+    pairs = {
+        figure: (by.get((OURS, f"suspended_control_{figure}")), by.get((OURS, f"suspended_{figure}")))
+        for figure in ("claim_p50", "claim_p99", "drain_c10", "claim_select_p50", "wake_select_p50")
+    }
+    alone, beside = pairs["claim_p50"]
+    drained_alone, drained_beside = pairs["drain_c10"]
+    if not (alone and beside and drained_alone and drained_beside):
+        return ""
+
+    def line(what: str, empty: float, full: float) -> str:
+        """One figure's row: on the empty table, beside the suspended jobs, and their ratio."""
+        return f"| {what} | {_fmt(empty)} | {_fmt(full)} | {full / empty:.2f}× |"
+
+    def wake(row: dict[str, Any]) -> str:
+        """The median of the runs' wake-up pass p50s, or a dash when the drains were too short."""
+        runs = row["extra"]["wake_p50_ms"]
+        return f"{statistics.median(runs):.2f} ms" if runs else "–"
+
+    batches = [statistics.median(row["extra"]["jobs_per_claim"]) for row in (alone, beside)]
+    lines = [
+        line(what, pair[0]["median"], pair[1]["median"])
+        for figure, what in (
+            ("claim_p50", "the worker's claim p50, ms"),
+            ("claim_p99", "the worker's claim p99, ms"),
+        )
+        if (pair := pairs[figure])[0] and pair[1]
+    ]
+    lines.append(line("jobs per claim", batches[0], batches[1]))
+    lines.append(line("no-op drain, jobs/s", drained_alone["median"], drained_beside["median"]))
+    probes = 0
+    for figure, what in (
+        ("claim_select_p50", "the claim's SELECT alone, p50, µs"),
+        ("wake_select_p50", "the wake-up pass's SELECT alone, p50, µs"),
+    ):
+        empty, full = pairs[figure]
+        if empty and full:
+            lines.append(line(what, empty["median"], full["median"]))
+            probes = full["extra"]["probes"]
+    count = beside["extra"]["suspended_jobs"]
+    return (
+        f"The no-op drain at concurrency 10, {beside['extra']['jobs']:,} jobs, on an empty table and "
+        f"beside {count:,} suspended jobs (each waiting for an event no one sends), in each run, the "
+        "order swapped every run; the worker's own claims timed by `benchmarks.timed_worker`. The "
+        "wake-up pass (the statement that reads suspended jobs, once a poll interval), p50 in the "
+        f"worker: {wake(drained_beside)} beside them, {wake(drained_alone)} on the empty table."
+        + (
+            f" The SELECTs alone: from a side connection before each drain, {probes} times each."
+            if probes
+            else ""
+        )
+        + "\n\n"
+        f"| figure | empty table | {count:,} suspended | suspended ÷ empty |\n"
+        "|---|---:|---:|---:|\n" + "\n".join(lines) + "\n\nThe claim query beside the suspended jobs:\n\n"
+        f"```\n{beside['extra']['claim_plan']}\n```"
+    )
+
+
+def durable_steps(rows: list[dict[str, Any]]) -> str:
+    """The durable-steps families: five-step jobs beside no-op jobs, a drain beside suspended jobs."""
+    by = _index(rows)
+    return "\n\n".join(filter(None, [_steps_table(by), _suspended_table(by)]))
+
+
 def configurations(rows: list[dict[str, Any]]) -> str:
     """Each system's configuration, as recorded on its lines of the results."""
     seen: dict[tuple[str, str], dict[str, Any]] = {}
@@ -364,7 +474,9 @@ def main() -> None:
     )
     parser.add_argument("--hold", type=float, default=60.0, help="seconds the snapshot is held (held)")
     parser.add_argument(
-        "--only", default="", help="scenario families: enqueue,drain,io,latency,scale,memory,prune,held,floor"
+        "--only",
+        default="",
+        help="scenario families: enqueue,drain,io,latency,scale,memory,prune,held,steps,suspended,floor",
     )
     parser.add_argument(
         "--tuned",
@@ -450,7 +562,8 @@ def main() -> None:
     sizes = (
         f"{options.n:,} jobs per enqueue and drain, {options.n_io:,} per I/O figure, {options.n_lat} for "
         f"latency, {options.n_memory:,} for memory, {options.n_held:,} for the held snapshot "
-        f"(held {options.hold:g} s)"
+        f"(held {options.hold:g} s), {options.n // 5:,} five-step jobs beside {options.n:,} no-op jobs "
+        "for steps"
     )
     summary = "\n\n".join(
         [
@@ -461,6 +574,7 @@ def main() -> None:
             "Configurations:\n\n" + configurations(rows),
             f"Targets, on {OURS} with Django's default settings:\n\n" + targets(rows),
             held_snapshot(rows),
+            durable_steps(rows),
             machine(options.dsn, time.monotonic() - started),
         ]
     )

@@ -1,4 +1,4 @@
-"""aio_async's side of the benchmark: enqueue, drain, I/O, pick-up latency, scale, memory, held snapshot.
+"""aio_async's side of the benchmark: each of its scenario families (``--only`` names them).
 
 Run as ``python -m benchmarks.aio --dsn DSN --config default --runs R --n N ... --out RESULTS.jsonl``;
 it appends one JSON line per figure, in the same shape as the peers' scripts. ``--config``
@@ -52,7 +52,9 @@ def _options() -> argparse.Namespace:
     parser.add_argument("--out", required=True)
     parser.add_argument("--logs", required=True)
     parser.add_argument(
-        "--only", default="", help="families: enqueue,drain,io,latency,scale,memory,prune,held"
+        "--only",
+        default="",
+        help="families: enqueue,drain,io,latency,scale,memory,prune,held,steps,suspended",
     )
     parser.add_argument("--sqlite", default="", help="measure on this SQLite file instead of PostgreSQL")
     return parser.parse_args()
@@ -73,7 +75,7 @@ from django.db import connection  # noqa: E402
 from django.db.models import Count, Max, Min  # noqa: E402
 
 from aio_async import schedule, schedule_many  # noqa: E402
-from aio_async.models import Job, Status  # noqa: E402
+from aio_async.models import AttemptRecord, Job, Status, Step, StepStatus  # noqa: E402
 from benchmarks import tasks  # noqa: E402
 from benchmarks.peers import _common  # noqa: E402
 
@@ -122,7 +124,14 @@ def reset() -> None:
     if connection.vendor == "postgresql":
         sql("TRUNCATE aio_async_error, aio_async_job, aio_async_group RESTART IDENTITY CASCADE")
         return
-    for table in ("aio_async_error", "aio_async_job", "aio_async_group"):
+    # The rows that point to jobs first: SQLite enforces the foreign keys without cascading.
+    for table in (
+        "aio_async_error",
+        "aio_async_step",
+        "aio_async_attempt",
+        "aio_async_job",
+        "aio_async_group",
+    ):
         sql(f"DELETE FROM {table}")
 
 
@@ -207,6 +216,25 @@ def window(after: int = 0) -> tuple[float, float, int]:
     return done["first"].timestamp(), done["last"].timestamp(), done["count"]
 
 
+def drain_queued(
+    tag: str,
+    count: int,
+    concurrency: int,
+    *,
+    env: dict[str, str] | None = None,
+    module: str = "aio_async",
+) -> tuple[float, float]:
+    """Drain the ``count`` jobs in the queue with one worker; its steady and spawn-to-done rates."""
+    worker = Worker(tag, "--concurrency", str(concurrency), env=env, module=module)
+    try:
+        worker.wait_for(lambda: remaining() == 0, timeout=900, every=0.1)
+    finally:
+        worker.stop()
+    first, last, done = window()
+    assert done == count, (done, count)
+    return count / (last - first), count / (last - worker.spawned)
+
+
 def drain(
     tag: str, function: Any, count: int, concurrency: int, args: tuple[Any, ...] = (), *, unique: bool = False
 ) -> tuple[list[float], list[float]]:
@@ -215,15 +243,9 @@ def drain(
     for run in range(OPTIONS.runs):
         reset()
         fill(function, count, args, unique=unique)
-        worker = Worker(f"{tag}-{run}", "--concurrency", str(concurrency))
-        try:
-            worker.wait_for(lambda: remaining() == 0, timeout=900, every=0.1)
-        finally:
-            worker.stop()
-        first, last, done = window()
-        assert done == count, (done, count)
-        steady.append(count / (last - first))
-        total.append(count / (last - worker.spawned))
+        rate, whole = drain_queued(f"{tag}-{run}", count, concurrency)
+        steady.append(rate)
+        total.append(whole)
     return steady, total
 
 
@@ -758,6 +780,234 @@ def held() -> None:
         )
 
 
+def steps() -> None:
+    """Jobs of five no-op steps against as many no-op jobs as they have steps, at concurrency 10.
+
+    Each run drains N no-op jobs and N/5 five-step jobs (``tasks.five_steps``; in a
+    coroutine job ``tasks.afive_steps``), one worker each, back to back, the order swapped
+    every run; a step's rate is five times its job's. The ratio steps/s ÷ jobs/s is taken
+    within each run, so that the machine's drift between runs cancels out.
+    """
+    per_job = len(tasks.STEPS)
+    jobs = max(1, OPTIONS.n // per_job)
+    for colour, plain, stepped, kind in (
+        ("sync", tasks.noop, tasks.five_steps, "sync def, step() of a no-op function"),
+        ("async", tasks.anoop, tasks.afive_steps, "async def, astep() of a no-op coroutine"),
+    ):
+        job_rates: list[float] = []
+        step_rates: list[float] = []
+        for run in range(OPTIONS.runs):
+            for drained in (plain, stepped) if run % 2 == 0 else (stepped, plain):
+                reset()
+                count = jobs * per_job if drained is plain else jobs
+                fill(drained, count)
+                rate, _ = drain_queued(f"steps-{colour}-{drained.__name__}-{run}", count, 10)
+                if drained is plain:
+                    job_rates.append(rate)
+                    continue
+                recorded = int(sql("SELECT count(*) FROM aio_async_step WHERE status = 'succeeded'"))
+                assert recorded == count * per_job, (recorded, count * per_job)
+                step_rates.append(rate * per_job)
+        how = {"concurrency": 10, "kind": kind}
+        record(f"steps_{colour}_c10", "steps/s", step_rates, jobs=jobs, steps_per_job=per_job, **how)
+        record(f"steps_{colour}_jobs_c10", "jobs/s", job_rates, jobs=jobs * per_job, **how)
+        record(
+            f"steps_{colour}_per_job_c10",
+            "×",
+            [steps / plain_jobs for steps, plain_jobs in zip(step_rates, job_rates, strict=True)],
+            what="steps/s of the five-step jobs ÷ jobs/s of the no-op jobs, in the same run",
+            **how,
+        )
+
+
+#: Suspended jobs beside the suspended family's drain.
+SUSPENDED = 10_000
+
+
+def suspended_template() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """One ``tasks.wait_forever`` job as a worker suspended it: its row, its wait's checkpoint, its attempts.
+
+    The values of each row, as the code wrote them, without the ids that tie them together.
+    """
+    reset()
+    schedule(tasks.wait_forever)
+    worker = Worker("suspended-template", "--concurrency", "1")
+    try:
+        worker.wait_for(lambda: remaining() == 0, timeout=60)
+    finally:
+        worker.stop()
+    job = Job.objects.get()
+    assert job.status == Status.SUSPENDED, f"the job is {job.status}; see {worker.log.name}"
+    wait = Step.objects.get(job=job)
+    assert wait.status == StepStatus.WAITING, wait.status
+    assert wait.until is None, wait.until  # no timeout: it waits for ever
+
+    def values(row: Any, *leave: str) -> dict[str, Any]:
+        """The row's column values by attribute name, less its id and ``leave``."""
+        return {
+            field.attname: getattr(row, field.attname)
+            for field in row._meta.concrete_fields
+            if not field.primary_key and field.attname not in leave
+        }
+
+    return (
+        values(job),
+        values(wait, "job_id", "key"),
+        [values(attempt, "job_id") for attempt in AttemptRecord.objects.filter(job=job)],
+    )
+
+
+def add_suspended(template: tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]], count: int) -> None:
+    """Write ``count`` copies of the template's suspended job, each waiting for an event of its own."""
+    job, wait, attempts = template
+    made = Job.objects.bulk_create([Job(**job) for _ in range(count)], batch_size=2000)
+    Step.objects.bulk_create(
+        [Step(job_id=row.pk, key=f"bench-never-{row.pk}", **wait) for row in made], batch_size=2000
+    )
+    AttemptRecord.objects.bulk_create(
+        [AttemptRecord(job_id=row.pk, **attempt) for row in made for attempt in attempts], batch_size=2000
+    )
+
+
+def _timings(path: str) -> list[tuple[float, int]]:
+    """The calls in a ``benchmarks.timed_worker`` file: (ms, jobs) each; none if it was not written."""
+    with contextlib.suppress(FileNotFoundError), open(path) as lines:
+        return [(float(ms), int(jobs)) for _, ms, jobs in map(str.split, lines)]
+    return []
+
+
+#: The SELECT of the wake-up pass (``statements.wake_due``), the one statement that reads
+#: suspended jobs: timed from a side connection in the suspended family.
+WAKE_PROBE = (
+    "SELECT id FROM aio_async_job WHERE status = 'suspended' AND run_after <= now() "
+    "ORDER BY run_after LIMIT 500"
+)
+#: Times each probe runs, per drain of the suspended family.
+PROBES = 500
+
+
+def probe(db: psycopg.Connection[Any], statement: str) -> float:
+    """The p50 (µs: tens of them, here) of ``PROBES`` runs of ``statement`` on ``db``, rows fetched."""
+    took = []
+    for _ in range(PROBES):
+        started = time.perf_counter()
+        db.execute(statement).fetchall()
+        took.append((time.perf_counter() - started) * 1e6)
+    return _common.pct(took, 0.5)
+
+
+def suspended() -> None:
+    """The no-op drain at concurrency 10 and its claims beside 10,000 suspended jobs, and without.
+
+    A worker suspends one ``tasks.wait_forever`` job (a wait without a timeout for an event no
+    one sends); its job row, its wait's checkpoint and its attempt record are copied to make
+    ``SUSPENDED`` of them, each waiting for a key of its own. Each run drains N no-op jobs
+    with ``benchmarks.timed_worker`` beside them and on an empty table, the order swapped
+    every run, vacuumed, analysed and checkpointed alike; the worker notes each claim's time
+    and each wake-up pass's (the one statement that reads suspended jobs, once a poll interval).
+    Before each drain a side connection times the claim's SELECT and the wake-up pass's,
+    ``PROBES`` times each: the statements alone, without the worker's round trips and threads,
+    which a shared machine makes noisy.
+    """
+    template = suspended_template()
+    keys = (
+        "rate",
+        "claim_p50",
+        "claim_p99",
+        "per_claim",
+        "wake_p50",
+        "claims",
+        "wakes",
+        "probe",
+        "wake_probe",
+    )
+    figures: dict[str, dict[str, list[float]]] = {
+        case: {key: [] for key in keys} for case in ("control", "suspended")
+    }
+    plan = ""
+    side = psycopg.connect(OPTIONS.dsn, autocommit=True)
+    for run in range(OPTIONS.runs):
+        for case in ("control", "suspended") if run % 2 == 0 else ("suspended", "control"):
+            reset()
+            if case == "suspended":
+                add_suspended(template, SUSPENDED)
+            fill(tasks.noop, OPTIONS.n)
+            sql("VACUUM ANALYZE aio_async_job")
+            sql("VACUUM ANALYZE aio_async_step")
+            sql("CHECKPOINT")  # the setup's writes are on disk before the clock starts
+            if case == "suspended":
+                with connection.cursor() as cursor:
+                    cursor.execute(CLAIM_EXPLAIN)
+                    plan = "\n".join(row[0] for row in cursor.fetchall())
+            figures[case]["probe"].append(probe(side, CLAIM_PROBE))
+            figures[case]["wake_probe"].append(probe(side, WAKE_PROBE))
+            files = {
+                name: os.path.join(OPTIONS.logs, f"{LABEL}-suspended-{case}-{run}-{name}.txt")
+                for name in ("claims", "wakes")
+            }
+            for path in files.values():
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            rate, _ = drain_queued(
+                f"suspended-{case}-{run}",
+                OPTIONS.n,
+                10,
+                env={"BENCH_CLAIM_FILE": files["claims"], "BENCH_WAKE_FILE": files["wakes"]},
+                module="benchmarks.timed_worker",
+            )
+            left = int(sql("SELECT count(*) FROM aio_async_job WHERE status = 'suspended'"))
+            assert left == (SUSPENDED if case == "suspended" else 0), left
+            claims, wakes = _timings(files["claims"]), _timings(files["wakes"])
+            assert claims, f"no claim was timed; see {files['claims']}"
+            figure = figures[case]
+            figure["rate"].append(rate)
+            figure["claim_p50"].append(_common.pct([ms for ms, _ in claims], 0.5))
+            figure["claim_p99"].append(_common.pct([ms for ms, _ in claims], 0.99))
+            figure["claims"].append(len(claims))
+            # A claim that leases more jobs takes longer: how many each took says whether a
+            # change in the claim's time is the table's doing or the batches'.
+            figure["per_claim"].append(sum(jobs for _, jobs in claims) / len(claims))
+            if wakes:
+                figure["wake_p50"].append(_common.pct([ms for ms, _ in wakes], 0.5))
+                figure["wakes"].append(len(wakes))
+    side.close()
+    for case, figure in figures.items():
+        name = "suspended" if case == "suspended" else "suspended_control"
+        how = {
+            "suspended_jobs": SUSPENDED if case == "suspended" else 0,
+            "jobs": OPTIONS.n,
+            "concurrency": 10,
+            "kind": "sync def no-op; worker: benchmarks.timed_worker, VACUUM ANALYZE and CHECKPOINT first",
+        }
+        record(
+            f"{name}_claim_p50",
+            "ms",
+            figure["claim_p50"],
+            claims=figure["claims"],
+            jobs_per_claim=[round(jobs, 2) for jobs in figure["per_claim"]],
+            **({"claim_plan": plan} if case == "suspended" else {}),
+            **how,
+        )
+        record(f"{name}_claim_p99", "ms", figure["claim_p99"], claims=figure["claims"], **how)
+        record(
+            f"{name}_drain_c10",
+            "jobs/s",
+            figure["rate"],
+            wake_p50_ms=[round(ms, 3) for ms in figure["wake_p50"]],
+            wakes=figure["wakes"],
+            **how,
+        )
+        for key, statement in (("probe", "claim"), ("wake_probe", "wake")):
+            record(
+                f"{name}_{statement}_select_p50",
+                "µs",
+                figure[key],
+                probes=PROBES,
+                statement=CLAIM_PROBE if key == "probe" else WAKE_PROBE,
+                **how,
+            )
+
+
 def main() -> None:
     """Migrate, then run the chosen scenario families."""
     call_command("migrate", verbosity=0)
@@ -770,6 +1020,8 @@ def main() -> None:
         ("memory", memory),
         ("prune", prune_latency),
         ("held", held),
+        ("steps", steps),
+        ("suspended", suspended),
     ):
         if wanted(family):
             what = f"=== {SYSTEM} ({settings.BENCH_CONFIG}) {family}"

@@ -1,4 +1,4 @@
-"""The benchmark's jobs: the same shapes as the peers'."""
+"""The benchmark's jobs: the peers' shapes, and those of the steps and suspended families."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import asyncio
 import os
 import time
 
-from aio_async import task
+from aio_async import astep, current_job, step, task, wait_for
+
+#: The steps of the steps family's jobs: five, so that N/5 jobs make N steps.
+STEPS = ("one", "two", "three", "four", "five")
 
 
 @task
@@ -50,3 +53,31 @@ async def astamp(enqueued: float) -> None:
     started = time.time()
     with open(os.environ["BENCH_LAT_FILE"], "a") as out:  # noqa: ASYNC230 - one short line
         out.write(f"{enqueued!r} {started!r}\n")
+
+
+def nothing() -> None:
+    """Do nothing, as a step: what a step costs is then its transaction and its checkpoint."""
+
+
+async def anothing() -> None:
+    """``nothing`` as a coroutine: awaited on the loop, then its checkpoint is written."""
+
+
+@task
+def five_steps() -> None:
+    """Five no-op steps, each committed with its checkpoint under the job's fence."""
+    for name in STEPS:
+        step(name, nothing)
+
+
+@task
+async def afive_steps() -> None:
+    """``five_steps`` as a coroutine job: five ``astep`` of a coroutine no-op."""
+    for name in STEPS:
+        await astep(name, anothing)
+
+
+@task
+def wait_forever() -> None:
+    """Wait for an event no one sends, without a timeout: the job stays suspended."""
+    wait_for("never", f"bench-never-{current_job().job_id}")
