@@ -110,11 +110,14 @@ def _step_row(step: Step, job_status: str, now: datetime.datetime) -> tuple[Any,
     status = step.get_status_display()
     duration = step.duration
     if step.kind == StepKind.SLEEP and step.until is not None:
-        # A sleep's row is not rewritten when it ends: its time says whether it still sleeps.
-        over = step.until <= now
-        status = "slept" if over else "sleeping"
-        if over and step.started is not None:
-            duration = (step.until - step.started).total_seconds()
+        # The attempt that goes on past a sleep records it as succeeded; until then its row
+        # says sleeping, also once its time has come (the job waits for a worker to wake it).
+        if step.status == StepStatus.SUCCEEDED:
+            status = "slept"
+        elif step.until <= now and job_status not in FINISHED:
+            status = "waking"
+        else:
+            status = "sleeping"
         outcome = format_html("until {}", _when(step.until))
     elif step.status == StepStatus.FAILED:
         outcome = format_html(

@@ -75,6 +75,8 @@ class DatabaseStore:
         )
         self._finished: list[tuple[Attempt, Any, asyncio.Future[Outcome]]] = []
         self._recorder: asyncio.Task[None] | None = None
+        self._checkpoints: list[tuple[Attempt, Checkpoint, asyncio.Future[bool]]] = []
+        self._checkpointer: asyncio.Task[None] | None = None
 
     async def claim(
         self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset(), thorough: bool = False
@@ -245,11 +247,37 @@ class DatabaseStore:
         return await self.recorder.run(lambda d: journal.read_steps(d, attempt.job_id), retry=True)
 
     async def checkpoint(self, attempt: Attempt, point: Checkpoint) -> bool:
-        """Record a checkpoint under the job's fence (renewing its lease); False if no longer held."""
-        lease_end = timezone.now() + self.request.lease
-        return await self.recorder.run(
-            lambda d: journal.checkpoint(d, attempt, self.worker_id, point, lease_end), atomic=True
-        )
+        """Record a checkpoint under the job's fence (renewing its lease); False if no longer held.
+
+        Checkpoints that pile up while one is written go in one transaction, as completions do:
+        each job's fence still decides for that job alone.
+        """
+        saved: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._checkpoints.append((attempt, point, saved))
+        if self._checkpointer is None or self._checkpointer.done():
+            self._checkpointer = asyncio.create_task(self._record_checkpoints(), name="record-checkpoints")
+        return await saved
+
+    async def _record_checkpoints(self) -> None:
+        while self._checkpoints:
+            batch, self._checkpoints = self._checkpoints, []
+            points = [(attempt, point) for attempt, point, _ in batch]
+            lease_end = timezone.now() + self.request.lease
+            try:
+                saved = await self.recorder.run(
+                    functools.partial(
+                        journal.checkpoints, points=points, worker_id=self.worker_id, lease_end=lease_end
+                    ),
+                    atomic=True,
+                )
+            except Exception as exc:  # noqa: BLE001 - each job's step reports it
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for attempt, _, future in batch:
+                if not future.done():
+                    future.set_result(attempt.job_id in saved)
 
     async def run_step(
         self, attempt: Attempt, point: Checkpoint, call: Callable[[], Any]
@@ -346,9 +374,10 @@ class DatabaseStore:
 
     async def close(self) -> None:
         """Finish pending completions, then close every connection and the job threads."""
-        if self._recorder is not None:
-            with contextlib.suppress(Exception):
-                await self._recorder
+        for pending in (self._recorder, self._checkpointer):
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await pending
         await self.connector.close()
         if self.recorder is not self.connector:
             await self.recorder.close()

@@ -24,6 +24,7 @@ from aio_async.values import Attempt, AttemptEnd, Checkpoint
 __all__ = [
     "FOREVER",
     "checkpoint",
+    "checkpoints",
     "end_sleeps",
     "forget_steps",
     "notify_event",
@@ -61,14 +62,32 @@ def checkpoint(
 
     Run in the transaction that commits the step's own writes.
     """
-    held = yield (
-        sql.heartbeat(dialect),
-        [lease_end, _mine([(attempt.job_id, attempt.number, None)]), worker_id],
-    )
-    if not held:
-        return False
-    saved = yield sql.save_step(dialect), _step_params(attempt.job_id, point)
-    return bool(saved)
+    saved = yield from checkpoints(dialect, [(attempt, point)], worker_id, lease_end)
+    return attempt.job_id in saved
+
+
+def checkpoints(
+    dialect: Dialect,
+    points: Sequence[tuple[Attempt, Checkpoint]],
+    worker_id: str,
+    lease_end: datetime.datetime,
+) -> Op[set[int]]:
+    """Record the checkpoints of several jobs, each under its job's fence; the ids of the jobs recorded.
+
+    A job no longer held gets nothing written; the others are written all the same. Run in one
+    transaction (coroutine jobs' steps are recorded in batches, as their completions are).
+    """
+    mine = _mine([(attempt.job_id, attempt.number, None) for attempt, _ in points])
+    rows = yield sql.heartbeat(dialect), [lease_end, mine, worker_id]
+    held = {row[0] for row in rows}
+    kept = [(attempt, point) for attempt, point in points if attempt.job_id in held]
+    if not kept:
+        return set()
+    params: list[Any] = []
+    for attempt, point in kept:
+        params += _step_params(attempt.job_id, point)
+    saved = yield sql.save_step(dialect, len(kept)), params
+    return {row[0] for row in saved}
 
 
 def suspend(

@@ -998,20 +998,21 @@ def read_steps(dialect: Dialect) -> str:
 
 
 @functools.cache
-def save_step(dialect: Dialect) -> str:
-    """Record a checkpoint, or replace one that did not end (failed, sleeping, waiting).
+def save_step(dialect: Dialect, rows: int = 1) -> str:
+    """Record checkpoints, or replace ones that did not end (failed, sleeping, waiting).
 
-    A step that succeeded or a wait that timed out is never replaced: it returns no row then.
-    Run after a fenced write to the job (which locks its row) in the same transaction.
-    Parameters: job id, then ``STEP_COLUMNS`` (the result as JSON text or None). Returns id.
+    A step that succeeded or a wait that timed out is never replaced: no row is returned for
+    it then. Run after a fenced write to the jobs (which locks their rows) in the same
+    transaction. Parameters, for each row: job id, then ``STEP_COLUMNS`` (the result as JSON
+    text or None). Returns job_id.
     """
     names = ", ".join(STEP_COLUMNS)
-    values = ", ".join(dialect.json_param if column == "result" else "%s" for column in STEP_COLUMNS)
+    row = ", ".join(["%s", *(dialect.json_param if column == "result" else "%s" for column in STEP_COLUMNS)])
     updates = ", ".join(f"{column} = EXCLUDED.{column}" for column in STEP_COLUMNS[1:])
     return (
-        f"INSERT INTO {STEP} (job_id, {names}) VALUES (%s, {values}) "  # noqa: S608
+        f"INSERT INTO {STEP} (job_id, {names}) VALUES {', '.join([f'({row})'] * rows)} "  # noqa: S608
         f"ON CONFLICT (job_id, name) DO UPDATE SET {updates} "
-        f"WHERE {STEP}.status NOT IN ('succeeded', 'timed_out') RETURNING id"
+        f"WHERE {STEP}.status NOT IN ('succeeded', 'timed_out') RETURNING job_id"
     )
 
 

@@ -351,3 +351,21 @@ async def test_on_postgresql_an_event_wakes_its_job_at_once_not_at_the_next_poll
         assert await aio_async.anotify_event("nw-1", {"value": 5}) == [job.pk]
         await until(lambda: Job.objects.filter(pk=job.pk, status=Status.SUCCEEDED).exists(), within=10)
     assert await sync_to_async(keys)() == ["nw-after", "nw-before"]
+
+
+def test_a_batch_of_checkpoints_writes_those_whose_jobs_are_held_and_only_those() -> None:
+    from aio_async.store import journal
+    from aio_async.store.drivers.django import run
+    from aio_async.values import Attempt, Checkpoint
+
+    held, taken = (schedule(step_tasks.record, [key]) for key in ("held", "taken"))
+    Job.objects.filter(pk__in=[held.pk, taken.pk]).update(status=Status.RUNNING, attempts=1, locked_by="w")
+    points = [
+        (Attempt(held.pk, 1, held.name, [], {}), Checkpoint("s", 0, "step", "succeeded", 1, result=[1])),
+        (Attempt(taken.pk, 2, taken.name, [], {}), Checkpoint("s", 0, "step", "succeeded", 2, result=[2])),
+    ]
+    lease_end = timezone.now() + datetime.timedelta(seconds=30)
+    with transaction.atomic():
+        saved = run(lambda dialect: journal.checkpoints(dialect, points, "w", lease_end), "default")
+    assert saved == {held.pk}  # the second attempt's token is stale: nothing written for it
+    assert list(Step.objects.values_list("job_id", "result")) == [(held.pk, [1])]
