@@ -1,11 +1,12 @@
 """The operations of durable steps: a job's journal, its checkpoints, suspending and waking it, events.
 
 Each is a sequence of statements like those of ``store.operations``, run by either driver. A
-checkpoint is written after a fenced write to the job's row (``sql.heartbeat``: it also
-renews the lease), in the transaction that commits the step's own writes: a worker that no
-longer holds the job cannot commit a step, and the job row's lock orders the checkpoint
-before any later attempt's claim. The journal's unique (job, name) makes a second commit of
-one step impossible even so.
+checkpoint is written after its job's row is locked under the fence (PostgreSQL:
+``sql.hold_jobs``, ``FOR SHARE``; SQLite: a fenced write, ``sql.heartbeat``, which takes the
+database's write lock), in the transaction that commits the step's own writes: a worker that
+no longer holds the job cannot commit a step, and the lock orders the checkpoint before any
+write of a rescue or a cancel. The journal's unique (job, name) makes a second commit of one
+step impossible even so.
 """
 
 from __future__ import annotations
@@ -78,7 +79,10 @@ def checkpoints(
     transaction (coroutine jobs' steps are recorded in batches, as their completions are).
     """
     mine = _mine([(attempt.job_id, attempt.number, None) for attempt, _ in points])
-    rows = yield sql.heartbeat(dialect), [lease_end, mine, worker_id]
+    if dialect.for_update:  # PostgreSQL locks rows: a lock, no new row version
+        rows = yield sql.hold_jobs(dialect), [mine, worker_id]
+    else:  # SQLite: the write takes the database's one write lock first, renewing the leases
+        rows = yield sql.heartbeat(dialect), [lease_end, mine, worker_id]
     held = {row[0] for row in rows}
     kept = [(attempt, point) for attempt, point in points if attempt.job_id in held]
     if not kept:

@@ -63,6 +63,7 @@ __all__ = [
     "forget_worker",
     "give_up",
     "heartbeat",
+    "hold_jobs",
     "insert_error",
     "insert_event",
     "insert_jobs",
@@ -995,6 +996,20 @@ def read_steps(dialect: Dialect) -> str:
         dialect.json_text.format(column=column) if column == "result" else column for column in STEP_COLUMNS
     )
     return f'SELECT {columns} FROM {STEP} WHERE job_id = %s ORDER BY "position", id'  # noqa: S608
+
+
+@functools.cache
+def hold_jobs(dialect: Dialect) -> str:
+    """Lock running jobs under their fence until the transaction ends, without writing them (PostgreSQL).
+
+    ``FOR SHARE`` blocks any write to the rows (a rescue's requeue, a cancel) until the
+    checkpoint written after it commits, as a fenced ``UPDATE`` would, without leaving a new
+    row version behind. Parameters: jobs, worker id. Returns id.
+    """
+    return (
+        f"SELECT {JOB}.id FROM {JOB}, {dialect.mine} WHERE {FENCE} "  # noqa: S608
+        f"ORDER BY {JOB}.id FOR SHARE OF {JOB}"
+    )
 
 
 @functools.cache
