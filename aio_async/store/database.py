@@ -303,7 +303,7 @@ class DatabaseStore:
     async def wake_suspended(self) -> list[int]:
         """Queue the suspended jobs whose sleep ended or whose wait timed out; their ids."""
         now = timezone.now()
-        return await self.connector.run(lambda d: journal.wake_due(d, now), atomic=True)
+        return await self.connector.run(lambda d: journal.wake_due(d, now))  # one statement
 
     async def rescue(self) -> list[int]:
         """Requeue or fail the jobs whose lease expired, each in a transaction of its own.
