@@ -28,7 +28,6 @@ import contextvars
 import dataclasses
 import datetime
 import inspect
-import json
 import time
 from collections.abc import Callable, Generator
 from typing import Any, Protocol, TypeVar
@@ -362,7 +361,7 @@ def notify_event(key: str, payload: Any = None, *, using: str | None = None) -> 
         raise StepError(
             f"an event key is a non-empty string of at most {NAME_LENGTH} characters, got {key!r:.80}"
         )
-    value = json.loads(json.dumps(json_value(payload, "the event's payload")))
+    value = json_value(payload, "the event's payload")
     alias = using or get_settings().database
     with transaction.atomic(using=alias):
         return run(lambda dialect: ops.notify_event(dialect, key, value, timezone.now()), alias)
@@ -461,7 +460,7 @@ class StoreScribe:
 
 def stored(value: Any) -> Any:
     """A step's result as it is recorded and returned on every attempt: JSON, decoded again."""
-    return json.loads(json.dumps(json_value(value, "a step's result")))
+    return json_value(value, "a step's result")  # as JSON gives it back: tuples become lists
 
 
 def failed(point: Checkpoint, error: ErrorInfo) -> Checkpoint:
@@ -537,15 +536,20 @@ class StepScribe:
             signals.step_finished(self.attempt, worker, point.name, time.monotonic() - began, error)
             raise
         point.ended = timezone.now()
-        lease_end = point.ended + datetime.timedelta(seconds=self.thread.settings.lease_seconds)
+        self._commit(point)
+        signals.step_finished(self.attempt, worker, point.name, time.monotonic() - began, None)
+        return point.result
+
+    def _commit(self, point: Checkpoint) -> None:
+        """Write ``point`` under the job's fence and commit the job's transaction; Stopped if not held."""
+        lease_end = timezone.now() + datetime.timedelta(seconds=self.thread.settings.lease_seconds)
+        worker = self.thread.worker_id
         if not self._run(lambda dialect: ops.checkpoint(dialect, self.attempt, worker, point, lease_end)):
             self.segment.renew(commit=False)
             self.journal.over = Outcome.LEASE_LOST
             raise Stopped(Outcome.LEASE_LOST)
         self.segment.renew(commit=True)
         self.journal.keep(point)
-        signals.step_finished(self.attempt, worker, point.name, time.monotonic() - began, None)
-        return point.result
 
     def _record_failure(self, point: Checkpoint) -> None:
         lease_end = timezone.now() + datetime.timedelta(seconds=self.thread.settings.lease_seconds)
@@ -567,16 +571,9 @@ class StepScribe:
         """Record that the sleep ended (its own transaction; writes since the last step roll back)."""
         self.segment.check("a sleep")
         self.segment.renew(commit=False)  # it committed with the sleep, when the sleep began
-        now = timezone.now()
-        done = dataclasses.replace(point, status="succeeded", attempt=self.attempt.number, ended=now)
-        lease_end = now + datetime.timedelta(seconds=self.thread.settings.lease_seconds)
-        worker = self.thread.worker_id
-        if not self._run(lambda dialect: ops.checkpoint(dialect, self.attempt, worker, done, lease_end)):
-            self.segment.renew(commit=False)
-            self.journal.over = Outcome.LEASE_LOST
-            raise Stopped(Outcome.LEASE_LOST)
-        self.segment.renew(commit=True)
-        self.journal.keep(done)
+        self._commit(
+            dataclasses.replace(point, status="succeeded", attempt=self.attempt.number, ended=timezone.now())
+        )
 
     def wait(self, point: Checkpoint) -> tuple[str, Any]:
         """Receive the event, record the timeout, or suspend the job; commits each."""
