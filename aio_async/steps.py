@@ -469,7 +469,8 @@ def failed(point: Checkpoint, error: ErrorInfo) -> Checkpoint:
         point,
         status="failed",
         result=None,
-        error=f"{error.exception}: {error.message}"[:10_000],
+        # No NUL: a database's text cannot hold one, and an exception's message may.
+        error=f"{error.exception}: {error.message}".replace("\x00", "")[:10_000],
         ended=timezone.now(),
     )
 

@@ -268,7 +268,7 @@ class DatabaseStore:
                     functools.partial(
                         journal.checkpoints, points=points, worker_id=self.worker_id, lease_end=lease_end
                     ),
-                    atomic=True,
+                    atomic=not self.recorder.dialect.for_update,  # PostgreSQL: one statement
                 )
             except Exception as exc:  # noqa: BLE001 - each job's step reports it
                 for _, _, future in batch:

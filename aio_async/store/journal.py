@@ -75,15 +75,18 @@ def checkpoints(
 ) -> Op[set[int]]:
     """Record the checkpoints of several jobs, each under its job's fence; the ids of the jobs recorded.
 
-    A job no longer held gets nothing written; the others are written all the same. Run in one
-    transaction (coroutine jobs' steps are recorded in batches, as their completions are).
+    A job no longer held gets nothing written; the others are written all the same. On
+    PostgreSQL it is one statement (``sql.save_held_steps``), atomic without a transaction of its
+    own; on SQLite a fenced write (which takes the database's one write lock, renewing the
+    leases) then the checkpoints, in the caller's transaction.
     """
     mine = _mine([(attempt.job_id, attempt.number, None) for attempt, _ in points])
-    if dialect.for_update:  # PostgreSQL locks rows: a lock, no new row version
-        rows = yield sql.hold_jobs(dialect), [mine, worker_id]
-    else:  # SQLite: the write takes the database's one write lock first, renewing the leases
-        rows = yield sql.heartbeat(dialect), [lease_end, mine, worker_id]
-    held = {row[0] for row in rows}
+    if dialect.for_update:
+        rows = [_json_row(attempt.job_id, point) for attempt, point in points]
+        saved = yield sql.save_held_steps(dialect), [mine, worker_id, json.dumps(rows, separators=(",", ":"))]
+        return {row[0] for row in saved}
+    held_rows = yield sql.heartbeat(dialect), [lease_end, mine, worker_id]
+    held = {row[0] for row in held_rows}
     kept = [(attempt, point) for attempt, point in points if attempt.job_id in held]
     if not kept:
         return set()
@@ -92,6 +95,19 @@ def checkpoints(
         params += _step_params(attempt.job_id, point)
     saved = yield sql.save_step(dialect, len(kept)), params
     return {row[0] for row in saved}
+
+
+def _json_row(job_id: int, point: Checkpoint) -> list[Any]:
+    """A checkpoint as a row of ``sql.save_held_steps``'s JSON parameter: times in ISO 8601."""
+
+    def moment(value: datetime.datetime | None) -> str | None:
+        return None if value is None else value.isoformat()
+
+    return [
+        job_id, point.name, point.position, point.kind, point.status, point.attempt, point.result,
+        point.error, point.worker, moment(point.started), moment(point.ended), moment(point.until),
+        point.key, point.event_id,
+    ]  # fmt: skip
 
 
 def suspend(

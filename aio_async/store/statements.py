@@ -63,7 +63,6 @@ __all__ = [
     "forget_worker",
     "give_up",
     "heartbeat",
-    "hold_jobs",
     "insert_error",
     "insert_event",
     "insert_jobs",
@@ -96,6 +95,7 @@ __all__ = [
     "requeue",
     "rescued_elsewhere",
     "retry",
+    "save_held_steps",
     "save_step",
     "set_final",
     "snooze",
@@ -999,16 +999,38 @@ def read_steps(dialect: Dialect) -> str:
 
 
 @functools.cache
-def hold_jobs(dialect: Dialect) -> str:
-    """Lock running jobs under their fence until the transaction ends, without writing them (PostgreSQL).
+def save_held_steps(dialect: Dialect) -> str:
+    """Record checkpoints of running jobs, each only if its job is held: one statement (PostgreSQL).
 
-    ``FOR SHARE`` blocks any write to the rows (a rescue's requeue, a cancel) until the
-    checkpoint written after it commits, as a fenced ``UPDATE`` would, without leaving a new
-    row version behind. Parameters: jobs, worker id. Returns id.
+    The jobs are locked under ``FENCE`` (``FOR SHARE``: it blocks a rescue's requeue or a cancel
+    until the statement's transaction ends, as a fenced ``UPDATE`` would, without writing a new
+    row version), and the checkpoints of the jobs held are inserted, or replace ones that did
+    not end (failed, sleeping, waiting); a step that succeeded or a wait that timed out is never
+    replaced. One statement is atomic on its own: outside a transaction it is one round trip.
+    Parameters: jobs (``mine``), worker id, the checkpoints as a JSON array of
+    ``[job id, *STEP_COLUMNS]`` rows (times in ISO 8601, the result as JSON). Returns job_id.
     """
+    names = ", ".join(STEP_COLUMNS)
+    casts = ("bigint", "text", "integer", "text", "text", "integer", "jsonb", "text", "text",
+             "timestamptz", "timestamptz", "timestamptz", "text", "bigint")  # fmt: skip
+    fields = ", ".join(
+        (
+            f"NULLIF((r.value->{index})::jsonb, 'null'::jsonb)"
+            if cast == "jsonb"
+            else f"(r.value->>{index})::{cast}"
+        )
+        + f" AS {column}"
+        for index, (cast, column) in enumerate(zip(casts, ("job_id", *STEP_COLUMNS), strict=True))
+    )
+    updates = ", ".join(f"{column} = EXCLUDED.{column}" for column in STEP_COLUMNS[1:])
     return (
-        f"SELECT {JOB}.id FROM {JOB}, {dialect.mine} WHERE {FENCE} "  # noqa: S608
-        f"ORDER BY {JOB}.id FOR SHARE OF {JOB}"
+        f"WITH held AS MATERIALIZED (SELECT {JOB}.id FROM {JOB}, {dialect.mine} "  # noqa: S608
+        f"WHERE {FENCE} ORDER BY {JOB}.id FOR SHARE OF {JOB}), "
+        f"points AS (SELECT {fields} FROM json_array_elements(%s::json) AS r(value)) "
+        f"INSERT INTO {STEP} (job_id, {names}) SELECT points.* FROM points "
+        "JOIN held ON held.id = points.job_id "
+        f"ON CONFLICT (job_id, name) DO UPDATE SET {updates} "
+        f"WHERE {STEP}.status NOT IN ('succeeded', 'timed_out') RETURNING job_id"
     )
 
 
