@@ -227,6 +227,14 @@ def targets(rows: list[dict[str, Any]]) -> str:
                 f"{per_job['median']:.2f}×",
                 per_job["median"] >= 1,
             )
+        for part, what in (("cpu", "the worker's CPU"), ("wal", "WAL written")):
+            step, plain = (by.get((OURS, f"steps_{colour}_{unit}_{part}_c10")) for unit in ("step", "job"))
+            if step and plain:
+                add(
+                    f"five-step {job}: {what} per step no more than per no-op job (step ÷ job ≤ 1)",
+                    f"{step['median'] / plain['median']:.2f}×",
+                    step["median"] <= plain["median"],
+                )
     for figure, what, worse in (
         ("claim_p50", "the worker's claim p50", 1),
         ("claim_select_p50", "the claim's SELECT alone, p50,", 1),
@@ -342,21 +350,28 @@ def _steps_table(by: dict[tuple[str, str], dict[str, Any]]) -> str:
     """The steps family: five-step jobs beside no-op jobs, sync and coroutine; empty if not run."""
     lines = []
     for colour, job in (("sync", "sync job, `step()`"), ("async", "coroutine job, `astep()`")):
-        steps, jobs, per_job = (
-            by.get((OURS, f"steps_{colour}{part}_c10")) for part in ("", "_jobs", "_per_job")
+        steps, jobs, per_job, job_cpu, step_cpu, job_wal, step_wal = (
+            by.get((OURS, f"steps_{colour}{part}_c10"))
+            for part in ("", "_jobs", "_per_job", "_job_cpu", "_step_cpu", "_job_wal", "_step_wal")
         )
         if steps and jobs and per_job:
-            lines.append(
-                f"| {job} | {_fmt(jobs['median'])} | {_fmt(steps['median'])} | {per_job['median']:.2f}× |"
-            )
+            cost = "– | –"
+            if job_cpu and step_cpu and job_wal and step_wal:
+                cost = (
+                    f"{job_cpu['median']:,.0f} → {step_cpu['median']:,.0f} | "
+                    f"{job_wal['median']:,.0f} → {step_wal['median']:,.0f}"
+                )
+            rates = f"{_fmt(jobs['median'])} | {_fmt(steps['median'])} | {per_job['median']:.2f}×"
+            lines.append(f"| {job} | {rates} | {cost} |")
     if not lines:
         return ""
     return (
         "Durable steps, at concurrency 10: N/5 jobs of five no-op steps beside N no-op jobs, "
         "drained back to back in each run (the order swapped every run); the ratio is the median "
         "of each run's own.\n\n"
-        "| job | no-op jobs, jobs/s | five-step jobs, steps/s | steps/s ÷ jobs/s |\n"
-        "|---|---:|---:|---:|\n" + "\n".join(lines)
+        "| job | no-op jobs, jobs/s | five-step jobs, steps/s | steps/s ÷ jobs/s "
+        "| worker CPU, µs: per job → per step | WAL, bytes: per job → per step |\n"
+        "|---|---:|---:|---:|---:|---:|\n" + "\n".join(lines)
     )
 
 

@@ -179,6 +179,11 @@ class Worker:
             time.sleep(every)
         raise TimeoutError(f"not done within {timeout} s; see {self.log.name}")
 
+    def cpu_seconds(self) -> float:
+        """The worker's CPU time so far (user and system), from ``/proc``."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_kib(self) -> int:
         """The worker's resident memory now."""
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -223,11 +228,22 @@ def drain_queued(
     *,
     env: dict[str, str] | None = None,
     module: str = "aio_async",
+    costs: dict[str, float] | None = None,
 ) -> tuple[float, float]:
-    """Drain the ``count`` jobs in the queue with one worker; its steady and spawn-to-done rates."""
+    """Drain the ``count`` jobs in the queue with one worker; its steady and spawn-to-done rates.
+
+    With ``costs``, it also notes the worker's CPU seconds and the WAL bytes the drain wrote,
+    from its first claim to its last completion (the worker's start-up left out).
+    """
     worker = Worker(tag, "--concurrency", str(concurrency), env=env, module=module)
     try:
+        if costs is not None:
+            worker.wait_for(lambda: remaining() < count, timeout=120, every=0.01)
+            cpu, wal = worker.cpu_seconds(), int(sql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
         worker.wait_for(lambda: remaining() == 0, timeout=900, every=0.1)
+        if costs is not None:
+            costs["cpu"] = worker.cpu_seconds() - cpu
+            costs["wal"] = int(sql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")) - wal
     finally:
         worker.stop()
     first, last, done = window()
@@ -796,12 +812,20 @@ def steps() -> None:
     ):
         job_rates: list[float] = []
         step_rates: list[float] = []
+        # The cost of a unit of work (a step, or a no-op job), in the worker and in the database.
+        cpu: dict[str, list[float]] = {"job": [], "step": []}
+        wal: dict[str, list[float]] = {"job": [], "step": []}
         for run in range(OPTIONS.runs):
             for drained in (plain, stepped) if run % 2 == 0 else (stepped, plain):
                 reset()
                 count = jobs * per_job if drained is plain else jobs
                 fill(drained, count)
-                rate, _ = drain_queued(f"steps-{colour}-{drained.__name__}-{run}", count, 10)
+                costs: dict[str, float] = {}
+                tag = f"steps-{colour}-{drained.__name__}-{run}"
+                rate, _ = drain_queued(tag, count, 10, costs=costs)
+                unit = "job" if drained is plain else "step"
+                cpu[unit].append(costs["cpu"] * 1e6 / (jobs * per_job))
+                wal[unit].append(costs["wal"] / (jobs * per_job))
                 if drained is plain:
                     job_rates.append(rate)
                     continue
@@ -818,6 +842,14 @@ def steps() -> None:
             what="steps/s of the five-step jobs ÷ jobs/s of the no-op jobs, in the same run",
             **how,
         )
+        for unit in ("job", "step"):
+            what = "a no-op job" if unit == "job" else "a step of the five-step jobs"
+            record(
+                f"steps_{colour}_{unit}_cpu_c10", "µs", cpu[unit], what=f"the worker's CPU per {what}", **how
+            )
+            record(
+                f"steps_{colour}_{unit}_wal_c10", "bytes", wal[unit], what=f"WAL written per {what}", **how
+            )
 
 
 #: Suspended jobs beside the suspended family's drain.
