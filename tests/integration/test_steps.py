@@ -342,7 +342,7 @@ def test_the_testing_drain_with_scheduled_runs_a_sleeping_job_to_its_end() -> No
     assert keys() == ["day-after", "day-before"]
 
 
-@pytest.mark.postgres_only
+@pytest.mark.psycopg3  # the worker LISTENs with psycopg 3; with psycopg2 it polls
 async def test_on_postgresql_an_event_wakes_its_job_at_once_not_at_the_next_poll() -> None:
     job = await sync_to_async(schedule)(step_tasks.wait_between, ["nw", "nw-1", None])
     async with beside(poll_interval=60.0):  # only a NOTIFY can wake this worker in time
