@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -110,7 +111,7 @@ class JobThread:
             raise NoConnection(str(exc)) from exc
         dialect = for_vendor(connection.vendor)
         segment = Segment(self.alias)
-        entered = steps.enter(steps.StepScribe(self, attempt, segment))
+        entered = steps.enter(functools.partial(steps.StepScribe, self, attempt, segment))
         try:
             try:
                 segment.begin()

@@ -276,9 +276,21 @@ async def _adrive(scribe: StoreScribe, plan: Plan[R]) -> R:
 _scribe: contextvars.ContextVar[Any] = contextvars.ContextVar("aio_async_steps", default=None)
 
 
-def enter(scribe: Any) -> contextvars.Token[Any]:
-    """Make ``scribe`` the one the durable functions use here (the attempt runner, the bridge)."""
-    return _scribe.set(scribe)
+def enter(scribe: Callable[[], Any]) -> contextvars.Token[Any]:
+    """Make ``scribe()`` the scribe the durable functions use here (the attempt runner, the bridge).
+
+    It is made on first use: most jobs have no steps, and pay for none.
+    """
+    return _scribe.set(_Lazy(scribe))
+
+
+class _Lazy:
+    """A scribe not made yet."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
 
 
 def leave(token: contextvars.Token[Any]) -> None:
@@ -288,6 +300,9 @@ def leave(token: contextvars.Token[Any]) -> None:
 
 def _found(what: str, kind: type[Any]) -> Any:
     scribe = _scribe.get()
+    if isinstance(scribe, _Lazy):
+        scribe = scribe.make()
+        _scribe.set(scribe)
     if scribe is None:
         try:
             current_job()

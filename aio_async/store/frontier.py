@@ -115,7 +115,11 @@ class Frontier:
         """Record a sweep (a full claim), what it cost and what it claimed."""
         self.swept_at = now
         self.sweep_cost = cost
-        self.advance(attempts)
+        if self.engaged or cost > ENGAGE:
+            # Positions matter only once claims start at them: while sweeps are fast, keeping
+            # them would cost every claim a little for nothing. A slow sweep records where it
+            # reached, so that the frontier knows its positions when it engages.
+            self.advance(attempts)
         if self.mode != "auto":
             return
         self.slow_sweeps = self.slow_sweeps + 1 if cost > ENGAGE else 0

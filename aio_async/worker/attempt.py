@@ -72,7 +72,8 @@ async def run_attempt(store: Store, attempt: Attempt, job: JobContext, slots: Sl
             await signals.attempt_started(attempt, slots.worker_id)  # job_started; the job's span
             if target.is_coroutine:
                 slots.running_coroutine(attempt)
-                steps.enter(steps.StoreScribe(store, attempt, slots.worker_id))  # this task's context
+                # This task's context; made on the job's first step.
+                steps.enter(functools.partial(steps.StoreScribe, store, attempt, slots.worker_id))
                 outcome, error = await _run_coroutine(store, attempt, call, slots)
             else:
                 in_thread = True

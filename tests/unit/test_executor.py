@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import logging
 import threading
 import time
@@ -18,7 +19,7 @@ import pytest
 from aio_async import task
 from aio_async.conf import get_settings
 from aio_async.executor import PICKUP_SAMPLE, PROBE_EVERY, Executor, _Pickups
-from aio_async.values import Outcome
+from aio_async.values import Attempt, Outcome
 from tests.unit.memory import MemoryJob, MemoryStore
 
 STORE: MemoryStore
@@ -342,13 +343,19 @@ async def test_the_end_of_an_attempt_leaves_the_next_attempt_of_its_job_alone() 
 def test_pickup_delays_keep_their_count_and_longest_exactly_and_a_bounded_sample_for_the_median() -> None:
     pickups = _Pickups()
     assert pickups.median() is None
+    started = datetime.datetime(2026, 12, 7, tzinfo=datetime.UTC)
     delays = [index / 1000 for index in range(3 * PICKUP_SAMPLE)]
-    for delay in delays:
-        pickups.add(delay)
+    claims = [delays[index : index + 4] for index in range(0, len(delays), 4)]  # four jobs a claim
+    for claim in claims:
+        attempts = [
+            Attempt(index, 1, "job", [], {}, started=started, due=started - datetime.timedelta(seconds=delay))
+            for index, delay in enumerate(claim)
+        ]
+        pickups.claimed(attempts)
     assert pickups.count == len(delays)
-    assert pickups.longest == delays[-1]
-    assert len(pickups.sample) == PICKUP_SAMPLE
+    assert pickups.longest == pytest.approx(delays[-1])
+    assert PICKUP_SAMPLE // 2 <= len(pickups.sample) < PICKUP_SAMPLE  # bounded, evenly thinned
     median = pickups.median()
     assert median is not None
-    # A uniform sample of 4096 out of 12288: its median is near the true one (6.144 s).
-    assert abs(median - 6.144) < 0.6, median
+    # An even sample of 12288 delays spread evenly: its median is near the true one (6.144 s).
+    assert abs(median - 6.144) < 0.1, median
