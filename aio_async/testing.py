@@ -172,8 +172,7 @@ class _InlineStore(DatabaseStore):
 
     async def close(self) -> None:
         """Finish pending records; the connection stays the caller's."""
-        if self._recorder is not None:
-            await self._recorder
+        await self._completions.finish()
 
 
 def _run(

@@ -23,8 +23,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from typing import Any, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import InterfaceError, OperationalError, connections
@@ -40,6 +40,8 @@ from aio_async.store.statements import Op
 from aio_async.values import Attempt, Checkpoint, ClaimRequest, ErrorInfo, Outcome
 
 __all__ = ["DatabaseStore"]
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger("aio_async.store")
 
@@ -73,10 +75,8 @@ class DatabaseStore:
             if connector.dialect.frontier and settings.claim_frontier != "never"
             else None
         )
-        self._finished: list[tuple[Attempt, Any, asyncio.Future[Outcome]]] = []
-        self._recorder: asyncio.Task[None] | None = None
-        self._checkpoints: list[tuple[Attempt, Checkpoint, asyncio.Future[bool]]] = []
-        self._checkpointer: asyncio.Task[None] | None = None
+        self._completions: _Batches[Any] = _Batches(self._write_completions, "record-completions")
+        self._checkpoints: _Batches[Checkpoint] = _Batches(self._write_checkpoints, "record-checkpoints")
 
     async def claim(
         self, limit: int, *, alone: bool, paused: frozenset[str] = frozenset(), thorough: bool = False
@@ -169,35 +169,15 @@ class DatabaseStore:
 
     async def complete(self, attempt: Attempt, result: Any) -> Outcome:
         """Queue the completion; completions that pile up while one is written go in one batch."""
-        outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._finished.append((attempt, result, outcome))
-        if self._recorder is None or self._recorder.done():
-            self._recorder = asyncio.create_task(self._record_completions(), name="record-completions")
-        return await outcome  # cancelled with its job: the batch then leaves it alone
+        return Outcome.SUCCEEDED if await self._completions.add(attempt, result) else Outcome.LEASE_LOST
 
-    async def _record_completions(self) -> None:
-        while self._finished:
-            batch, self._finished = self._finished, []
-            finished = [(attempt, result) for attempt, result, _ in batch]
-            now = timezone.now()
-            try:
-                held = await self.recorder.run(
-                    functools.partial(
-                        operations.complete, finished=finished, worker_id=self.worker_id, now=now
-                    ),
-                    atomic=any(
-                        attempt.group_id is not None or attempt.has_dependents for attempt, _ in finished
-                    ),
-                    retry=True,  # fenced: writing it twice cannot mark anything twice
-                )
-            except Exception as exc:  # noqa: BLE001 - each job's task reports it
-                for _, _, outcome in batch:
-                    if not outcome.done():
-                        outcome.set_exception(exc)
-                continue
-            for attempt, _, outcome in batch:
-                if not outcome.done():
-                    outcome.set_result(Outcome.SUCCEEDED if attempt.job_id in held else Outcome.LEASE_LOST)
+    async def _write_completions(self, finished: list[tuple[Attempt, Any]]) -> Collection[int]:
+        now = timezone.now()
+        return await self.recorder.run(
+            functools.partial(operations.complete, finished=finished, worker_id=self.worker_id, now=now),
+            atomic=any(attempt.group_id is not None or attempt.has_dependents for attempt, _ in finished),
+            retry=True,  # fenced: writing it twice cannot mark anything twice
+        )
 
     async def fail(
         self, attempt: Attempt, error: ErrorInfo, *, final: bool = False, cause: BaseException | None = None
@@ -247,37 +227,21 @@ class DatabaseStore:
         return await self.recorder.run(lambda d: journal.read_steps(d, attempt.job_id), retry=True)
 
     async def checkpoint(self, attempt: Attempt, point: Checkpoint) -> bool:
-        """Record a checkpoint under the job's fence (renewing its lease); False if no longer held.
+        """Record a checkpoint under the job's fence; False if no longer held.
 
         Checkpoints that pile up while one is written go in one transaction, as completions do:
         each job's fence still decides for that job alone.
         """
-        saved: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._checkpoints.append((attempt, point, saved))
-        if self._checkpointer is None or self._checkpointer.done():
-            self._checkpointer = asyncio.create_task(self._record_checkpoints(), name="record-checkpoints")
-        return await saved
+        return await self._checkpoints.add(attempt, point)
 
-    async def _record_checkpoints(self) -> None:
-        while self._checkpoints:
-            batch, self._checkpoints = self._checkpoints, []
-            points = [(attempt, point) for attempt, point, _ in batch]
-            lease_end = timezone.now() + self.request.lease
-            try:
-                saved = await self.recorder.run(
-                    functools.partial(
-                        journal.checkpoints, points=points, worker_id=self.worker_id, lease_end=lease_end
-                    ),
-                    atomic=not self.recorder.dialect.for_update,  # PostgreSQL: one statement
-                )
-            except Exception as exc:  # noqa: BLE001 - each job's step reports it
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for attempt, _, future in batch:
-                if not future.done():
-                    future.set_result(attempt.job_id in saved)
+    async def _write_checkpoints(self, points: list[tuple[Attempt, Checkpoint]]) -> Collection[int]:
+        lease_end = timezone.now() + self.request.lease
+        return await self.recorder.run(
+            functools.partial(
+                journal.checkpoints, points=points, worker_id=self.worker_id, lease_end=lease_end
+            ),
+            atomic=not self.recorder.dialect.for_update,  # PostgreSQL: one statement
+        )
 
     async def run_step(
         self, attempt: Attempt, point: Checkpoint, call: Callable[[], Any]
@@ -374,16 +338,58 @@ class DatabaseStore:
 
     async def close(self) -> None:
         """Finish pending completions, then close every connection and the job threads."""
-        for pending in (self._recorder, self._checkpointer):
-            if pending is not None:
-                with contextlib.suppress(Exception):
-                    await pending
+        await self._completions.finish()
+        await self._checkpoints.finish()
         await self.connector.close()
         if self.recorder is not self.connector:
             await self.recorder.close()
         # The async ORM's thread served coroutine jobs and the start-up checks.
         await sync_to_async(connections.close_all, thread_sensitive=True)()
         await self.jobs.close()
+
+
+class _Batches(Generic[_T]):
+    """Writes that pile up while one batch is written go in the next: one writer task at a time.
+
+    ``write`` writes a batch of (attempt, item) and returns the ids of the jobs it wrote for
+    (a job its attempt no longer held gets nothing written): each waiter learns its own.
+    """
+
+    def __init__(
+        self, write: Callable[[list[tuple[Attempt, _T]]], Awaitable[Collection[int]]], name: str
+    ) -> None:
+        self._write = write
+        self._name = name
+        self._pending: list[tuple[Attempt, _T, asyncio.Future[bool]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def add(self, attempt: Attempt, item: _T) -> bool:
+        """Queue a write for the attempt's job; True once written, False if the job was no longer held."""
+        written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((attempt, item, written))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name=self._name)
+        return await written  # cancelled with its job: the batch then leaves it alone
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                held = await self._write([(attempt, item) for attempt, item, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - each waiter reports it
+                for _, _, written in batch:
+                    if not written.done():
+                        written.set_exception(exc)
+                continue
+            for attempt, _, written in batch:
+                if not written.done():
+                    written.set_result(attempt.job_id in held)
+
+    async def finish(self) -> None:
+        """Wait for the writes queued so far."""
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
 
 
 def _ping(dialect: Dialect) -> Op[None]:
