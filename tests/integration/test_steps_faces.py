@@ -12,7 +12,6 @@ import datetime
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
@@ -35,11 +34,9 @@ HELD_RUNNING: dict[str, Any] = {"unique": True, "unique_states": ["queued", "run
 
 
 @pytest.fixture
-def client() -> Client:
-    user = User.objects.create_superuser("admin", "admin@example.com", "pw")
-    client = Client()
-    client.force_login(user)
-    return client
+def client(admin_client: Client) -> Client:
+    """pytest-django's client, logged in as a superuser."""
+    return admin_client
 
 
 def page_of(client: Client, job: Job) -> str:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aio_async.bridge import NoConnection
+from aio_async.errors import StepError
 from aio_async.payload import result_value
 from aio_async.values import Attempt, Checkpoint, ErrorInfo, Outcome
 
@@ -163,26 +164,26 @@ class MemoryStore:
         return []
 
     async def read_steps(self, attempt: Attempt) -> dict[str, Checkpoint]:
-        """No journal: these jobs have no steps."""
-        raise NotImplementedError
+        """No journal: the executor's unit tests run no job with steps (tests/integration do)."""
+        raise StepError("this fake store keeps no journal: durable steps are tested on a database")
 
     async def checkpoint(self, attempt: Attempt, point: Checkpoint) -> bool:
-        """No journal: these jobs have no steps."""
-        raise NotImplementedError
+        """No journal: the executor's unit tests run no job with steps (tests/integration do)."""
+        raise StepError("this fake store keeps no journal: durable steps are tested on a database")
 
     async def run_step(
         self, attempt: Attempt, point: Checkpoint, call: Callable[[], Any]
     ) -> tuple[bool, Any]:
-        """No journal: these jobs have no steps."""
-        raise NotImplementedError
+        """No journal: the executor's unit tests run no job with steps (tests/integration do)."""
+        raise StepError("this fake store keeps no journal: durable steps are tested on a database")
 
     async def suspend(self, attempt: Attempt, point: Checkpoint) -> bool:
-        """No journal: these jobs have no steps."""
-        raise NotImplementedError
+        """No journal: the executor's unit tests run no job with steps (tests/integration do)."""
+        raise StepError("this fake store keeps no journal: durable steps are tested on a database")
 
     async def wait_event(self, attempt: Attempt, point: Checkpoint) -> tuple[str, Any]:
-        """No journal: these jobs have no steps."""
-        raise NotImplementedError
+        """No journal: the executor's unit tests run no job with steps (tests/integration do)."""
+        raise StepError("this fake store keeps no journal: durable steps are tested on a database")
 
     async def rescue(self) -> list[int]:
         """Nothing to rescue in memory."""
